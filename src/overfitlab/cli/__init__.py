@@ -1,0 +1,50 @@
+"""The ``overfitlab`` command: a thin skin over the Python API.
+
+Each command lives in its own module with ``add_parser(subparsers)``; this
+module assembles them and turns every OverfitlabError into one line on stderr
+and exit status 2 (a traceback only with ``--debug``).
+"""
+
+from __future__ import annotations
+
+import sys
+
+from ..errors import OverfitlabError
+from . import summary, train
+from ._common import OneLineParser
+
+COMMANDS = (train, summary)
+
+
+def build_parser() -> OneLineParser:
+    parser = OneLineParser(prog="overfitlab",
+                           description="See over-fitting in image classifiers and fight it, measured.")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
+    sub.required = True
+    for module in COMMANDS:
+        module.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args) or 0
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        print("overfitlab: interrupted", file=sys.stderr)
+        return 130
+    except OverfitlabError as err:
+        if args.debug:
+            raise
+        from ..run import Interrupted
+
+        print(f"overfitlab: {'interrupted' if isinstance(err, Interrupted) else 'error'}: {err}",
+              file=sys.stderr)
+        return 130 if isinstance(err, Interrupted) else 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

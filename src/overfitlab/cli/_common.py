@@ -1,0 +1,69 @@
+"""Options shared by commands, generated from the Config fields (one place for each option)."""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import sys
+from dataclasses import fields
+from typing import Any
+
+from ..config import Config, apply_overrides, load_toml
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (with a suggestion) and exit status 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        if "unrecognized arguments" in message:
+            flags = [s for a in self._actions for s in a.option_strings]
+            bad = message.split(":", 1)[1].split()
+            hints = [difflib.get_close_matches(b.split("=")[0], flags, n=1) for b in bad]
+            hint = ", ".join(h[0] for h in hints if h)
+            if hint:
+                message += f" (did you mean {hint}?)"
+        print(f"{self.prog}: error: {message}; see `{self.prog} --help`", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _type_of(field) -> type:
+    return {"str": str, "int": int, "float": float, "bool": bool}[str(field.type).split("|")[0].strip()]
+
+
+def add_config_flags(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> None:
+    """One flag per Config field, grouped by section; unset flags leave the config alone."""
+    groups: dict[str, Any] = {}
+    for f in fields(Config):
+        if f.name in skip:
+            continue
+        section = f.metadata["section"]
+        group = groups.get(section) or groups.setdefault(
+            section, parser.add_argument_group(section.replace("_", " ")))
+        kind = _type_of(f)
+        default = f" (default: {f.default})" if f.default is not None else ""
+        common = dict(dest=f"cfg_{f.name}", default=argparse.SUPPRESS, help=f.metadata["help"] + default)
+        if kind is bool:
+            group.add_argument(_flag(f.name), action=argparse.BooleanOptionalAction, **common)
+        else:
+            metavar = f.name.upper() if not f.metadata["choices"] else "{" + ",".join(f.metadata["choices"]) + "}"
+            group.add_argument(_flag(f.name), type=kind, metavar=metavar, **common)
+    parser.add_argument("--config", metavar="FILE.toml", help="read options from a TOML file (flags override it)")
+
+
+def config_from_args(args: argparse.Namespace, base: Config | None = None) -> Config:
+    config = base or Config()
+    if getattr(args, "config", None):
+        config = load_toml(args.config, config)
+    overrides = {k[4:]: v for k, v in vars(args).items() if k.startswith("cfg_")}
+    return apply_overrides(config, overrides, "command-line flags")
+
+
+def add_output_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--name", help="run folder name (default: generated)")
+    parser.add_argument("--runs-dir", default="runs", help="folder of run folders (default: runs)")
+    parser.add_argument("--json", action="store_true", help="print the final summary as one JSON object")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")

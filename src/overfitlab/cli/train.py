@@ -1,0 +1,74 @@
+"""``overfitlab train``: one run, every remedy a flag."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+from ..callbacks import Callback
+from ..run import resume, summary_text, train
+from ..store import new_run_dir
+from ._common import add_config_flags, add_output_flags, config_from_args
+
+
+class ProgressBar(Callback):
+    """A one-line bar per epoch on stderr, redrawn at most ten times a second."""
+
+    def __init__(self, epochs: int, stream=sys.stderr):
+        self.epochs = epochs
+        self.stream = stream
+        self._last_draw = 0.0
+
+    def on_epoch_start(self, trainer, epoch: int) -> None:
+        self._epoch = epoch
+        self._started = time.perf_counter()
+        self._batches = len(trainer.history.batches)  # unused; keeps the hook cheap
+
+    def on_batch_end(self, trainer, batch: int, loss) -> None:
+        now = time.perf_counter()
+        if now - self._last_draw < 0.1:
+            return
+        self._last_draw = now
+        total = max(1, trainer.batches_per_epoch)
+        done = (batch + 1) / total
+        bar = "#" * int(24 * done)
+        self.stream.write(f"\repoch {self._epoch}/{self.epochs} [{bar:<24}] {done:4.0%} "
+                          f"loss {loss.item():.4f}  {now - self._started:5.1f}s")
+        self.stream.flush()
+
+    def on_epoch_end(self, trainer, epoch: int, metrics) -> None:
+        self.stream.write(
+            f"\repoch {epoch}/{self.epochs}  train loss {metrics['train_loss']:.4f} "
+            f"acc {metrics['train_acc']:.4f} | valid loss {metrics['valid_loss']:.4f} "
+            f"acc {metrics['valid_acc']:.4f}  ({metrics['epoch_seconds']:.1f}s)".ljust(78) + "\n")
+        self.stream.flush()
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.resume:
+        config_epochs = getattr(args, "cfg_epochs", None)
+        callbacks = [] if args.quiet or not sys.stderr.isatty() else [ProgressBar(config_epochs or 0)]
+        result = resume(args.resume, epochs=config_epochs, callbacks=callbacks)
+    else:
+        config = config_from_args(args)
+        run_dir = new_run_dir(args.runs_dir, args.name)
+        callbacks = [] if args.quiet or not sys.stderr.isatty() else [ProgressBar(config.epochs)]
+        result = train(config, run_dir, callbacks=callbacks)
+    summary = result.summary()
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print(summary_text(summary), end="")
+    return 0
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "train", help="train one model and save its run folder",
+        description="Train one model; every remedy is a flag. Writes runs/<name>/.")
+    add_output_flags(parser)
+    parser.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run folder")
+    add_config_flags(parser)
+    parser.set_defaults(handler=run)

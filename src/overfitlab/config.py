@@ -1,0 +1,250 @@
+"""One run's recipe: a flat, frozen, typed config with TOML round-trip.
+
+Every option is one field here, and only here: the CLI flags, the TOML file, the
+study overrides and the docs are all generated from these fields, so a new
+option is added in one place. Fields are grouped in sections only for the TOML
+file a person reads; in Python the config is flat (``config.dropout``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Mapping
+
+from .errors import OverfitlabError
+
+SECTIONS = ("data", "model", "optim", "regularization", "early_stopping", "run")
+
+DATASETS = ("digits", "mnist", "fashion-mnist", "kmnist", "cifar10")
+HEADS = ("fc", "gap")
+OPTIMIZERS = ("adam", "adamw", "sgd")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+MODES = ("min", "max", "auto")
+DELTA_MODES = ("abs", "rel")
+DROPOUT_IMPLS = ("fast", "torch")
+MEMORY_FORMATS = ("auto", "contiguous", "channels_last")
+
+
+def _opt(default: Any, section: str, help: str, choices: tuple[str, ...] | None = None):
+    return field(default=default, metadata={"section": section, "help": help, "choices": choices})
+
+
+@dataclass(frozen=True)
+class Config:
+    # --- data: what the model sees -------------------------------------------------
+    dataset: str = _opt("digits", "data", "data set", DATASETS)
+    data_dir: str | None = _opt(None, "data", "folder of the torchvision data sets "
+                                "(default: $OVERFITLAB_DATA_DIR or ~/.cache/overfitlab/data)")
+    download: bool = _opt(True, "data", "download a missing data set when the network allows")
+    train_size: int | None = _opt(None, "data", "stratified subset of N training images "
+                                  "(less data makes over-fitting visible)")
+    label_noise: float = _opt(0.0, "data", "fraction of training labels replaced by a wrong class")
+    augment: bool = _opt(False, "data", "random shifts (±2 px) and rotations (±10°) of training batches")
+    normalize: bool = _opt(False, "data", "standardize pixels with the training set's mean and std "
+                           "(off: pixels in [0, 1] as the tutorial's ToTensor)")
+    batch_size: int = _opt(32, "data", "training batch size (the tutorial's 32)")
+    # Validation runs under inference_mode: its batch size changes speed, never a number.
+    valid_batch_size: int = _opt(1000, "data", "validation batch size")
+
+    # --- model: the tutorial's CNN family; None means "the preset's value" ----------
+    model: str = _opt("seed-cnn", "model", "model preset (see `overfitlab summary --list`)")
+    hidden: int | None = _opt(None, "model", "channels of the first conv block (doubling per block)")
+    blocks: int | None = _opt(None, "model", "number of Conv-[BN]-ReLU-[Dropout]-MaxPool blocks")
+    batchnorm: bool | None = _opt(None, "model", "batch normalization after each conv")
+    dropout: float | None = _opt(None, "model", "dropout probability after each block's activation")
+    head: str | None = _opt(None, "model", "classifier head: flatten+FC or global average pooling", HEADS)
+    fc_width: int | None = _opt(None, "model", "hidden units of the head's first linear layer")
+
+    # --- optim -----------------------------------------------------------------------
+    optimizer: str = _opt("adam", "optim", "optimizer", OPTIMIZERS)
+    lr: float = _opt(0.01, "optim", "learning rate (the tutorial's Adam 0.01)")
+    momentum: float = _opt(0.9, "optim", "SGD momentum")
+    nesterov: bool = _opt(False, "optim", "SGD Nesterov momentum")
+    epochs: int = _opt(10, "optim", "maximum number of epochs")
+    label_smoothing: float = _opt(0.0, "optim", "cross-entropy label smoothing ε")
+
+    # --- regularization: each remedy, all combinable ---------------------------------
+    l1: float = _opt(0.0, "regularization", "L1 penalty λΣ|w| added to the loss")
+    l2: float = _opt(0.0, "regularization", "L2 penalty λΣw² added to the loss")
+    weight_decay: float = _opt(0.0, "regularization", "optimizer weight decay "
+                               "(coupled for adam/sgd, decoupled for adamw)")
+    penalize_all: bool = _opt(False, "regularization", "apply L1/L2/weight decay to biases and "
+                              "norm parameters too (default: conv and linear weights only)")
+    max_norm: float | None = _opt(None, "regularization", "max-norm constraint: each unit's "
+                                  "incoming weight vector is rescaled to norm ≤ C after every step")
+
+    # --- early stopping (Keras/Lightning semantics) ------------------------------------
+    early_stopping: bool = _opt(False, "early_stopping", "stop when the monitored metric stops improving")
+    monitor: str = _opt("valid_loss", "early_stopping", "metric to monitor (any history column)")
+    mode: str = _opt("auto", "early_stopping", "min, max, or auto (max for accuracies)", MODES)
+    patience: int = _opt(5, "early_stopping", "epochs without improvement before stopping")
+    min_delta: float = _opt(0.0, "early_stopping", "smallest change that counts as improvement")
+    min_delta_mode: str = _opt("abs", "early_stopping", "min_delta absolute or relative to the best",
+                               DELTA_MODES)
+    baseline: float | None = _opt(None, "early_stopping", "value the metric must beat to reset patience")
+    start_from_epoch: int = _opt(0, "early_stopping", "epochs to train before monitoring starts")
+    restore_best: bool = _opt(True, "early_stopping", "return and save the best epoch's model")
+    check_finite: bool = _opt(True, "early_stopping", "stop at once when the metric is NaN or Inf")
+    stopping_threshold: float | None = _opt(None, "early_stopping", "stop once the metric is this good")
+    divergence_threshold: float | None = _opt(None, "early_stopping", "stop once the metric is this bad")
+
+    # --- run: reproducibility and engine -----------------------------------------------
+    seed: int = _opt(0, "run", "seed of weights, batch order, dropout, augmentation, subset and noise")
+    device: str = _opt("auto", "run", "device", DEVICES)
+    threads: int | None = _opt(None, "run", "torch CPU threads (default: the CPU cores available)")
+    dropout_impl: str = _opt("fast", "run", "dropout masks: fast (same Bernoulli law, cheaper "
+                             "draws) or torch (nn.Dropout)", DROPOUT_IMPLS)
+    memory_format: str = _opt("auto", "run", "image memory layout (auto: the faster one for the "
+                              "model and device)", MEMORY_FORMATS)
+    max_batches: int | None = _opt(None, "run", "stop each epoch after N batches (smoke tests)")
+
+    def replace(self, **changes: Any) -> "Config":
+        return validate(dataclasses.replace(self, **changes))
+
+
+FIELDS = {f.name: f for f in fields(Config)}
+
+
+# --------------------------------------------------------------------------- checks
+def _positive(name: str, value: float | None, allow_zero: bool = False) -> None:
+    if value is None:
+        return
+    ok = value >= 0 if allow_zero else value > 0
+    if not ok or (isinstance(value, float) and not math.isfinite(value)):
+        bound = "≥ 0" if allow_zero else "> 0"
+        raise OverfitlabError(f"{name} must be {bound}, got {value}: pass a value {bound}")
+
+
+def _fraction(name: str, value: float | None, closed: bool) -> None:
+    if value is None:
+        return
+    ok = 0.0 <= value <= 1.0 if closed else 0.0 <= value < 1.0
+    if not ok:
+        upper = "1]" if closed else "1)"
+        raise OverfitlabError(f"{name} must be in [0, {upper}, got {value}")
+
+
+def validate(config: Config) -> Config:
+    """Check every value; raise OverfitlabError naming the field and the fix."""
+    for f in fields(Config):
+        value = getattr(config, f.name)
+        choices = f.metadata["choices"]
+        if choices and value is not None and value not in choices:
+            raise OverfitlabError(
+                f"unknown {f.name} {value!r}: choose one of {', '.join(choices)}")
+    for name in ("lr", "batch_size", "valid_batch_size", "epochs", "hidden", "blocks",
+                 "fc_width", "train_size", "max_norm", "threads", "max_batches"):
+        _positive(name, getattr(config, name))
+    for name in ("momentum", "l1", "l2", "weight_decay", "min_delta"):
+        _positive(name, getattr(config, name), allow_zero=True)
+    for name in ("patience", "start_from_epoch"):
+        _positive(name, getattr(config, name), allow_zero=True)
+    _fraction("dropout", config.dropout, closed=False)
+    _fraction("label_noise", config.label_noise, closed=True)
+    _fraction("label_smoothing", config.label_smoothing, closed=False)
+    from .models import list_models  # late: models imports nothing from config
+
+    if config.model not in list_models():
+        raise OverfitlabError(
+            f"unknown model {config.model!r}: choose one of {', '.join(list_models())}")
+    return config
+
+
+# --------------------------------------------------------------------------- coercion
+def _coerce(name: str, value: Any) -> Any:
+    """Check a TOML/override value against the field's type; ints are accepted as floats."""
+    annotation = str(FIELDS[name].type)
+    optional = "None" in annotation
+    if value is None and optional:
+        return None
+    base = annotation.split("|")[0].strip()
+    kind = {"str": str, "int": int, "float": float, "bool": bool}[base]
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if kind is int and isinstance(value, bool) or not isinstance(value, kind):
+        raise OverfitlabError(
+            f"{name} must be {base}{' or omitted' if optional else ''}, got {value!r}")
+    return value
+
+
+def unknown_key_error(key: str, where: str) -> OverfitlabError:
+    return OverfitlabError(
+        f"unknown key {key!r} in {where}: valid keys are {', '.join(sorted(FIELDS))}")
+
+
+def apply_overrides(config: Config, overrides: Mapping[str, Any], where: str = "overrides") -> Config:
+    """Return config with flat ``{field: value}`` overrides, type-checked and validated."""
+    changes = {}
+    for key, value in overrides.items():
+        name = key.replace("-", "_").split(".")[-1]
+        if name not in FIELDS:
+            raise unknown_key_error(key, where)
+        changes[name] = _coerce(name, value)
+    return validate(dataclasses.replace(config, **changes))
+
+
+def flatten_toml(document: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """Sections (as written by to_toml) or flat keys → flat {field: value}."""
+    flat: dict[str, Any] = {}
+    for key, value in document.items():
+        if key in SECTIONS and isinstance(value, dict):
+            for inner, inner_value in value.items():
+                name = inner.replace("-", "_")
+                if name not in FIELDS or FIELDS[name].metadata["section"] != key:
+                    raise unknown_key_error(f"{key}.{inner}", where)
+                flat[name] = inner_value
+        else:
+            flat[key] = value
+    return flat
+
+
+def load_toml(path: str | os.PathLike, base: Config | None = None) -> Config:
+    """Read a config file; unknown keys are errors that name the valid ones."""
+    path = Path(path)
+    try:
+        document = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise OverfitlabError(f"config file {path} not found: check the path") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise OverfitlabError(f"cannot read config file {path}: {err}") from None
+    except tomllib.TOMLDecodeError as err:
+        raise OverfitlabError(f"config file {path} is not valid TOML ({err}): fix that line") from None
+    return apply_overrides(base or Config(), flatten_toml(document, str(path)), str(path))
+
+
+# --------------------------------------------------------------------------- output
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, float):
+        return repr(value) if math.isfinite(value) else ("nan" if value != value else
+                                                          ("inf" if value > 0 else "-inf"))
+    return str(value)
+
+
+def to_toml(config: Config) -> str:
+    """The config as sectioned TOML; None (use the default) is omitted."""
+    lines = []
+    for section in SECTIONS:
+        lines.append(f"[{section}]")
+        for f in fields(Config):
+            value = getattr(config, f.name)
+            if f.metadata["section"] == section and value is not None:
+                lines.append(f"{f.name} = {_toml_value(value)}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def to_dict(config: Config) -> dict[str, Any]:
+    return dataclasses.asdict(config)
+
+
+def from_dict(values: Mapping[str, Any]) -> Config:
+    return apply_overrides(Config(), {k: v for k, v in values.items() if v is not None})

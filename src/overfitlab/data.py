@@ -1,0 +1,253 @@
+"""Data sets held in memory as uint8 tensors; batches are seeded permutation slices.
+
+Each split is one uint8 tensor of images (N, C, H, W) and one int64 tensor of
+labels, loaded once. A batch is ``images[perm[i:i+b]]`` scaled by 1/255, the
+same numbers ``transforms.ToTensor`` gives, without converting images one by
+one. The built-in ``digits`` set (scikit-learn's 8×8 handwritten digits) needs
+no download; the torchvision sets are read from ``data_dir``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import torch
+import torch.nn.functional as F
+
+from .errors import OverfitlabError
+
+# The digits split is fixed whatever the run's seed, so every run is validated
+# on the same 450 images.
+DIGITS_VALID_FRACTION = 0.25
+DIGITS_SPLIT_SEED = 0
+
+_TORCHVISION = {
+    "mnist": ("MNIST", "MNIST"),
+    "fashion-mnist": ("FashionMNIST", "FashionMNIST"),
+    "kmnist": ("KMNIST", "KMNIST"),
+    "cifar10": ("CIFAR10", "cifar-10-batches-py"),
+}
+
+
+@dataclass
+class Split:
+    images: torch.Tensor  # uint8 (N, C, H, W)
+    labels: torch.Tensor  # int64 (N,)
+
+    def __len__(self) -> int:
+        return self.labels.numel()
+
+    def to(self, device: torch.device) -> "Split":
+        return Split(self.images.to(device), self.labels.to(device))
+
+
+@dataclass
+class DataSet:
+    name: str
+    train: Split
+    valid: Split
+    classes: int
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return tuple(self.train.images.shape[1:])  # type: ignore[return-value]
+
+
+def default_data_dir() -> Path:
+    if os.environ.get("OVERFITLAB_DATA_DIR"):
+        return Path(os.environ["OVERFITLAB_DATA_DIR"])
+    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(cache) / "overfitlab" / "data"
+
+
+# --------------------------------------------------------------------------- loading
+def stratified_indices(labels: torch.Tensor, size: int, generator: torch.Generator) -> torch.Tensor:
+    """``size`` indices with each class in proportion to its frequency (largest remainder)."""
+    classes, counts = labels.unique(return_counts=True)
+    exact = counts.double() * size / labels.numel()
+    quota = exact.floor().long()
+    shortfall = size - int(quota.sum())
+    if shortfall:
+        order = torch.argsort(exact - quota, descending=True, stable=True)
+        quota[order[:shortfall]] += 1
+    chosen = []
+    for cls, take in zip(classes.tolist(), quota.tolist()):
+        members = (labels == cls).nonzero().flatten()
+        chosen.append(members[torch.randperm(members.numel(), generator=generator)[:take]])
+    return torch.cat(chosen).sort().values
+
+
+def load_digits_split() -> DataSet:
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    # 0..16 grey levels → 0..255, so a batch is scaled by 1/255 like every other set.
+    images = torch.from_numpy(digits.images * (255.0 / 16.0)).round().to(torch.uint8)
+    images = images.unsqueeze(1).contiguous()
+    labels = torch.from_numpy(digits.target).long()
+    generator = torch.Generator().manual_seed(DIGITS_SPLIT_SEED)
+    valid_size = round(len(labels) * DIGITS_VALID_FRACTION)
+    valid_idx = stratified_indices(labels, valid_size, generator)
+    is_train = torch.ones(len(labels), dtype=torch.bool)
+    is_train[valid_idx] = False
+    return DataSet("digits", Split(images[is_train], labels[is_train]),
+                   Split(images[valid_idx], labels[valid_idx]), classes=10)
+
+
+def _as_split(dataset) -> Split:
+    images = torch.as_tensor(dataset.data)
+    if images.dim() == 3:  # MNIST family: (N, H, W)
+        images = images.unsqueeze(1)
+    else:  # CIFAR: (N, H, W, C)
+        images = images.permute(0, 3, 1, 2)
+    return Split(images.contiguous().to(torch.uint8), torch.as_tensor(dataset.targets).long())
+
+
+def load_torchvision(name: str, data_dir: str | os.PathLike | None, download: bool) -> DataSet:
+    import torchvision.datasets as dsets
+
+    root = Path(data_dir) if data_dir else default_data_dir()
+    class_name, folder = _TORCHVISION[name]
+    cls = getattr(dsets, class_name)
+    where = root / folder / ("raw" if name != "cifar10" else "")
+    splits = []
+    for train in (True, False):
+        try:
+            try:
+                dataset = cls(root=str(root), train=train, download=False)
+            except RuntimeError:
+                if not download:
+                    raise
+                dataset = cls(root=str(root), train=train, download=True)
+        except RuntimeError as err:
+            raise OverfitlabError(
+                f"{name} not found under {where} and could not be downloaded ({err}): put the "
+                f"official files there, or pass --data-dir to the folder that holds {folder}/") from None
+        except (OSError, ValueError, EOFError) as err:
+            raise OverfitlabError(
+                f"{name} files under {where} are corrupt or truncated ({err.__class__.__name__}: "
+                f"{err}): delete them and download again") from None
+        try:
+            splits.append(_as_split(dataset))
+        except Exception as err:  # a header that parses into nonsense shapes
+            raise OverfitlabError(
+                f"{name} files under {where} are corrupt ({err}): delete them and download again") from None
+    train_split, valid_split = splits
+    _check_consistent(name, train_split, where)
+    _check_consistent(name, valid_split, where)
+    classes = int(train_split.labels.max()) + 1
+    return DataSet(name, train_split, valid_split, classes)
+
+
+def _check_consistent(name: str, split: Split, where: Path) -> None:
+    if len(split) == 0 or split.images.shape[0] != split.labels.shape[0]:
+        raise OverfitlabError(
+            f"{name} files under {where} are corrupt: {split.images.shape[0]} images but "
+            f"{split.labels.shape[0]} labels; delete them and download again")
+
+
+def load_dataset(name: str, data_dir: str | os.PathLike | None = None, download: bool = True) -> DataSet:
+    if name == "digits":
+        return load_digits_split()
+    if name in _TORCHVISION:
+        return load_torchvision(name, data_dir, download)
+    raise OverfitlabError(
+        f"unknown dataset {name!r}: choose one of digits, {', '.join(_TORCHVISION)}")
+
+
+# --------------------------------------------------------------------------- remedies on data
+def subset(split: Split, size: int, generator: torch.Generator) -> Split:
+    if size > len(split):
+        raise OverfitlabError(
+            f"train size {size} is larger than the {len(split)} training images: pass at most {len(split)}")
+    idx = stratified_indices(split.labels, size, generator)
+    return Split(split.images[idx], split.labels[idx])
+
+
+def add_label_noise(split: Split, fraction: float, classes: int, generator: torch.Generator) -> Split:
+    """Replace round(fraction·N) labels, chosen at random, by a random *other* class."""
+    count = round(fraction * len(split))
+    if count == 0:
+        return split
+    labels = split.labels.clone()
+    idx = torch.randperm(len(split), generator=generator)[:count]
+    shift = torch.randint(1, classes, (count,), generator=generator)
+    labels[idx] = (labels[idx] + shift) % classes
+    return Split(split.images, labels)
+
+
+def prepare(dataset: DataSet, train_size: int | None, label_noise: float, seed: int) -> DataSet:
+    """The run's training split: stratified subset, then label noise, both seeded."""
+    generator = torch.Generator().manual_seed(seed)
+    train = dataset.train
+    if train_size is not None:
+        train = subset(train, train_size, generator)
+    if label_noise > 0:
+        train = add_label_noise(train, label_noise, dataset.classes, generator)
+    return DataSet(dataset.name, train, dataset.valid, dataset.classes)
+
+
+# --------------------------------------------------------------------------- batches
+@dataclass(frozen=True)
+class Scaling:
+    """uint8 → float: x/255, then optionally (x - mean)/std."""
+
+    mean: float = 0.0
+    std: float = 1.0
+
+    @classmethod
+    def fit(cls, images: torch.Tensor) -> "Scaling":
+        x = images.double() / 255.0
+        return cls(float(x.mean()), float(x.std()))
+
+    @staticmethod
+    def unit(images: torch.Tensor) -> torch.Tensor:
+        """uint8 → float in [0, 1], bit for bit what ToTensor returns."""
+        return images.float().div_(255.0)
+
+    def standardize(self, x: torch.Tensor) -> torch.Tensor:
+        if self.mean != 0.0 or self.std != 1.0:
+            x = x.sub_(self.mean).div_(self.std)
+        return x
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        return self.standardize(self.unit(images))
+
+
+def batch_count(n: int, batch_size: int, drop_last: bool) -> int:
+    return n // batch_size if drop_last else math.ceil(n / batch_size)
+
+
+def train_batches(split: Split, batch_size: int, generator: torch.Generator,
+                  drop_last: bool = True) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Shuffled uint8 batches from one seeded permutation (drop_last as the tutorial)."""
+    n = len(split)
+    perm = torch.randperm(n, generator=generator).to(split.labels.device)
+    for b in range(batch_count(n, batch_size, drop_last)):
+        idx = perm[b * batch_size:(b + 1) * batch_size]
+        yield split.images[idx], split.labels[idx]
+
+
+def eval_batches(split: Split, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Every sample once, in order: validation metrics cover the whole split."""
+    for start in range(0, len(split), batch_size):
+        yield split.images[start:start + batch_size], split.labels[start:start + batch_size]
+
+
+def augment(x: torch.Tensor, generator: torch.Generator, max_shift: float = 2.0,
+            max_degrees: float = 10.0) -> torch.Tensor:
+    """Random shift (±max_shift px) and rotation (±max_degrees) per image, one batched warp."""
+    n, _, h, w = x.shape
+    draws = torch.rand(n, 3, generator=generator).to(x.device) * 2 - 1
+    angle = draws[:, 0] * math.radians(max_degrees)
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    # affine_grid works in [-1, 1] coordinates: a shift of s pixels is 2s/size.
+    tx = draws[:, 1] * (2 * max_shift / w)
+    ty = draws[:, 2] * (2 * max_shift / h)
+    theta = torch.stack([torch.stack([cos, -sin, tx], 1), torch.stack([sin, cos, ty], 1)], 1)
+    grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)

@@ -1,0 +1,141 @@
+"""The tutorial's CNN family: one builder, named presets.
+
+``build_cnn`` makes Conv-[BN]-ReLU-[Dropout]-MaxPool blocks (channels h, 2h,
+4h, ...) and a head: ``fc`` (flatten → fc_width → classes) or ``gap`` (global
+average pool → fc_width → classes). The input shape is given, never assumed, so
+the same builder serves 8×8 digits, 28×28 MNIST and 32×32 colour CIFAR-10.
+
+Presets reproduce the tutorial's classes exactly (layers, order, shapes and
+parameter counts): ``seed-cnn`` is its ``CNN``, ``seed-fc`` its ``FCcnn``,
+``seed-gap`` its ``GAPcnn``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Callable
+
+import torch
+from torch import nn
+
+from .errors import OverfitlabError
+from .fast_dropout import FastDropout
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    hidden: int = 8
+    blocks: int = 2
+    batchnorm: bool = True
+    dropout: float = 0.1
+    head: str = "fc"
+    fc_width: int = 100
+
+
+_REGISTRY: dict[str, Callable[[], ModelSpec]] = {}
+
+
+def register_model(name: str):
+    """Register a preset: a function returning its ModelSpec."""
+
+    def decorate(fn: Callable[[], ModelSpec]):
+        if name in _REGISTRY:
+            raise ValueError(f"model {name!r} registered twice")
+        _REGISTRY[name] = fn
+        return fn
+
+    return decorate
+
+
+@register_model("seed-cnn")
+def seed_cnn() -> ModelSpec:
+    """The tutorial's ``CNN``: BN + Dropout(0.1) in both blocks, FC head."""
+    return ModelSpec(hidden=8, batchnorm=True, dropout=0.1, head="fc")
+
+
+@register_model("seed-fc")
+def seed_fc() -> ModelSpec:
+    """The tutorial's ``FCcnn``: plain conv blocks, flatten + FC head."""
+    return ModelSpec(hidden=8, batchnorm=False, dropout=0.0, head="fc")
+
+
+@register_model("seed-gap")
+def seed_gap() -> ModelSpec:
+    """The tutorial's ``GAPcnn``: plain conv blocks, global average pooling head."""
+    return ModelSpec(hidden=8, batchnorm=False, dropout=0.0, head="gap")
+
+
+def list_models() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def model_spec(name: str, **overrides) -> ModelSpec:
+    """The preset's spec with the overrides that are not None (timm's create_model rule)."""
+    if name not in _REGISTRY:
+        raise OverfitlabError(f"unknown model {name!r}: choose one of {', '.join(list_models())}")
+    given = {k: v for k, v in overrides.items() if v is not None}
+    return replace(_REGISTRY[name](), **given)
+
+
+class CNN(nn.Module):
+    """``features`` → [``gap``] → flatten → ``classifier``, as the tutorial writes it."""
+
+    def __init__(self, features: nn.Sequential, classifier: nn.Sequential, gap: bool):
+        super().__init__()
+        self.features = features
+        if gap:
+            self.gap = nn.AdaptiveAvgPool2d(output_size=(1, 1))
+        self.classifier = classifier
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.features(x)
+        if hasattr(self, "gap"):
+            x = self.gap(x)
+        # flatten(1) rather than an nn.Flatten module keeps the tutorial's layer list.
+        return self.classifier(x.flatten(1))
+
+
+def _dropout(p: float, impl: str) -> nn.Module:
+    return FastDropout(p) if impl == "fast" else nn.Dropout(p)
+
+
+def build_cnn(spec: ModelSpec, in_shape: tuple[int, int, int], classes: int,
+              dropout_impl: str = "torch") -> CNN:
+    """Build the CNN for images of shape (C, H, W)."""
+    channels, height, width = in_shape
+    if spec.blocks < 1 or spec.hidden < 1:
+        raise OverfitlabError("hidden and blocks must be ≥ 1")
+    if min(height, width) < 2 ** spec.blocks:
+        raise OverfitlabError(
+            f"{spec.blocks} pooling blocks need images of at least {2 ** spec.blocks}px, "
+            f"got {height}×{width}: use fewer --blocks")
+    layers: list[nn.Module] = []
+    width_in = channels
+    for block in range(spec.blocks):
+        width_out = spec.hidden * 2 ** block
+        layers.append(nn.Conv2d(width_in, width_out, kernel_size=3, stride=1, padding=1))
+        if spec.batchnorm:
+            layers.append(nn.BatchNorm2d(width_out))
+        layers.append(nn.ReLU())
+        if spec.dropout > 0:
+            layers.append(_dropout(spec.dropout, dropout_impl))
+        layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
+        width_in = width_out
+        height, width = height // 2, width // 2
+    head_inputs = width_in if spec.head == "gap" else width_in * height * width
+    classifier = nn.Sequential(
+        nn.Linear(head_inputs, spec.fc_width),
+        nn.ReLU(),
+        nn.Linear(spec.fc_width, classes),
+    )
+    return CNN(nn.Sequential(*layers), classifier, gap=spec.head == "gap")
+
+
+def create_model(name: str, in_shape: tuple[int, int, int] = (1, 28, 28), classes: int = 10,
+                 dropout_impl: str = "torch", **overrides) -> CNN:
+    """A preset by name, with overrides (hidden, blocks, batchnorm, dropout, head, fc_width)."""
+    return build_cnn(model_spec(name, **overrides), in_shape, classes, dropout_impl)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

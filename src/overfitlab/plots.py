@@ -1,0 +1,57 @@
+"""Pictures of over-fitting: learning curves with the gap shaded, best and stop epochs marked."""
+
+from __future__ import annotations
+
+import io
+import os
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only: no display needed, none opened
+import matplotlib.pyplot as plt  # noqa: E402
+
+from .history import History  # noqa: E402
+from .store import atomic_write  # noqa: E402
+
+TRAIN_STYLE = {"linestyle": "--", "color": "tab:blue", "label": "train"}
+VALID_STYLE = {"linestyle": "-", "color": "tab:orange", "label": "valid"}
+
+
+def figure_png(fig) -> bytes:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def _mark(ax, best_epoch: int | None, stopped_epoch: int | None) -> None:
+    if best_epoch is not None:
+        ax.axvline(best_epoch, color="tab:green", linewidth=1, label=f"best (epoch {best_epoch})")
+    if stopped_epoch is not None:
+        ax.axvline(stopped_epoch, color="tab:red", linewidth=1, linestyle=":",
+                   label=f"stopped (epoch {stopped_epoch})")
+
+
+def curves_figure(history: History, best_epoch: int | None = None, stopped_epoch: int | None = None,
+                  title: str = ""):
+    epochs = history.column("epoch")
+    fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(10, 3.8))
+    for ax, metric, label in ((loss_ax, "loss", "cross-entropy loss"), (acc_ax, "acc", "accuracy")):
+        train, valid = history.column(f"train_{metric}"), history.column(f"valid_{metric}")
+        ax.plot(epochs, train, **TRAIN_STYLE)
+        ax.plot(epochs, valid, **VALID_STYLE)
+        # The shaded band is the generalization gap the remedies try to close.
+        ax.fill_between(epochs, train, valid, color="tab:red", alpha=0.12, label="gap")
+        _mark(ax, best_epoch, stopped_epoch)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    loss_ax.legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def plot_curves(history: History, path: str | os.PathLike, best_epoch: int | None = None,
+                stopped_epoch: int | None = None, title: str = "") -> None:
+    atomic_write(path, figure_png(curves_figure(history, best_epoch, stopped_epoch, title)))

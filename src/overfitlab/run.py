@@ -1,0 +1,375 @@
+"""One training run from a Config: data → model → trainer → run folder.
+
+``train(config, run_dir)`` is what ``overfitlab train`` calls, and what every
+run of a study calls; ``resume(run_dir)`` continues an interrupted run to the
+same history an uninterrupted run gives; ``load_model(path)`` rebuilds a saved
+model in one call.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import store
+from .callbacks import Callback
+from .config import Config, from_dict, to_dict, to_toml
+from .data import DataSet, Scaling, load_dataset, prepare
+from .early_stopping import EarlyStopping
+from .errors import OverfitlabError
+from .history import METRICS, History
+from .models import CNN, build_cnn, count_parameters, model_spec
+from .regularizers import param_groups, penalized_parameters
+from .trainer import Diverged, Regularization, Trainer
+
+CHECKPOINT_FORMAT = 1
+
+
+class Interrupted(OverfitlabError):
+    """Ctrl-C during training; the run folder is complete up to the last finished epoch."""
+
+
+# --------------------------------------------------------------------------- environment
+def available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise OverfitlabError("--device cuda asked for, but torch sees no CUDA device: use --device cpu")
+    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise OverfitlabError("--device mps asked for, but MPS is not available: use --device cpu")
+    return torch.device(name)
+
+
+def resolve_threads(threads: int | None) -> int:
+    """Never more threads than cores: oversubscribed small CNNs run many times slower."""
+    return min(threads, available_cores()) if threads else available_cores()
+
+
+def memory_format_for(config: Config, device: torch.device) -> torch.memory_format:
+    if config.memory_format == "channels_last":
+        return torch.channels_last
+    if config.memory_format == "contiguous":
+        return torch.contiguous_format
+    # auto: channels_last speeds convolutions on CPU (measured in benchmarks/), not the
+    # tiny 8×8 digits where layout conversions cost more than they save.
+    return torch.channels_last if device.type == "cpu" and config.dataset != "digits" else torch.contiguous_format
+
+
+# --------------------------------------------------------------------------- building blocks
+def build_model(config: Config, image_shape: tuple[int, int, int], classes: int) -> CNN:
+    spec = model_spec(config.model, hidden=config.hidden, blocks=config.blocks,
+                      batchnorm=config.batchnorm, dropout=config.dropout, head=config.head,
+                      fc_width=config.fc_width)
+    return build_cnn(spec, image_shape, classes, dropout_impl=config.dropout_impl)
+
+
+def resolved(config: Config) -> Config:
+    """Fill the model's None fields with the preset's values, so the saved config is explicit."""
+    spec = model_spec(config.model, hidden=config.hidden, blocks=config.blocks,
+                      batchnorm=config.batchnorm, dropout=config.dropout, head=config.head,
+                      fc_width=config.fc_width)
+    return config.replace(hidden=spec.hidden, blocks=spec.blocks, batchnorm=spec.batchnorm,
+                          dropout=spec.dropout, head=spec.head, fc_width=spec.fc_width)
+
+
+def build_optimizer(config: Config, model: nn.Module) -> torch.optim.Optimizer:
+    groups = param_groups(model, config.weight_decay, include_all=config.penalize_all)
+    if config.optimizer == "adam":
+        return torch.optim.Adam(groups, lr=config.lr)
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=config.lr)
+    if config.nesterov and config.momentum == 0:
+        raise OverfitlabError("--nesterov needs --momentum > 0")
+    return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov)
+
+
+def build_early_stopping(config: Config) -> EarlyStopping | None:
+    if not config.early_stopping:
+        return None
+    return EarlyStopping(
+        monitor=config.monitor, mode=config.mode, patience=config.patience,
+        min_delta=config.min_delta, min_delta_mode=config.min_delta_mode, baseline=config.baseline,
+        start_from_epoch=config.start_from_epoch, restore_best=config.restore_best,
+        check_finite=config.check_finite, stopping_threshold=config.stopping_threshold,
+        divergence_threshold=config.divergence_threshold)
+
+
+def load_data(config: Config) -> DataSet:
+    dataset = load_dataset(config.dataset, config.data_dir, config.download)
+    return prepare(dataset, config.train_size, config.label_noise, config.seed)
+
+
+# --------------------------------------------------------------------------- persistence callback
+class RunRecorder(Callback):
+    """Keeps the best epoch's weights, writes history and checkpoints after every epoch."""
+
+    def __init__(self, config: Config, run_dir: Path | None, early_stopping: EarlyStopping | None,
+                 model_meta: dict):
+        self.config = config
+        self.run_dir = run_dir
+        self.early_stopping = early_stopping
+        self.model_meta = model_meta
+        self.best_epoch: int | None = None
+        self.best_value = math.inf
+        self.best_state: dict | None = None
+
+    def _is_best(self, record: dict) -> bool:
+        if self.early_stopping is not None:
+            return self.early_stopping.is_best
+        value = record["valid_loss"]  # without early stopping, "best" means lowest valid loss
+        if math.isfinite(value) and value < self.best_value:
+            self.best_value = value
+            return True
+        return False
+
+    def _checkpoint(self, trainer: Trainer, with_optimizer: bool) -> dict:
+        checkpoint = {
+            "format": CHECKPOINT_FORMAT,
+            "model": trainer.model.state_dict(),
+            "epoch": trainer.epoch,
+            "config": {k: v for k, v in to_dict(self.config).items() if v is not None},
+            "model_meta": self.model_meta,
+        }
+        if with_optimizer:
+            checkpoint.update({
+                "optimizer": trainer.optimizer.state_dict(),
+                "history": trainer.history.to_dict(),
+                "early_stopping": self.early_stopping.state_dict() if self.early_stopping else None,
+                "best_epoch": self.best_epoch,
+                "best_value": self.best_value,
+                "rng_torch": torch.get_rng_state(),
+                "rng_generator": trainer.generator.get_state(),
+            })
+        return checkpoint
+
+    def on_epoch_end(self, trainer: Trainer, epoch: int, metrics) -> None:
+        if self._is_best(dict(metrics)):
+            self.best_epoch = epoch
+            self.best_state = copy.deepcopy(trainer.model.state_dict())
+            if self.run_dir:
+                store.atomic_torch_save(self._checkpoint(trainer, with_optimizer=False),
+                                        self.run_dir / store.BEST)
+        if self.run_dir:
+            write_history(self.run_dir, trainer.history)
+            store.atomic_torch_save(self._checkpoint(trainer, with_optimizer=True),
+                                    self.run_dir / store.LAST)
+
+    def on_fit_end(self, trainer: Trainer) -> None:
+        es = self.early_stopping
+        if es is not None and es.restore_best and self.best_state is not None:
+            trainer.model.load_state_dict(self.best_state)
+
+
+def write_history(run_dir: Path, history: History) -> None:
+    store.atomic_write(run_dir / store.HISTORY_CSV, history.to_csv())
+    store.atomic_write(run_dir / store.HISTORY_JSON, history.to_json())
+
+
+# --------------------------------------------------------------------------- results
+@dataclass
+class RunResult:
+    config: Config
+    history: History
+    model: nn.Module
+    best_epoch: int | None
+    stopped_epoch: int | None
+    stop_reason: str
+    stop_message: str
+    params: int
+    run_dir: Path | None
+
+    @property
+    def train_seconds(self) -> float:
+        return sum(self.history.column("epoch_seconds"))
+
+    def summary(self) -> dict[str, Any]:
+        """The final summary (``overfitlab train --json``)."""
+
+        def metrics(epoch: int | None) -> dict | None:
+            if epoch is None:
+                return None
+            record = self.history.record_at(epoch)
+            return {k: (record[k] if math.isfinite(record[k]) else None) for k in METRICS}
+
+        last = self.history[-1]["epoch"] if len(self.history) else None
+        return {
+            "best": metrics(self.best_epoch),
+            "last": metrics(last),
+            "best_epoch": self.best_epoch,
+            "stopped_epoch": self.stopped_epoch,
+            "epochs_run": len(self.history),
+            "stop_reason": self.stop_reason,
+            "stop_message": self.stop_message,
+            "train_seconds": round(self.train_seconds, 4),
+            "params": self.params,
+            "run_dir": str(self.run_dir) if self.run_dir else None,
+        }
+
+
+def summary_text(summary: dict) -> str:
+    best, last = summary["best"] or {}, summary["last"] or {}
+    fmt = lambda v: "n/a" if v is None else f"{v:.4f}"  # noqa: E731
+    gap = (None if not last else last["train_acc"] - last["valid_acc"]
+           if last.get("valid_acc") is not None and last.get("train_acc") is not None else None)
+    rows = [
+        ("best epoch", str(summary["best_epoch"])),
+        ("best valid accuracy", fmt(best.get("valid_acc"))),
+        ("best valid loss", fmt(best.get("valid_loss"))),
+        ("final gap (train − valid acc)", fmt(gap)),
+        ("epochs run", str(summary["epochs_run"])),
+        ("stop reason", summary["stop_reason"] + (f": {summary['stop_message']}"
+                                                  if summary["stop_message"] else "")),
+        ("train time", f"{summary['train_seconds']:.1f} s"),
+        ("parameters", f"{summary['params']:,}"),
+        ("run folder", str(summary["run_dir"])),
+    ]
+    width = max(len(label) for label, _ in rows)
+    return "\n".join(f"{label:<{width}}  {value}" for label, value in rows) + "\n"
+
+
+def _finish(trainer: Trainer, recorder: RunRecorder, es: EarlyStopping | None, config: Config,
+            run_dir: Path | None, reason: str, message: str) -> RunResult:
+    stopped = es.stopped_epoch if es is not None else None
+    best_epoch = es.best_epoch if es is not None and es.best_epoch is not None else recorder.best_epoch
+    result = RunResult(config, trainer.history, trainer.model, best_epoch, stopped, reason, message,
+                       count_parameters(trainer.model), run_dir)
+    if run_dir:
+        summary = result.summary()
+        store.write_json(run_dir / store.SUMMARY_JSON, summary)
+        store.atomic_write(run_dir / store.SUMMARY_TXT, summary_text(summary))
+        if len(trainer.history):
+            from .plots import plot_curves  # matplotlib is imported only when a run is saved
+
+            plot_curves(trainer.history, run_dir / store.CURVES, best_epoch=best_epoch,
+                        stopped_epoch=stopped, title=run_dir.name)
+    return result
+
+
+# --------------------------------------------------------------------------- entry points
+def _setup(config: Config, run_dir: Path | None, callbacks: Sequence[Callback]):
+    torch.set_num_threads(resolve_threads(config.threads))
+    device = resolve_device(config.device)
+    data = load_data(config)
+    torch.manual_seed(config.seed)  # weights, then dropout masks
+    model = build_model(config, data.image_shape, data.classes).to(device)
+    memory_format = memory_format_for(config, device)
+    model = model.to(memory_format=memory_format)
+    optimizer = build_optimizer(config, model)
+    es = build_early_stopping(config)
+    meta = {"image_shape": list(data.image_shape), "classes": data.classes}
+    recorder = RunRecorder(config, run_dir, es, meta)
+    scaling = Scaling.fit(data.train.images) if config.normalize else Scaling()
+    loss_fn = _loss_fn(config.label_smoothing)
+    trainer = Trainer(
+        model=model, optimizer=optimizer, device=device, loss_fn=loss_fn,
+        regularization=Regularization(config.l1, config.l2,
+                                      penalized_parameters(model, config.penalize_all), config.max_norm),
+        batch_size=config.batch_size, valid_batch_size=config.valid_batch_size, scaling=scaling,
+        augment=config.augment, memory_format=memory_format,
+        callbacks=[c for c in (es, recorder) if c is not None] + list(callbacks),
+        max_batches=config.max_batches,
+        generator=torch.Generator().manual_seed(config.seed),
+    )
+    return data, trainer, es, recorder
+
+
+def _loss_fn(label_smoothing: float):
+    def loss_fn(outputs: torch.Tensor, labels: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+        return F.cross_entropy(outputs, labels, label_smoothing=label_smoothing, reduction=reduction)
+
+    return loss_fn
+
+
+def _fit(config, data, trainer, es, recorder, run_dir) -> RunResult:
+    try:
+        trainer.fit(data, config.epochs)
+    except KeyboardInterrupt:
+        _finish(trainer, recorder, es, config, run_dir, "interrupted",
+                f"after epoch {trainer.epoch}")
+        where = f": resume with `overfitlab train --resume {run_dir}`" if run_dir else ""
+        raise Interrupted(f"interrupted after epoch {trainer.epoch}{where}") from None
+    except Diverged as err:
+        _finish(trainer, recorder, es, config, run_dir, "diverged", str(err))
+        raise
+    if es is not None and es.stopped_epoch is not None:
+        reason, message = es.stop_reason.value, es.reason or ""
+    else:
+        reason, message = "completed", f"{config.epochs} epochs"
+    return _finish(trainer, recorder, es, config, run_dir, reason, message)
+
+
+def train(config: Config, run_dir: str | os.PathLike | None = None,
+          callbacks: Sequence[Callback] = ()) -> RunResult:
+    """Train one run. With ``run_dir`` (an empty or new folder) everything is saved there."""
+    config = resolved(config)
+    path = Path(run_dir) if run_dir is not None else None
+    if path is not None:
+        path.mkdir(parents=True, exist_ok=True)
+        store.atomic_write(path / store.CONFIG, to_toml(config))
+    data, trainer, es, recorder = _setup(config, path, callbacks)
+    return _fit(config, data, trainer, es, recorder, path)
+
+
+def resume(run_dir: str | os.PathLike, epochs: int | None = None,
+           callbacks: Sequence[Callback] = ()) -> RunResult:
+    """Continue a run from its ``last.pt``; ``epochs`` raises the epoch limit."""
+    path = Path(run_dir)
+    if not path.is_dir():
+        raise OverfitlabError(f"run folder {path} not found: pass the folder printed by `overfitlab train`")
+    checkpoint = store.load_checkpoint(path / store.LAST)
+    config = from_dict(checkpoint["config"])
+    if epochs is not None:
+        config = config.replace(epochs=epochs)
+        store.atomic_write(path / store.CONFIG, to_toml(config))
+    data, trainer, es, recorder = _setup(config, path, callbacks)
+    trainer.model.load_state_dict(checkpoint["model"])
+    trainer.optimizer.load_state_dict(checkpoint["optimizer"])
+    trainer.history = History.from_dict(checkpoint["history"])
+    trainer.epoch = checkpoint["epoch"]
+    trainer.history.truncate(trainer.epoch)
+    if es is not None and checkpoint.get("early_stopping"):
+        es.load_state_dict(checkpoint["early_stopping"])
+    recorder.best_epoch = checkpoint.get("best_epoch")
+    recorder.best_value = checkpoint.get("best_value", math.inf)
+    if (path / store.BEST).is_file():
+        recorder.best_state = store.load_checkpoint(path / store.BEST)["model"]
+    torch.set_rng_state(checkpoint["rng_torch"])
+    trainer.generator.set_state(checkpoint["rng_generator"])
+    if es is not None and es.stopped_epoch is not None:
+        # Already stopped early: nothing to train, report what was found.
+        recorder.on_fit_end(trainer)
+        return _finish(trainer, recorder, es, config, path, es.stop_reason.value, es.reason or "")
+    return _fit(config, data, trainer, es, recorder, path)
+
+
+def load_model(path: str | os.PathLike) -> CNN:
+    """Rebuild the model saved in ``best.pt`` or ``last.pt`` (or a run folder: its best.pt), in eval mode."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / store.BEST
+    checkpoint = store.load_checkpoint(path)
+    config = from_dict(checkpoint["config"])
+    meta = checkpoint["model_meta"]
+    model = build_model(config, tuple(meta["image_shape"]), meta["classes"])
+    model.load_state_dict(checkpoint["model"])
+    return model.eval()

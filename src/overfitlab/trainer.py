@@ -1,0 +1,175 @@
+"""The training loop: fit a model, epoch by epoch; callbacks observe.
+
+``Trainer`` knows nothing of configs, files or flags: it takes a model, an
+optimizer and a few typed values. ``overfitlab.run`` builds those from a
+Config and persists what the trainer produces.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import data as datalib
+from .callbacks import Callback
+from .data import DataSet, Scaling, Split
+from .errors import OverfitlabError
+from .history import History
+from .regularizers import apply_max_norm, l1_penalty, l2_penalty
+
+
+class Diverged(OverfitlabError):
+    """Training produced a NaN or infinite loss."""
+
+
+@dataclass
+class Regularization:
+    """Loss penalties and constraints applied at every step."""
+
+    l1: float = 0.0
+    l2: float = 0.0
+    penalized: Sequence[torch.Tensor] = ()
+    max_norm: float | None = None
+
+    def penalty(self) -> torch.Tensor | None:
+        terms = []
+        if self.l1:
+            terms.append(l1_penalty(self.penalized, self.l1))
+        if self.l2:
+            terms.append(l2_penalty(self.penalized, self.l2))
+        return sum(terms) if terms else None
+
+
+@dataclass
+class Trainer:
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = F.cross_entropy
+    regularization: Regularization = field(default_factory=Regularization)
+    batch_size: int = 32
+    valid_batch_size: int = 1000
+    scaling: Scaling = field(default_factory=Scaling)
+    augment: bool = False
+    memory_format: torch.memory_format = torch.contiguous_format
+    callbacks: Sequence[Callback] = ()
+    max_batches: int | None = None
+    generator: torch.Generator = field(default_factory=torch.Generator)  # batch order, augmentation
+
+    def __post_init__(self) -> None:
+        self.history = History()
+        self.should_stop = False
+        self.epoch = 0  # epochs completed
+        self.batches_per_epoch = 0
+
+    # ------------------------------------------------------------------ one epoch
+    def _inputs(self, images: torch.Tensor, train: bool) -> torch.Tensor:
+        x = Scaling.unit(images)
+        if train and self.augment:
+            x = datalib.augment(x, self.generator)
+        return self.scaling.standardize(x).contiguous(memory_format=self.memory_format)
+
+    def train_epoch(self, split: Split) -> dict:
+        """One pass over shuffled batches; returns sample-weighted means and per-batch lists."""
+        self.model.train()
+        self.batches_per_epoch = datalib.batch_count(len(split), self.batch_size, drop_last=True)
+        if self.max_batches is not None:
+            self.batches_per_epoch = min(self.batches_per_epoch, self.max_batches)
+        losses, corrects, sizes = [], [], []
+        penalty_sum = torch.zeros((), device=self.device)
+        for batch, (images, labels) in enumerate(
+                datalib.train_batches(split, self.batch_size, self.generator)):
+            if self.max_batches is not None and batch >= self.max_batches:
+                break
+            outputs = self.model(self._inputs(images, train=True))
+            loss = self.loss_fn(outputs, labels)
+            penalty = self.regularization.penalty()
+            objective = loss if penalty is None else loss + penalty
+            self.optimizer.zero_grad(set_to_none=True)
+            objective.backward()
+            self.optimizer.step()
+            if self.regularization.max_norm is not None:
+                apply_max_norm(self.model, self.regularization.max_norm)
+            # Kept as tensors: one host sync per epoch, not per step.
+            losses.append(loss.detach())
+            corrects.append((outputs.detach().argmax(1) == labels).sum())
+            sizes.append(labels.numel())
+            if penalty is not None:
+                penalty_sum += penalty.detach()
+            for callback in self.callbacks:
+                callback.on_batch_end(self, batch, loss)
+        if not losses:
+            raise OverfitlabError(
+                f"no full batch: {len(split)} training images < batch size {self.batch_size}; "
+                "pass a smaller --batch-size")
+        size = torch.tensor(sizes, dtype=torch.float64)
+        batch_loss = torch.stack(losses).double().cpu()
+        batch_correct = torch.stack(corrects).double().cpu()
+        return {
+            "train_loss": float((batch_loss * size).sum() / size.sum()),
+            "train_acc": float(batch_correct.sum() / size.sum()),
+            "train_penalty": float(penalty_sum) / len(losses),
+            "batch_loss": batch_loss.tolist(),
+            "batch_acc": (batch_correct / size).tolist(),
+        }
+
+    @torch.inference_mode()
+    def evaluate(self, split: Split) -> tuple[float, float]:
+        """Mean loss and accuracy over every sample of the split."""
+        self.model.eval()
+        loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
+        correct = torch.zeros((), dtype=torch.int64, device=self.device)
+        for images, labels in datalib.eval_batches(split, self.valid_batch_size):
+            outputs = self.model(self._inputs(images, train=False))
+            loss_sum += self.loss_fn(outputs, labels, reduction="sum").double()
+            correct += (outputs.argmax(1) == labels).sum()
+        return float(loss_sum) / len(split), int(correct) / len(split)
+
+    # ------------------------------------------------------------------ fit
+    def fit(self, data: DataSet, epochs: int) -> History:
+        """Train up to ``epochs`` (total, counting epochs already in the history)."""
+        train, valid = data.train.to(self.device), data.valid.to(self.device)
+        self.should_stop = False
+        for callback in self.callbacks:
+            callback.on_fit_start(self)
+        while self.epoch < epochs and not self.should_stop:
+            epoch = self.epoch + 1
+            for callback in self.callbacks:
+                callback.on_epoch_start(self, epoch)
+            started = time.perf_counter()
+            result = self.train_epoch(train)
+            trained = time.perf_counter()
+            valid_loss, valid_acc = self.evaluate(valid)
+            ended = time.perf_counter()
+            record = {
+                "epoch": epoch,
+                "train_loss": result["train_loss"],
+                "train_acc": result["train_acc"],
+                "valid_loss": valid_loss,
+                "valid_acc": valid_acc,
+                "gap_acc": result["train_acc"] - valid_acc,
+                "gap_loss": valid_loss - result["train_loss"],
+                "train_penalty": result["train_penalty"],
+                "lr": self.optimizer.param_groups[0]["lr"],
+                "train_seconds": trained - started,
+                "valid_seconds": ended - trained,
+                "epoch_seconds": ended - started,
+            }
+            self.history.add_epoch(record)
+            self.history.add_batches(epoch, result["batch_loss"], result["batch_acc"])
+            self.epoch = epoch
+            for callback in self.callbacks:
+                callback.on_epoch_end(self, epoch, record)
+            if not math.isfinite(record["train_loss"]) and not self.should_stop:
+                raise Diverged(
+                    f"training diverged: train loss is {record['train_loss']} at epoch {epoch}; "
+                    "lower --lr, or add --early-stopping to stop and keep the best epoch")
+        for callback in self.callbacks:
+            callback.on_fit_end(self)
+        return self.history
