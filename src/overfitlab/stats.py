@@ -1,0 +1,319 @@
+"""How sure are we? Means over seeds, 95% t-intervals, and remedies paired against the baseline.
+
+Every function here takes plain run rows (dicts with the index's keys:
+``variant``, ``seed``, ``grid_value``, ``status``, ``best_valid_acc`` ...) or
+Histories, and returns plain numbers: the report and the pictures only format
+them.
+
+Seeds are few (3 to 10), so intervals use Student's t, never the normal
+approximation: with n = 3 the 97.5% quantile is 4.30, not 1.96. A remedy is
+compared with the baseline run for run on the same seed (and grid value): the
+seed fixes the data subset, the initial weights and the batch order, so the
+paired differences cancel much of the seed-to-seed noise a two-sample test
+would carry.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+from scipy import stats as scipy_stats
+
+from .history import History
+
+CONFIDENCE = 0.95
+
+# Row metric -> what a person reads. ``stop_epoch`` is derived (see metric_value).
+METRICS: dict[str, str] = {
+    "best_valid_acc": "best valid accuracy",
+    "best_valid_loss": "best valid loss",
+    "final_gap_acc": "final gap, train − valid accuracy",
+    "final_gap_loss": "final gap, valid − train loss",
+    "final_train_acc": "final train accuracy",
+    "final_valid_acc": "final valid accuracy",
+    "best_epoch": "best epoch",
+    "stop_epoch": "stop epoch",
+    "params": "parameters",
+    "seconds": "wall time (s)",
+}
+
+# The question is about the gap, so remedies are ranked by how much they shrink it.
+GAP_METRIC = "final_gap_acc"
+# Differences shown next to the gap in the comparison table.
+COMPARED = ("final_gap_acc", "best_valid_acc", "final_gap_loss", "best_valid_loss")
+
+Row = Mapping[str, Any]
+
+
+# --------------------------------------------------------------------------- one metric
+def metric_value(row: Row, metric: str) -> float:
+    """A run's value of ``metric`` as a float; NaN when missing (failed, diverged).
+
+    ``stop_epoch`` is the epoch training ended: early stopping's epoch, or the
+    last epoch trained when it ran to the end.
+    """
+    if metric == "stop_epoch":
+        value = row.get("stopped_epoch")
+        if value is None:
+            value = row.get("final_epoch") if row.get("final_epoch") is not None else row.get("epochs_run")
+    else:
+        value = row.get(metric)
+    if value is None or isinstance(value, bool):
+        return math.nan
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _finite(values: Iterable[float]) -> np.ndarray:
+    array = np.asarray([float(v) for v in values], dtype=float)
+    return array[np.isfinite(array)]
+
+
+def t_quantile(n: int, confidence: float = CONFIDENCE) -> float:
+    """Two-sided Student t quantile for n observations (n − 1 degrees of freedom)."""
+    return float(scipy_stats.t.ppf(0.5 + confidence / 2, n - 1))
+
+
+@dataclass(frozen=True)
+class Summary:
+    """One metric over seeds: n, mean, sample std (ddof=1), t-interval of the mean.
+
+    With n < 2 the std and the interval are undefined (NaN), never zero.
+    """
+
+    n: int
+    mean: float
+    std: float
+    low: float
+    high: float
+
+    @property
+    def half_width(self) -> float:
+        return (self.high - self.low) / 2
+
+
+def describe(values: Iterable[float], confidence: float = CONFIDENCE) -> Summary:
+    """mean ± t_{(1+c)/2, n−1} · s/√n over the finite values."""
+    x = _finite(values)
+    n = len(x)
+    if n == 0:
+        return Summary(0, math.nan, math.nan, math.nan, math.nan)
+    mean = float(x.mean())
+    if n < 2:
+        return Summary(1, mean, math.nan, math.nan, math.nan)
+    std = float(x.std(ddof=1))
+    half = t_quantile(n, confidence) * std / math.sqrt(n)
+    return Summary(n, mean, std, mean - half, mean + half)
+
+
+# --------------------------------------------------------------------------- groups of runs
+def completed(rows: Iterable[Row]) -> list[Row]:
+    return [row for row in rows if row.get("status") == "complete"]
+
+
+def variant_order(rows: Iterable[Row], spec_variants: Sequence[str] = ()) -> list[str]:
+    """Variants in the study's order, then any others in order of appearance."""
+    order = list(dict.fromkeys(spec_variants))
+    for row in rows:
+        if row["variant"] not in order:
+            order.append(row["variant"])
+    return order
+
+
+def baseline_name(variants: Sequence[str]) -> str | None:
+    """The variant named "baseline", else the first one."""
+    if not variants:
+        return None
+    return "baseline" if "baseline" in variants else variants[0]
+
+
+def grid_values(rows: Iterable[Row]) -> list[Any]:
+    """The distinct grid values, sorted (numbers numerically); [] when the study has no grid."""
+    values = list(dict.fromkeys(row.get("grid_value") for row in rows if row.get("grid_value") is not None))
+    try:
+        return sorted(values)
+    except TypeError:  # mixed types: keep the study's order
+        return values
+
+
+GroupKey = tuple[str, Any]  # (variant, grid value or None)
+
+
+def group_runs(rows: Iterable[Row]) -> dict[GroupKey, list[Row]]:
+    groups: dict[GroupKey, list[Row]] = {}
+    for row in rows:
+        groups.setdefault((row["variant"], row.get("grid_value")), []).append(row)
+    return groups
+
+
+def group_summaries(rows: Iterable[Row], metrics: Iterable[str] = METRICS,
+                    confidence: float = CONFIDENCE) -> dict[GroupKey, dict[str, Summary]]:
+    """Per (variant, grid value): a Summary of each metric over the completed runs' seeds."""
+    metrics = tuple(metrics)
+    return {key: {m: describe((metric_value(r, m) for r in runs), confidence) for m in metrics}
+            for key, runs in group_runs(completed(rows)).items()}
+
+
+# --------------------------------------------------------------------------- paired comparison
+@dataclass(frozen=True)
+class Comparison:
+    """remedy − baseline on one metric, paired on (seed, grid value).
+
+    ``p_value`` is the paired t-test's (scipy.stats.ttest_rel), None when it is
+    undefined; ``note`` then says why.
+    """
+
+    variant: str
+    baseline: str
+    metric: str
+    n: int
+    mean_diff: float
+    std_diff: float
+    low: float
+    high: float
+    p_value: float | None
+    note: str = ""
+
+    @property
+    def interval_defined(self) -> bool:
+        return math.isfinite(self.low) and math.isfinite(self.high)
+
+    @property
+    def tells_apart(self) -> bool:
+        """True when the interval of the difference excludes 0."""
+        return self.interval_defined and (self.low > 0 or self.high < 0)
+
+
+def _pair_key(row: Row) -> tuple[Any, Any]:
+    return (row.get("seed"), row.get("grid_value"))
+
+
+def pair_values(baseline_rows: Iterable[Row], remedy_rows: Iterable[Row],
+                metric: str) -> tuple[np.ndarray, np.ndarray]:
+    """Values of matched runs (same seed and grid value, both finite), in the baseline's order."""
+    base = {_pair_key(r): metric_value(r, metric) for r in completed(baseline_rows)}
+    remedy = {_pair_key(r): metric_value(r, metric) for r in completed(remedy_rows)}
+    keys = [k for k in base if k in remedy and math.isfinite(base[k]) and math.isfinite(remedy[k])]
+    return (np.array([base[k] for k in keys], dtype=float),
+            np.array([remedy[k] for k in keys], dtype=float))
+
+
+def compare(baseline_rows: Iterable[Row], remedy_rows: Iterable[Row], metric: str,
+            variant: str = "", baseline: str = "baseline", confidence: float = CONFIDENCE) -> Comparison:
+    base, remedy = pair_values(baseline_rows, remedy_rows, metric)
+    diff = remedy - base
+    n = len(diff)
+    summary = describe(diff, confidence)
+    p_value: float | None = None
+    if n == 0:
+        note = "no matched seeds"
+    elif n < 2:
+        note = "one matched seed: no interval, no test"
+    elif float(np.ptp(diff)) == 0.0:
+        # Every pair differs by the same amount: t = d̄ / 0, the test is undefined.
+        note = "the differences have zero variance: p undefined"
+    else:
+        p_value = float(scipy_stats.ttest_rel(remedy, base).pvalue)
+        note = ""
+    return Comparison(variant, baseline, metric, n, summary.mean, summary.std,
+                      summary.low, summary.high, p_value, note)
+
+
+def compare_all(rows: Iterable[Row], metrics: Iterable[str] = COMPARED, baseline: str | None = None,
+                spec_variants: Sequence[str] = (),
+                confidence: float = CONFIDENCE) -> dict[str, dict[str, Comparison]]:
+    """Every non-baseline variant against the baseline: {variant: {metric: Comparison}}."""
+    rows = list(rows)
+    order = variant_order(rows, spec_variants)
+    baseline = baseline or baseline_name(order)
+    by_variant: dict[str, list[Row]] = {}
+    for row in rows:
+        by_variant.setdefault(row["variant"], []).append(row)
+    base_rows = by_variant.get(baseline, [])
+    return {variant: {m: compare(base_rows, by_variant.get(variant, []), m, variant, baseline, confidence)
+                      for m in metrics}
+            for variant in order if variant != baseline}
+
+
+def gap_reduction(comparison: Comparison) -> float:
+    """How much a remedy closes the accuracy gap: baseline gap − remedy gap (positive is better)."""
+    return -comparison.mean_diff
+
+
+def rank_by_gap(comparisons: Mapping[str, Mapping[str, Comparison]],
+                metric: str = GAP_METRIC) -> list[str]:
+    """Variants sorted by gap reduction, largest first; ones with no matched seeds last."""
+    def key(variant: str) -> tuple[int, float]:
+        reduction = gap_reduction(comparisons[variant][metric])
+        return (0, -reduction) if math.isfinite(reduction) else (1, 0.0)
+
+    return sorted(comparisons, key=key)
+
+
+# --------------------------------------------------------------------------- curves over seeds
+@dataclass(frozen=True)
+class Curve:
+    """A history column averaged over seeds, epoch by epoch.
+
+    Runs that stopped early drop out: at each epoch the mean is over the runs
+    still training then, and ``n`` says how many those are.
+    """
+
+    epochs: np.ndarray
+    mean: np.ndarray
+    std: np.ndarray  # NaN where fewer than two runs remain
+    n: np.ndarray
+
+
+def mean_curve(histories: Sequence[History], column: str) -> Curve:
+    by_epoch: dict[int, list[float]] = {}
+    for history in histories:
+        for record in history.epochs:
+            value = record.get(column)
+            if isinstance(value, (int, float)) and math.isfinite(value):
+                by_epoch.setdefault(int(record["epoch"]), []).append(float(value))
+    epochs = sorted(by_epoch)
+    means, stds, counts = [], [], []
+    for epoch in epochs:
+        values = np.asarray(by_epoch[epoch])
+        means.append(values.mean())
+        stds.append(values.std(ddof=1) if len(values) > 1 else math.nan)
+        counts.append(len(values))
+    return Curve(np.asarray(epochs, dtype=int), np.asarray(means, dtype=float),
+                 np.asarray(stds, dtype=float), np.asarray(counts, dtype=int))
+
+
+def curves_by_group(rows: Iterable[Row], histories: Mapping[str, History],
+                    columns: Sequence[str] = ("train_loss", "valid_loss", "train_acc", "valid_acc"),
+                    ) -> dict[GroupKey, dict[str, Curve]]:
+    """Mean curves per (variant, grid value) over the completed runs that have a history."""
+    out: dict[GroupKey, dict[str, Curve]] = {}
+    for key, runs in group_runs(completed(rows)).items():
+        found = [histories[r["run_id"]] for r in runs if r["run_id"] in histories]
+        if found:
+            out[key] = {column: mean_curve(found, column) for column in columns}
+    return out
+
+
+def format_p(p_value: float | None) -> str:
+    if p_value is None:
+        return "undefined"
+    return "< 0.001" if p_value < 0.001 else f"{p_value:.3f}"
+
+
+def is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def fmt(value: float, digits: int = 3) -> str:
+    """A number for people: NaN reads as an en dash, large counts get thousands separators."""
+    if value is None or not math.isfinite(value):
+        return "–"
+    if abs(value) >= 1000 and float(value).is_integer():
+        return f"{int(value):,}"
+    return f"{value:.{digits}f}"

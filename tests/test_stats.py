@@ -1,0 +1,153 @@
+"""Statistics over seeds, checked against the formulas written out with numpy."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy import stats as scipy_stats
+
+from overfitlab.history import History
+from overfitlab.stats import (baseline_name, compare, compare_all, describe, gap_reduction,
+                              group_summaries, mean_curve, metric_value, rank_by_gap, t_quantile,
+                              variant_order)
+
+# Student t 97.5% quantiles from a printed table (df = 1, 2, 4, 9).
+T_TABLE = {2: 12.7062, 3: 4.3027, 5: 2.7764, 10: 2.2622}
+
+
+def row(variant, seed, gap, acc=0.9, grid=None, status="complete", **extra):
+    base = dict(run_id=f"{variant}-{grid}-{seed}", variant=variant, seed=seed, grid_field=None,
+                grid_value=grid, status=status, final_gap_acc=gap, best_valid_acc=acc,
+                best_valid_loss=0.3, final_gap_loss=0.1, best_epoch=3, stopped_epoch=None,
+                final_epoch=5, epochs_run=5, params=1000, seconds=1.5)
+    base.update(extra)
+    return base
+
+
+@pytest.mark.parametrize("n", sorted(T_TABLE))
+def test_t_quantile_matches_printed_table(n):
+    assert t_quantile(n) == pytest.approx(T_TABLE[n], abs=1e-4)
+
+
+def test_describe_is_mean_plus_minus_t_s_over_root_n():
+    values = [0.91, 0.88, 0.93, 0.90, 0.95]
+    x = np.array(values)
+    mean, s = x.sum() / len(x), math.sqrt(((x - x.mean()) ** 2).sum() / (len(x) - 1))
+    half = T_TABLE[5] * s / math.sqrt(5)
+    got = describe(values)
+    assert got.n == 5
+    assert got.mean == pytest.approx(mean)
+    assert got.std == pytest.approx(s)
+    assert got.low == pytest.approx(mean - half, abs=1e-5)
+    assert got.high == pytest.approx(mean + half, abs=1e-5)
+
+
+def test_describe_undefined_spread_for_one_value_and_skips_nan():
+    one = describe([0.5, math.nan, math.inf])
+    assert one.n == 1 and one.mean == 0.5
+    assert math.isnan(one.std) and math.isnan(one.low) and math.isnan(one.high)
+    empty = describe([])
+    assert empty.n == 0 and math.isnan(empty.mean)
+
+
+def test_describe_zero_spread_gives_a_point_interval():
+    got = describe([2.0, 2.0, 2.0])
+    assert (got.std, got.low, got.high) == (0.0, 2.0, 2.0)
+
+
+def test_stop_epoch_is_early_stopping_epoch_or_last_epoch():
+    assert metric_value(row("a", 0, 0.1, stopped_epoch=4, final_epoch=4), "stop_epoch") == 4
+    assert metric_value(row("a", 0, 0.1, stopped_epoch=None, final_epoch=7), "stop_epoch") == 7
+    assert math.isnan(metric_value(row("a", 0, None), "final_gap_acc"))
+
+
+def test_group_summaries_only_count_completed_runs():
+    rows = [row("baseline", s, g) for s, g in enumerate([0.10, 0.12, 0.14])]
+    rows.append(row("baseline", 3, 0.9, status="failed"))
+    got = group_summaries(rows)[("baseline", None)]["final_gap_acc"]
+    assert got.n == 3 and got.mean == pytest.approx(0.12)
+
+
+def test_paired_difference_matches_hand_computation():
+    base_gaps = [0.20, 0.18, 0.25, 0.22]
+    remedy_gaps = [0.12, 0.15, 0.16, 0.10]
+    # Rows in a shuffled order: pairing must go by seed, not by position.
+    base = [row("baseline", s, g) for s, g in enumerate(base_gaps)][::-1]
+    remedy = [row("dropout", s, g) for s, g in enumerate(remedy_gaps)]
+    got = compare(base, remedy, "final_gap_acc", "dropout")
+    d = np.array(remedy_gaps) - np.array(base_gaps)
+    n = len(d)
+    s = math.sqrt(((d - d.mean()) ** 2).sum() / (n - 1))
+    t = d.mean() / (s / math.sqrt(n))
+    p = 2 * scipy_stats.t.sf(abs(t), n - 1)
+    half = scipy_stats.t.ppf(0.975, n - 1) * s / math.sqrt(n)
+    assert got.n == 4
+    assert got.mean_diff == pytest.approx(d.mean())
+    assert got.low == pytest.approx(d.mean() - half)
+    assert got.high == pytest.approx(d.mean() + half)
+    assert got.p_value == pytest.approx(p)
+    assert got.tells_apart == (d.mean() + half < 0)
+    assert gap_reduction(got) == pytest.approx(np.mean(base_gaps) - np.mean(remedy_gaps))
+
+
+def test_pairs_match_on_seed_and_grid_value_and_drop_unmatched():
+    base = [row("baseline", s, 0.2 + 0.01 * s, grid=g) for s in (0, 1) for g in (100, 200)]
+    remedy = [row("l2", s, 0.1 + 0.01 * s + (0.05 if g == 200 else 0), grid=g)
+              for s in (0, 1, 2) for g in (100, 200)]
+    got = compare(base, remedy, "final_gap_acc")
+    assert got.n == 4  # seed 2 has no baseline
+    expected = np.mean([(0.1 + 0.01 * s + (0.05 if g == 200 else 0)) - (0.2 + 0.01 * s)
+                        for s in (0, 1) for g in (100, 200)])
+    assert got.mean_diff == pytest.approx(expected)
+
+
+def test_undefined_p_value_is_reported_not_raised():
+    one = compare([row("baseline", 0, 0.2)], [row("a", 0, 0.1)], "final_gap_acc")
+    assert one.n == 1 and one.p_value is None and "one matched seed" in one.note
+    assert not one.tells_apart
+    flat = compare([row("baseline", s, 0.2) for s in range(3)],
+                   [row("a", s, 0.1) for s in range(3)], "final_gap_acc")
+    assert flat.p_value is None and "zero variance" in flat.note
+    none = compare([row("baseline", 0, 0.2)], [row("a", 1, 0.1)], "final_gap_acc")
+    assert none.n == 0 and none.p_value is None and math.isnan(none.mean_diff)
+
+
+def test_interval_including_zero_cannot_tell_apart():
+    base = [row("baseline", s, g) for s, g in enumerate([0.20, 0.10, 0.30])]
+    noisy = [row("a", s, g) for s, g in enumerate([0.25, 0.05, 0.28])]
+    got = compare(base, noisy, "final_gap_acc")
+    assert got.low < 0 < got.high and not got.tells_apart
+
+
+def test_baseline_is_named_or_first():
+    assert baseline_name(["dropout", "baseline", "l2"]) == "baseline"
+    assert baseline_name(["small", "large"]) == "small"
+    assert baseline_name([]) is None
+    rows = [row("x", 0, 0.1), row("y", 0, 0.1)]
+    assert variant_order(rows, ["y"]) == ["y", "x"]
+
+
+def test_rank_by_gap_puts_largest_reduction_first():
+    rows = [row("baseline", s, 0.30 + 0.01 * s) for s in range(3)]
+    rows += [row("small", s, 0.25 + 0.012 * s) for s in range(3)]
+    rows += [row("big", s, 0.05 + 0.008 * s) for s in range(3)]
+    rows += [row("worse", s, 0.40 + 0.01 * s) for s in range(3)]
+    rows += [row("lonely", 9, 0.0)]
+    comparisons = compare_all(rows)
+    assert set(comparisons) == {"small", "big", "worse", "lonely"}
+    assert rank_by_gap(comparisons) == ["big", "small", "worse", "lonely"]
+
+
+def test_mean_curve_averages_over_runs_still_training():
+    a = History([{"epoch": e, "valid_acc": v} for e, v in [(1, 0.5), (2, 0.6), (3, 0.7)]])
+    b = History([{"epoch": e, "valid_acc": v} for e, v in [(1, 0.3), (2, 0.4)]])
+    c = History([{"epoch": e, "valid_acc": v} for e, v in [(1, 0.4), (2, float("nan"))]])
+    curve = mean_curve([a, b, c], "valid_acc")
+    assert curve.epochs.tolist() == [1, 2, 3]
+    assert curve.n.tolist() == [3, 2, 1]
+    assert curve.mean.tolist() == pytest.approx([0.4, 0.5, 0.7])
+    assert curve.std[0] == pytest.approx(np.std([0.5, 0.3, 0.4], ddof=1))
+    assert curve.std[1] == pytest.approx(np.std([0.6, 0.4], ddof=1))
+    assert math.isnan(curve.std[2])
