@@ -10,10 +10,10 @@ from __future__ import annotations
 import sys
 
 from ..errors import OverfitlabError
-from . import summary, train
+from . import report, summary, train
 from ._common import OneLineParser
 
-COMMANDS = (train, summary)
+COMMANDS = (train, summary, report)
 
 
 def build_parser() -> OneLineParser:

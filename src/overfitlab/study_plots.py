@@ -1,0 +1,147 @@
+"""Pictures of a study: mean learning curves per variant, the gap per variant, accuracy against a grid.
+
+Each function takes numbers already computed by ``stats`` and returns a
+matplotlib figure; ``plots.figure_png`` turns it into PNG bytes. Styles follow
+the single-run picture: train dashed, valid solid.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from .plots import TRAIN_STYLE, VALID_STYLE, plt
+from .stats import Curve, Summary
+
+BASELINE_COLOR = "tab:red"
+REMEDY_COLOR = "tab:blue"
+PANELS = (("loss", "cross-entropy loss"), ("acc", "accuracy"))
+
+
+def _band(ax, curve: Curve, color: str) -> None:
+    # Where fewer than two runs remain the std is NaN and fill_between leaves a hole.
+    ax.fill_between(curve.epochs, curve.mean - curve.std, curve.mean + curve.std,
+                    color=color, alpha=0.18, linewidth=0)
+
+
+def learning_curves_figure(curves: Mapping[str, Mapping[str, Curve]], title: str = ""):
+    """One row per variant (label → {column: Curve}), loss left and accuracy right.
+
+    Lines are means over seeds, bands ± one std; panels in a column share their
+    y axis so rows compare at a glance.
+    """
+    labels = list(curves)
+    rows = max(len(labels), 1)
+    fig, axes = plt.subplots(rows, 2, figsize=(7.5, 0.6 + 2.2 * rows), sharex=True, sharey="col",
+                             squeeze=False)
+    for (loss_ax, acc_ax), label in zip(axes, labels):
+        for ax, (metric, ylabel) in zip((loss_ax, acc_ax), PANELS):
+            for split, style in (("train", TRAIN_STYLE), ("valid", VALID_STYLE)):
+                curve = curves[label].get(f"{split}_{metric}")
+                if curve is None or not len(curve.epochs):
+                    continue
+                ax.plot(curve.epochs, curve.mean, **style)
+                _band(ax, curve, style["color"])
+            ax.set_ylabel(ylabel, fontsize=9)
+            ax.grid(alpha=0.3)
+            ax.tick_params(labelsize=9)
+        runs = _runs_note(curves[label])
+        loss_ax.set_title(f"{label}{runs}", loc="left", fontsize=9, fontweight="bold")
+    for ax in axes[-1]:
+        ax.set_xlabel("epoch", fontsize=9)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    axes[0][0].legend(fontsize=9, loc="upper right")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def _runs_note(curves: Mapping[str, Curve]) -> str:
+    counts = [int(c.n.max()) for c in curves.values() if len(c.n)]
+    if not counts:
+        return ""
+    n = max(counts)
+    return f"  (n = {n} seed{'s' if n != 1 else ''})"
+
+
+def gap_figure(summaries: Sequence[tuple[str, Summary]], baseline: str | None,
+               xlabel: str = "final gap, train − valid accuracy"):
+    """Mean final gap per variant with its 95% interval; the baseline in red with a reference line.
+
+    ``summaries`` is [(label, Summary)] top to bottom; labels equal to, or
+    starting with, ``baseline`` are highlighted.
+    """
+    labels = [label for label, _ in summaries]
+    fig, ax = plt.subplots(figsize=(7, 1.0 + 0.45 * max(len(labels), 1)))
+    y = np.arange(len(labels))[::-1]
+    for yi, (label, summary) in zip(y, summaries):
+        is_base = _is_baseline(label, baseline)
+        color = BASELINE_COLOR if is_base else REMEDY_COLOR
+        if math.isfinite(summary.low):
+            ax.errorbar(summary.mean, yi, xerr=[[summary.mean - summary.low], [summary.high - summary.mean]],
+                        fmt="o", color=color, capsize=4, markersize=6)
+        else:  # one seed: a point, no interval
+            ax.plot(summary.mean, yi, "o", color=color, markerfacecolor="white", markersize=6)
+        if is_base and math.isfinite(summary.mean):
+            ax.axvline(summary.mean, color=BASELINE_COLOR, linestyle="--", linewidth=1, alpha=0.7)
+    ax.set_yticks(y)
+    ax.set_yticklabels([f"{label}  (n={s.n})" for label, s in summaries], fontsize=9)
+    for tick, label in zip(ax.get_yticklabels(), labels):
+        if _is_baseline(label, baseline):
+            tick.set_color(BASELINE_COLOR)
+            tick.set_fontweight("bold")
+    ax.axvline(0, color="black", linewidth=0.8)
+    ax.set_xlabel(f"{xlabel} (mean, 95% t-interval)", fontsize=9)
+    ax.tick_params(axis="x", labelsize=9)
+    ax.grid(axis="x", alpha=0.3)
+    ax.set_ylim(-0.7, len(labels) - 0.3)
+    fig.tight_layout()
+    return fig
+
+
+def _is_baseline(label: str, baseline: str | None) -> bool:
+    return baseline is not None and (label == baseline or label.startswith(f"{baseline} · "))
+
+
+def grid_figure(summaries: Mapping[str, Mapping[Any, Mapping[str, Summary]]], grid_field: str,
+                baseline: str | None = None):
+    """Accuracy against the grid value (e.g. train size), one colour per variant.
+
+    ``summaries`` is {variant: {grid value: {metric: Summary}}}; left, final
+    train (dashed) and valid (solid) accuracy; right, the gap between them.
+    Error bars are 95% t-intervals over seeds.
+    """
+    fig, (acc_ax, gap_ax) = plt.subplots(1, 2, figsize=(9, 3.8))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    all_x: list[float] = []
+    for index, (variant, by_value) in enumerate(summaries.items()):
+        color = BASELINE_COLOR if variant == baseline else colors[index % len(colors)]
+        if variant != baseline and color == BASELINE_COLOR:
+            color = "tab:gray"
+        xs = sorted(by_value)
+        all_x += [float(x) for x in xs]
+        for ax, metric, style in ((acc_ax, "final_train_acc", "--"), (acc_ax, "final_valid_acc", "-"),
+                                  (gap_ax, "final_gap_acc", "-")):
+            means = np.array([by_value[x][metric].mean for x in xs])
+            low = np.array([by_value[x][metric].low for x in xs])
+            high = np.array([by_value[x][metric].high for x in xs])
+            # Undefined intervals (one seed) draw as no bar rather than a zero one.
+            err = np.nan_to_num(np.vstack([means - low, high - means]), nan=0.0)
+            split = "train" if "train" in metric else "valid"
+            label = f"{variant}, {split}" if ax is acc_ax else variant
+            ax.errorbar(xs, means, yerr=err, color=color, linestyle=style, marker="o", markersize=4,
+                        capsize=3, label=label)
+    for ax, ylabel in ((acc_ax, "final accuracy"), (gap_ax, "final gap, train − valid accuracy")):
+        ax.set_xlabel(grid_field.replace("_", " "), fontsize=9)
+        ax.set_ylabel(ylabel, fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.tick_params(labelsize=9)
+        if all_x and min(all_x) > 0 and max(all_x) / min(all_x) >= 10:
+            ax.set_xscale("log")
+    acc_ax.legend(fontsize=8)
+    gap_ax.axhline(0, color="black", linewidth=0.8)
+    fig.tight_layout()
+    return fig

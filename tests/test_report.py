@@ -1,0 +1,245 @@
+"""The study report: numbers equal to the index's, one offline file, every user string escaped."""
+
+from __future__ import annotations
+
+import base64
+import math
+import re
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import stats as scipy_stats
+
+from overfitlab.history import History
+from overfitlab.report import StudyData, load_histories, render_report
+from overfitlab.stats import Summary, describe, mean_curve
+from overfitlab.study_plots import gap_figure, grid_figure, learning_curves_figure
+
+TINY = dict(dataset="digits", train_size=200, epochs=2, threads=1, batch_size=32)
+VARIANTS = [("baseline", {}), ("dropout", {"dropout": 0.3})]
+SEEDS = (0, 1)
+
+
+# --------------------------------------------------------------------------- a tiny real study
+def build_tiny_study(runs_dir: Path) -> StudyData:
+    """2 variants × 2 seeds on digits, 2 epochs each, rows as the run index holds them."""
+    from overfitlab.config import Config, apply_overrides
+    from overfitlab.run import train
+
+    rows = []
+    for variant, overrides in VARIANTS:
+        for seed in SEEDS:
+            config = apply_overrides(Config(), dict(TINY, **overrides, seed=seed))
+            run_dir = runs_dir / "tiny" / f"{variant}-seed{seed}"
+            summary = train(config, run_dir).summary()
+            best, last = summary["best"], summary["last"]
+            rows.append(dict(
+                run_id=f"tiny/{variant}-seed{seed}", study="tiny", variant=variant, seed=seed,
+                grid_field=None, grid_value=None, config={}, status="complete", error=None,
+                started_at=None, ended_at=None, seconds=summary["train_seconds"],
+                epochs_run=summary["epochs_run"], best_epoch=summary["best_epoch"],
+                stopped_epoch=summary["stopped_epoch"], stop_reason=summary["stop_reason"],
+                final_epoch=summary["epochs_run"], best_valid_acc=best["valid_acc"],
+                best_valid_loss=best["valid_loss"], final_train_acc=last["train_acc"],
+                final_valid_acc=last["valid_acc"], final_train_loss=last["train_loss"],
+                final_valid_loss=last["valid_loss"], final_gap_acc=last["train_acc"] - last["valid_acc"],
+                final_gap_loss=last["valid_loss"] - last["train_loss"], params=summary["params"],
+                run_dir=str(run_dir)))
+    rows.append(dict(rows[0], run_id="tiny/l2<b>-seed0", variant="l2<b>", status="failed",
+                     error="boom <script>alert(1)</script> & more", best_valid_acc=None))
+    study = {"name": "tiny", "seeds": list(SEEDS), "backend": "serial", "workers": 1, "threads": 1,
+             "wall_seconds": 3.0, "status": "complete", "environment": {"device": "cpu"},
+             "spec": {"base": TINY, "variants": [{"name": n, "overrides": o} for n, o in VARIANTS]
+                      + [{"name": "l2<b>", "overrides": {"l2": 0.001}}]}}
+    return StudyData("tiny", study, rows, load_histories(runs_dir, rows))
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> StudyData:
+    return build_tiny_study(tmp_path_factory.mktemp("runs"))
+
+
+@pytest.fixture(scope="module")
+def page(tiny) -> str:
+    return render_report(tiny)
+
+
+# --------------------------------------------------------------------------- reading the page back
+class DataCells(HTMLParser):
+    """Every element's data-* attributes, plus tags, sources and text seen."""
+
+    def __init__(self):
+        super().__init__()
+        self.cells: list[dict[str, str]] = []
+        self.tags: list[str] = []
+        self.sources: list[str] = []
+        self.text: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append(tag)
+        attributes = dict(attrs)
+        data = {k[5:]: v for k, v in attributes.items() if k.startswith("data-")}
+        if data:
+            self.cells.append(data)
+        for key in ("src", "href"):
+            if key in attributes:
+                self.sources.append(attributes[key])
+
+    def handle_data(self, data):
+        self.text.append(data)
+
+
+def parse(page: str) -> DataCells:
+    parser = DataCells()
+    parser.feed(page)
+    return parser
+
+
+def by_hand(values: list[float]) -> tuple[float, float, float, float]:
+    """mean, sample std, and mean ∓ t_{0.975, n−1}·s/√n, written out."""
+    x = np.asarray(values, dtype=float)
+    n = len(x)
+    mean = x.sum() / n
+    s = math.sqrt(((x - mean) ** 2).sum() / (n - 1))
+    half = scipy_stats.t.ppf(0.975, n - 1) * s / math.sqrt(n)
+    return mean, s, mean - half, mean + half
+
+
+# --------------------------------------------------------------------------- tests
+def test_variant_numbers_equal_the_rows(tiny, page):
+    cells = [c for c in parse(page).cells if "run-metric" in c]
+    checked = 0
+    for metric in ("best_valid_acc", "best_valid_loss", "final_gap_acc", "final_gap_loss", "params"):
+        for variant, _ in VARIANTS:
+            values = [r[metric] for r in tiny.rows if r["variant"] == variant and r["status"] == "complete"]
+            [cell] = [c for c in cells if c["run-metric"] == metric and c["variant"] == variant]
+            mean, s, low, high = by_hand(values)
+            assert int(cell["n"]) == len(SEEDS)
+            assert float(cell["value"]) == pytest.approx(mean, rel=1e-12)
+            assert float(cell["std"]) == pytest.approx(s, rel=1e-9, abs=1e-15)
+            if s > 0:
+                assert float(cell["low"]) == pytest.approx(low, rel=1e-9)
+                assert float(cell["high"]) == pytest.approx(high, rel=1e-9)
+            checked += 1
+    assert checked == 10
+
+
+def test_paired_difference_equals_hand_computation(tiny, page):
+    cells = parse(page).cells
+    [cell] = [c for c in cells if c.get("compare-metric") == "final_gap_acc" and c["variant"] == "dropout"]
+    gap = {(r["variant"], r["seed"]): r["final_gap_acc"] for r in tiny.rows if r["status"] == "complete"}
+    d = np.array([gap[("dropout", s)] - gap[("baseline", s)] for s in SEEDS])
+    mean, s, low, high = by_hand(list(d))
+    assert int(cell["n"]) == 2
+    assert float(cell["value"]) == pytest.approx(mean, rel=1e-12, abs=1e-15)
+    if s > 0:
+        assert float(cell["low"]) == pytest.approx(low, rel=1e-9)
+        t = mean / (s / math.sqrt(len(d)))
+        assert float(cell["p"]) == pytest.approx(2 * scipy_stats.t.sf(abs(t), len(d) - 1), rel=1e-9)
+    [reduction] = [c for c in cells if c.get("compare-metric") == "gap_reduction"
+                   and c["variant"] == "dropout"]
+    assert float(reduction["value"]) == pytest.approx(-mean, abs=1e-15)
+
+
+def test_per_run_numbers_equal_the_rows(tiny, page):
+    cells = {(c["run-id"], c["metric"]): float(c["value"]) for c in parse(page).cells if "run-id" in c
+             and "metric" in c}
+    for row in tiny.rows:
+        if row["status"] == "complete":
+            assert cells[(row["run_id"], "best_valid_acc")] == row["best_valid_acc"]
+            assert cells[(row["run_id"], "final_gap_acc")] == row["final_gap_acc"]
+            assert cells[(row["run_id"], "stop_epoch")] == row["epochs_run"]
+
+
+def test_page_is_self_contained(page):
+    seen = parse(page)
+    assert "script" not in seen.tags and "link" not in seen.tags and "iframe" not in seen.tags
+    assert seen.sources and all(s.startswith("data:image/png;base64,") for s in seen.sources)
+    for source in seen.sources:
+        assert base64.b64decode(source.split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
+    # With the images taken out, nothing may point anywhere: no URL, no CSS import or url().
+    text = re.sub(r"data:image/png;base64,[A-Za-z0-9+/=]+", "", page).lower()
+    assert not re.search(r"https?:|url\(|@import|//[a-z0-9]|<object|<embed", text)
+    assert '<meta name="viewport"' in page
+
+
+def test_user_strings_are_escaped(page):
+    assert "<script>" not in page and "<b>" not in page
+    assert "boom &lt;script&gt;alert(1)&lt;/script&gt; &amp; more" in page
+    assert "l2&lt;b&gt;" in page
+
+
+def test_report_names_question_failures_and_cannot_tell_apart(page):
+    text = " ".join(parse(page).text)
+    assert "Which remedies close the over-fitting gap" in text
+    assert "Failed runs" in text and "tiny/l2<b>-seed0" in text
+    # Two seeds: a 95% t-interval uses t = 12.7, wide enough to mark the remedy as unresolved
+    # unless the seeds agree closely; either verdict must say n.
+    assert re.search(r"(cannot tell apart from baseline|than baseline) \(n=2", text)
+
+
+def test_learning_curve_lines_are_the_seed_means():
+    a = History([{"epoch": e, "train_loss": 1 / e, "valid_loss": 1.2 / e, "train_acc": 0.5 + 0.1 * e,
+                  "valid_acc": 0.4 + 0.1 * e} for e in (1, 2, 3)])
+    b = History([{"epoch": e, "train_loss": 2 / e, "valid_loss": 2.2 / e, "train_acc": 0.3 + 0.1 * e,
+                  "valid_acc": 0.2 + 0.1 * e} for e in (1, 2)])
+    columns = ("train_loss", "valid_loss", "train_acc", "valid_acc")
+    fig = learning_curves_figure({"baseline": {c: mean_curve([a, b], c) for c in columns}})
+    acc_ax = fig.axes[1]
+    valid = [line for line in acc_ax.get_lines() if line.get_linestyle() == "-"][0]
+    assert list(valid.get_xdata()) == [1, 2, 3]
+    assert list(valid.get_ydata()) == pytest.approx([(0.5 + 0.3) / 2, (0.6 + 0.4) / 2, 0.7])
+
+
+def test_gap_figure_draws_each_interval():
+    rows = [("baseline", describe([0.2, 0.25, 0.3])), ("dropout", describe([0.1, 0.12, 0.2])),
+            ("single", describe([0.05]))]
+    fig = gap_figure(rows, "baseline")
+    ax = fig.axes[0]
+    segments = [c for c in ax.collections if hasattr(c, "get_segments")]
+    spans = sorted(tuple(np.round(sorted((seg[0][0], seg[1][0])), 9)) for col in segments
+                   for seg in col.get_segments())
+    expected = sorted(tuple(np.round((s.low, s.high), 9)) for _, s in rows[:2])
+    assert spans == expected
+    labels = [t.get_text() for t in ax.get_yticklabels()]
+    assert labels[0].startswith("baseline") and "(n=1)" in labels[2]
+
+
+def test_grid_figure_plots_valid_accuracy_against_grid_value():
+    def summary(mean):
+        return Summary(3, mean, 0.01, mean - 0.02, mean + 0.02)
+
+    by_value = {size: {"final_train_acc": summary(0.99), "final_valid_acc": summary(0.6 + size / 1000),
+                       "final_gap_acc": summary(0.39 - size / 1000)} for size in (100, 200, 400)}
+    fig = grid_figure({"baseline": by_value}, "train_size", "baseline")
+    acc_ax = fig.axes[0]
+    solid = [line for line in acc_ax.get_lines() if line.get_linestyle() == "-"]
+    assert list(solid[0].get_xdata()) == [100, 200, 400]
+    assert list(solid[0].get_ydata()) == pytest.approx([0.7, 0.8, 1.0])
+    assert acc_ax.get_xlabel() == "train size"
+
+
+def test_grid_study_pairs_on_grid_value_and_draws_the_grid(tmp_path):
+    rows = []
+    for variant, shift in (("baseline", 0.0), ("l2", -0.05)):
+        for size in (100, 1000):
+            for seed in (0, 1, 2):
+                gap = 0.3 - size / 10000 + shift + 0.01 * seed * (1 if variant == "l2" else 2)
+                rows.append(dict(run_id=f"{variant}-{size}-{seed}", variant=variant, seed=seed,
+                                 grid_field="train_size", grid_value=size, status="complete",
+                                 final_gap_acc=gap, final_train_acc=1.0, final_valid_acc=1.0 - gap,
+                                 best_valid_acc=1.0 - gap, best_valid_loss=0.3, final_gap_loss=0.1,
+                                 best_epoch=2, stopped_epoch=None, final_epoch=3, epochs_run=3,
+                                 params=100, seconds=1.0, run_dir=None))
+    study = {"spec": {"variants": [{"name": "baseline", "overrides": {}}, {"name": "l2", "overrides": {"l2": 1e-3}}],
+                      "grid": {"field": "train_size", "values": [100, 1000]}}}
+    page = render_report(StudyData("grid", study, rows))
+    cells = parse(page).cells
+    per_size = [c for c in cells if c.get("run-metric") == "final_gap_acc" and c["variant"] == "l2"]
+    assert sorted(c["grid-value"] for c in per_size) == ["100", "1000"]
+    [diff] = [c for c in cells if c.get("compare-metric") == "final_gap_acc"]
+    d = [(-0.05 + 0.01 * s) - (0.02 * s) for s in (0, 1, 2) for _ in (100, 1000)]
+    assert int(diff["n"]) == 6 and float(diff["value"]) == pytest.approx(np.mean(d))
+    assert page.count("data:image/png;base64,") == 2  # gap per variant and accuracy against size
