@@ -59,7 +59,8 @@ def test_describe_zero_spread_gives_a_point_interval():
 
 def test_stop_epoch_is_early_stopping_epoch_or_last_epoch():
     assert metric_value(row("a", 0, 0.1, stopped_epoch=4, final_epoch=4), "stop_epoch") == 4
-    assert metric_value(row("a", 0, 0.1, stopped_epoch=None, final_epoch=7), "stop_epoch") == 7
+    # final_epoch is the restored best epoch under early stopping: not where training stopped.
+    assert metric_value(row("a", 0, 0.1, stopped_epoch=None, final_epoch=3, epochs_run=7), "stop_epoch") == 7
     assert math.isnan(metric_value(row("a", 0, None), "final_gap_acc"))
 
 

@@ -81,19 +81,13 @@ def load_study(runs_dir: str | os.PathLike, name: str) -> StudyData:
             f"no study index at {index_path}: run `overfitlab study` first, or pass --runs-dir")
     from .index import RunIndex  # late: rendering a page needs no SQLite
 
-    index = RunIndex(index_path)
-    study = index.study(name)
-    if study is None:
-        known = _known_studies(index)
-        listing = ", ".join(known) if known else "none"
-        raise OverfitlabError(f"no study {name!r} in {index_path}: known studies are {listing}")
-    rows = [dict(r) for r in index.runs(name)]
+    with RunIndex(index_path) as index:
+        study = index.study(name)
+        if study is None:
+            known = ", ".join(sorted(s["name"] for s in index.studies())) or "none"
+            raise OverfitlabError(f"no study {name!r} in {index_path}: known studies are {known}")
+        rows = index.runs(name)
     return StudyData(name, study, rows, load_histories(runs_dir, rows))
-
-
-def _known_studies(index) -> list[str]:
-    studies = index.studies()
-    return sorted(s if isinstance(s, str) else s["name"] for s in studies)
 
 
 # --------------------------------------------------------------------------- spec helpers
@@ -300,8 +294,10 @@ def remedies_section(comparisons: Mapping[str, Mapping[str, Comparison]],
     else:
         out.append("<p>No remedy to compare: the study has one variant.</p>")
     out.append("<h3>Every variant over seeds</h3><p>mean ± sample std (n−1) and, below, the 95% "
-               "t-interval of the mean; completed runs only. Stop epoch: the epoch early stopping "
-               "ended the run, else the last epoch trained.</p>")
+               "t-interval of the mean; completed runs only. Best: over all epochs. Final: the "
+               "model the run returns (the restored best epoch under early stopping, else the "
+               "last). Stop epoch: the epoch early stopping ended the run, else the last epoch "
+               "trained.</p>")
     keys = sorted(summaries, key=lambda k: (order.index(k[0]) if k[0] in order else len(order),
                                             _sortable(k[1])))
     body = []
@@ -333,7 +329,8 @@ def plots_section(data: StudyData, summaries: Mapping[GroupKey, Mapping[str, Sum
     if gap_rows:
         png = figure_png(study_plots.gap_figure(gap_rows, baseline))
         out.append(image(png, "final accuracy gap per variant",
-                         "Final gap (train − valid accuracy, last epoch) per variant: mean over seeds "
+                         "Final gap (train − valid accuracy of the model the run returns: the restored "
+                         "best epoch under early stopping, else the last) per variant: mean over seeds "
                          "with its 95% t-interval; the baseline in red, its mean as a dashed line. "
                          "Left of the line: a narrower gap than the baseline."))
     numeric = grid_field and all(isinstance(k[1], (int, float)) for k in keys) and len({k[1] for k in keys}) > 1

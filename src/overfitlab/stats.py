@@ -56,9 +56,10 @@ def metric_value(row: Row, metric: str) -> float:
     last epoch trained when it ran to the end.
     """
     if metric == "stop_epoch":
+        # Not final_epoch: with early stopping that is the restored best epoch.
         value = row.get("stopped_epoch")
         if value is None:
-            value = row.get("final_epoch") if row.get("final_epoch") is not None else row.get("epochs_run")
+            value = row.get("epochs_run")
     else:
         value = row.get(metric)
     if value is None or isinstance(value, bool):
