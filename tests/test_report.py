@@ -13,7 +13,9 @@ import pytest
 from scipy import stats as scipy_stats
 
 from overfitlab.history import History
-from overfitlab.report import StudyData, load_histories, render_report
+from overfitlab.cli import main
+from overfitlab.errors import OverfitlabError
+from overfitlab.report import StudyData, load_study, render_report, write_report
 from overfitlab.stats import Summary, describe, mean_curve
 from overfitlab.study_plots import gap_figure, grid_figure, learning_curves_figure
 
@@ -23,9 +25,10 @@ SEEDS = (0, 1)
 
 
 # --------------------------------------------------------------------------- a tiny real study
-def build_tiny_study(runs_dir: Path) -> StudyData:
-    """2 variants × 2 seeds on digits, 2 epochs each, rows as the run index holds them."""
+def build_tiny_study(runs_dir: Path) -> Path:
+    """2 variants × 2 seeds on digits, 2 epochs each, indexed in runs_dir/index.sqlite."""
     from overfitlab.config import Config, apply_overrides
+    from overfitlab.index import RunIndex
     from overfitlab.run import train
 
     rows = []
@@ -47,23 +50,33 @@ def build_tiny_study(runs_dir: Path) -> StudyData:
                 final_valid_loss=last["valid_loss"], final_gap_acc=last["train_acc"] - last["valid_acc"],
                 final_gap_loss=last["valid_loss"] - last["train_loss"], params=summary["params"],
                 run_dir=str(run_dir)))
-    rows.append(dict(rows[0], run_id="tiny/l2<b>-seed0", variant="l2<b>", status="failed",
+    rows.append(dict(rows[0], run_id="tiny/l2<b>-seed0", variant="l2<b>", status="failed", run_dir=None,
                      error="boom <script>alert(1)</script> & more", best_valid_acc=None))
     study = {"name": "tiny", "seeds": list(SEEDS), "backend": "serial", "workers": 1, "threads": 1,
              "wall_seconds": 3.0, "status": "complete", "environment": {"device": "cpu"},
              "spec": {"base": TINY, "variants": [{"name": n, "overrides": o} for n, o in VARIANTS]
                       + [{"name": "l2<b>", "overrides": {"l2": 0.001}}]}}
-    return StudyData("tiny", study, rows, load_histories(runs_dir, rows))
+    with RunIndex(runs_dir / "index.sqlite") as index:
+        index.upsert_study(study)
+        index.upsert_runs(rows)
+    return runs_dir
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> StudyData:
+def tiny_runs(tmp_path_factory) -> Path:
     return build_tiny_study(tmp_path_factory.mktemp("runs"))
 
 
 @pytest.fixture(scope="module")
-def page(tiny) -> str:
-    return render_report(tiny)
+def tiny(tiny_runs) -> StudyData:
+    return load_study(tiny_runs, "tiny")
+
+
+@pytest.fixture(scope="module")
+def page(tiny_runs) -> str:
+    path = write_report(tiny_runs, "tiny")
+    assert path == tiny_runs / "tiny" / "report.html"
+    return path.read_text(encoding="utf-8")
 
 
 # --------------------------------------------------------------------------- reading the page back
@@ -243,3 +256,25 @@ def test_grid_study_pairs_on_grid_value_and_draws_the_grid(tmp_path):
     d = [(-0.05 + 0.01 * s) - (0.02 * s) for s in (0, 1, 2) for _ in (100, 1000)]
     assert int(diff["n"]) == 6 and float(diff["value"]) == pytest.approx(np.mean(d))
     assert page.count("data:image/png;base64,") == 2  # gap per variant and accuracy against size
+
+
+def test_report_reads_histories_of_every_run(tiny):
+    complete = [r for r in tiny.rows if r["status"] == "complete"]
+    assert len(complete) == 4 and set(tiny.histories) == {r["run_id"] for r in complete}
+    assert all(len(tiny.histories[r["run_id"]]) == r["epochs_run"] for r in complete)
+
+
+def test_missing_study_lists_known_studies(tiny_runs):
+    with pytest.raises(OverfitlabError, match=r"no study 'nope' .*known studies are tiny$"):
+        write_report(tiny_runs, "nope")
+    with pytest.raises(OverfitlabError, match="no study index"):
+        write_report(tiny_runs / "elsewhere", "tiny")
+
+
+def test_cli_writes_where_asked(tiny_runs, tmp_path, capsys):
+    out = tmp_path / "deep" / "page.html"
+    assert main(["report", "tiny", "--runs-dir", str(tiny_runs), "--out", str(out)]) == 0
+    assert capsys.readouterr().out.strip() == str(out)
+    assert out.read_text(encoding="utf-8").startswith("<!DOCTYPE html>")
+    assert main(["report", "nope", "--runs-dir", str(tiny_runs)]) == 2
+    assert "known studies are tiny" in capsys.readouterr().err
