@@ -117,21 +117,7 @@ def load_torchvision(name: str, data_dir: str | os.PathLike | None, download: bo
     where = root / folder / ("raw" if name != "cifar10" else "")
     splits = []
     for train in (True, False):
-        try:
-            try:
-                dataset = cls(root=str(root), train=train, download=False)
-            except RuntimeError:
-                if not download:
-                    raise
-                dataset = cls(root=str(root), train=train, download=True)
-        except RuntimeError as err:
-            raise OverfitlabError(
-                f"{name} not found under {where} and could not be downloaded ({err}): put the "
-                f"official files there, or pass --data-dir to the folder that holds {folder}/") from None
-        except (OSError, ValueError, EOFError) as err:
-            raise OverfitlabError(
-                f"{name} files under {where} are corrupt or truncated ({err.__class__.__name__}: "
-                f"{err}): delete them and download again") from None
+        dataset = _open_torchvision(cls, root, train, download, name, where, folder)
         try:
             splits.append(_as_split(dataset))
         except Exception as err:  # a header that parses into nonsense shapes
@@ -142,6 +128,35 @@ def load_torchvision(name: str, data_dir: str | os.PathLike | None, download: bo
     _check_consistent(name, valid_split, where)
     classes = int(train_split.labels.max()) + 1
     return DataSet(name, train_split, valid_split, classes)
+
+
+def _open_torchvision(cls, root: Path, train: bool, download: bool, name: str, where: Path, folder: str):
+    """Open one split; missing files and unreadable files get different messages."""
+    corrupt = f"{name} files under {where} are corrupt or truncated ({{}}): delete them and download again"
+    try:
+        return cls(root=str(root), train=train, download=False)
+    except RuntimeError as err:
+        # torchvision says "Dataset not found" when a file is missing; any other
+        # RuntimeError comes from parsing a file that is there (a short IDX file).
+        if "not found" not in str(err):
+            raise OverfitlabError(corrupt.format(_describe(err))) from None
+        if not download:
+            raise OverfitlabError(
+                f"{name} not found under {where} (downloading is off): put the official files "
+                f"there, or pass --data-dir to the folder that holds {folder}/") from None
+    except Exception as err:  # a damaged header fails torchvision's asserts and type checks
+        raise OverfitlabError(corrupt.format(_describe(err))) from None
+    try:
+        return cls(root=str(root), train=train, download=True)
+    except Exception as err:  # no network, a refused mirror, a bad checksum
+        raise OverfitlabError(
+            f"{name} not found under {where} and could not be downloaded ({_describe(err)}): put "
+            f"the official files there, or pass --data-dir to the folder that holds {folder}/") from None
+
+
+def _describe(err: Exception) -> str:
+    text = " ".join(str(err).split())  # one line, even for torchvision's multi-line messages
+    return f"{type(err).__name__}: {text}" if text else type(err).__name__
 
 
 def _check_consistent(name: str, split: Split, where: Path) -> None:
