@@ -64,5 +64,7 @@ def apply_max_norm(model: nn.Module, max_norm: float) -> None:
         if isinstance(module, (nn.Conv2d, nn.Linear)):
             weight = module.weight
             norms = weight.flatten(1).norm(dim=1)
-            scale = norms.clamp(min=max_norm).reciprocal_().mul_(max_norm)
+            # Units within the bound keep their weights bit for bit: C·(1/C) is not
+            # always 1 in float32, so they are not rescaled at all.
+            scale = torch.where(norms > max_norm, max_norm / norms, torch.ones_like(norms))
             weight.mul_(scale.view(-1, *([1] * (weight.dim() - 1))))
