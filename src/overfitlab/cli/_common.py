@@ -14,9 +14,9 @@ from ..config import Config, apply_overrides, load_toml
 class OneLineParser(argparse.ArgumentParser):
     """argparse, but a usage error is one line (with a suggestion) and exit status 2."""
 
-    def error(self, message: str) -> None:  # type: ignore[override]
+    def error(self, message: str, more_flags: tuple[str, ...] = ()) -> None:  # type: ignore[override]
         if "unrecognized arguments" in message:
-            flags = [s for a in self._actions for s in a.option_strings]
+            flags = [s for a in self._actions for s in a.option_strings] + list(more_flags)
             bad = message.split(":", 1)[1].split()
             hints = [difflib.get_close_matches(b.split("=")[0], flags, n=1) for b in bad]
             hint = ", ".join(h[0] for h in hints if h)
@@ -24,6 +24,23 @@ class OneLineParser(argparse.ArgumentParser):
                 message += f" (did you mean {hint}?)"
         print(f"{self.prog}: error: {message}; see `{self.prog} --help`", file=sys.stderr)
         raise SystemExit(2)
+
+    def parse_args(self, args=None, namespace=None):  # type: ignore[override]
+        namespace, extras = self.parse_known_args(args, namespace)
+        if extras:
+            # argparse reports a command's unknown flags from the top parser, whose few
+            # flags make poor hints: report them from the command's own parser instead.
+            parser = self._command_parser(namespace)
+            parser = parser if isinstance(parser, OneLineParser) else self
+            own_flags = tuple(s for a in self._actions for s in a.option_strings)
+            parser.error(f"unrecognized arguments: {' '.join(extras)}", own_flags)
+        return namespace
+
+    def _command_parser(self, namespace: argparse.Namespace) -> argparse.ArgumentParser | None:
+        for action in self._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                return action.choices.get(getattr(namespace, action.dest, None))
+        return None
 
 
 def _flag(name: str) -> str:
