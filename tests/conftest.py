@@ -1,0 +1,59 @@
+"""Shared fixtures: one torch thread, the real data sets when present, the command line."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+# ../shared/data from the project's root: official MNIST and Fashion-MNIST bytes, read-only.
+SHARED_DATA = Path(__file__).parents[1].parent / "shared" / "data"
+MNIST_RAW = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
+             "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def one_thread():
+    """Small CNNs on a shared CPU: more threads than cores makes them many times slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The folder that holds MNIST/raw and FashionMNIST/raw; skips when it is absent."""
+    if not all((SHARED_DATA / "MNIST" / "raw" / name).is_file() for name in MNIST_RAW):
+        pytest.skip(f"real MNIST not found under {SHARED_DATA} (../shared/data from the repo root)")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def digits():
+    """The built-in digits data set (sklearn's 8×8 digits, fixed split)."""
+    from overfitlab.data import load_dataset
+
+    return load_dataset("digits")
+
+
+def cli_env() -> dict[str, str]:
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    env.pop("OVERFITLAB_DATA_DIR", None)
+    return env
+
+
+@pytest.fixture
+def run_cli(tmp_path):
+    """Run ``python -m overfitlab ARGS`` in tmp_path with one thread; returns the CompletedProcess."""
+
+    def run(*args: str, timeout: float = 120, cwd: Path | None = None) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "overfitlab", *map(str, args)],
+                              cwd=cwd or tmp_path, env=cli_env(), capture_output=True, text=True,
+                              timeout=timeout)
+
+    return run
