@@ -222,7 +222,10 @@ def _toml_value(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str):
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        # A TOML basic string: the quote, the backslash and control characters (a path
+        # may hold a newline) are escaped, everything else is written as is.
+        return '"' + "".join(f"\\u{ord(c):04x}" if c < " " or c == "\x7f" else
+                             "\\" + c if c in '"\\' else c for c in value) + '"'
     if isinstance(value, float):
         return repr(value) if math.isfinite(value) else ("nan" if value != value else
                                                           ("inf" if value > 0 else "-inf"))
