@@ -15,50 +15,27 @@ from scipy import stats as scipy_stats
 from overfitlab.history import History
 from overfitlab.cli import main
 from overfitlab.errors import OverfitlabError
-from overfitlab.report import StudyData, load_study, render_report, write_report
+from overfitlab.report import StudyData, curve_figures, load_study, render_report, write_report
 from overfitlab.stats import Summary, describe, mean_curve
 from overfitlab.study_plots import gap_figure, grid_figure, learning_curves_figure
 
-TINY = dict(dataset="digits", train_size=200, epochs=2, threads=1, batch_size=32)
+TINY = dict(dataset="digits", train_size=200, epochs=2, batch_size=32)
 VARIANTS = [("baseline", {}), ("dropout", {"dropout": 0.3})]
 SEEDS = (0, 1)
+BROKEN = "impossible"
 
 
 # --------------------------------------------------------------------------- a tiny real study
 def build_tiny_study(runs_dir: Path) -> Path:
-    """2 variants × 2 seeds on digits, 2 epochs each, indexed in runs_dir/index.sqlite."""
-    from overfitlab.config import Config, apply_overrides
-    from overfitlab.index import RunIndex
-    from overfitlab.run import train
+    """2 variants × 2 seeds on digits, 2 epochs each, through the study engine and its index.
 
-    rows = []
-    for variant, overrides in VARIANTS:
-        for seed in SEEDS:
-            config = apply_overrides(Config(), dict(TINY, **overrides, seed=seed))
-            run_dir = runs_dir / "tiny" / f"{variant}-seed{seed}"
-            summary = train(config, run_dir).summary()
-            best, last = summary["best"], summary["last"]
-            rows.append(dict(
-                run_id=f"tiny/{variant}-seed{seed}", study="tiny", variant=variant, seed=seed,
-                grid_field=None, grid_value=None, config={}, status="complete", error=None,
-                started_at=None, ended_at=None, seconds=summary["train_seconds"],
-                epochs_run=summary["epochs_run"], best_epoch=summary["best_epoch"],
-                stopped_epoch=summary["stopped_epoch"], stop_reason=summary["stop_reason"],
-                final_epoch=summary["epochs_run"], best_valid_acc=best["valid_acc"],
-                best_valid_loss=best["valid_loss"], final_train_acc=last["train_acc"],
-                final_valid_acc=last["valid_acc"], final_train_loss=last["train_loss"],
-                final_valid_loss=last["valid_loss"], final_gap_acc=last["train_acc"] - last["valid_acc"],
-                final_gap_loss=last["valid_loss"] - last["train_loss"], params=summary["params"],
-                run_dir=str(run_dir)))
-    rows.append(dict(rows[0], run_id="tiny/l2<b>-seed0", variant="l2<b>", status="failed", run_dir=None,
-                     error="boom <script>alert(1)</script> & more", best_valid_acc=None))
-    study = {"name": "tiny", "seeds": list(SEEDS), "backend": "serial", "workers": 1, "threads": 1,
-             "wall_seconds": 3.0, "status": "complete", "environment": {"device": "cpu"},
-             "spec": {"base": TINY, "variants": [{"name": n, "overrides": o} for n, o in VARIANTS]
-                      + [{"name": "l2<b>", "overrides": {"l2": 0.001}}]}}
-    with RunIndex(runs_dir / "index.sqlite") as index:
-        index.upsert_study(study)
-        index.upsert_runs(rows)
+    A third variant with an impossible dropout fails before training: the page must list it.
+    """
+    from overfitlab.study import make_spec, run_study
+
+    spec = make_spec(TINY, [*VARIANTS, (BROKEN, {"dropout": 1.5})], seeds=list(SEEDS), name="tiny",
+                     description="tiny <study> & test")
+    run_study(spec, runs_dir, "tiny", backend="serial", threads=1, report=False)
     return runs_dir
 
 
@@ -178,19 +155,33 @@ def test_page_is_self_contained(page):
     assert '<meta name="viewport"' in page
 
 
-def test_user_strings_are_escaped(page):
-    assert "<script>" not in page and "<b>" not in page
-    assert "boom &lt;script&gt;alert(1)&lt;/script&gt; &amp; more" in page
-    assert "l2&lt;b&gt;" in page
+def test_user_strings_are_escaped(tiny, page):
+    assert "tiny &lt;study&gt; &amp; test" in page  # the spec's description
+    hostile = "x<script>alert(1)</script>&\"'"
+    rows = [dict(r, variant=hostile if r["variant"] == "dropout" else r["variant"],
+                 run_id=r["run_id"] + hostile, error=hostile, stop_reason=hostile) for r in tiny.rows]
+    study = dict(tiny.study, environment={hostile: hostile},
+                 spec=dict(tiny.study["spec"], description=hostile, base={"dataset": hostile},
+                           variants=[{"name": hostile, "overrides": {"model": hostile}}]))
+    evil = render_report(StudyData(hostile, study, rows, {r["run_id"]: h for r, h in
+                                                          zip(rows, tiny.histories.values())}))
+    assert "<script>" not in evil and "alert(1)</" not in evil
+    assert "x&lt;script&gt;alert(1)&lt;/script&gt;&amp;&quot;&#x27;" in evil
+    assert parse(evil).tags.count("script") == 0
 
 
-def test_report_names_question_failures_and_cannot_tell_apart(page):
+def test_report_names_question_failures_and_cannot_tell_apart(tiny, page):
     text = " ".join(parse(page).text)
     assert "Which remedies close the over-fitting gap" in text
-    assert "Failed runs" in text and "tiny/l2<b>-seed0" in text
+    failed = [r for r in tiny.rows if r["status"] == "failed"]
+    assert [r["variant"] for r in failed] == [BROKEN] * len(SEEDS)
+    assert "Failed runs" in text
+    for row in failed:
+        assert row["run_id"] in text and row["error"] in text and "dropout" in row["error"]
     # Two seeds: a 95% t-interval uses t = 12.7, wide enough to mark the remedy as unresolved
     # unless the seeds agree closely; either verdict must say n.
     assert re.search(r"(cannot tell apart from baseline|than baseline) \(n=2", text)
+    assert re.search(rf"{BROKEN}.*no run matches a baseline seed", text)
 
 
 def test_learning_curve_lines_are_the_seed_means():
@@ -278,3 +269,17 @@ def test_cli_writes_where_asked(tiny_runs, tmp_path, capsys):
     assert out.read_text(encoding="utf-8").startswith("<!DOCTYPE html>")
     assert main(["report", "nope", "--runs-dir", str(tiny_runs)]) == 2
     assert "known studies are tiny" in capsys.readouterr().err
+
+
+def test_curve_figures_group_a_grid_by_value_or_by_variant():
+    one = [("baseline", 100), ("baseline", 300)]
+    figures = curve_figures(one, {k: {} for k in one}, "train_size")
+    assert [(t, list(p)) for t, p in figures] == [
+        ("baseline by train_size", ["train_size = 100", "train_size = 300"])]
+    two = one + [("l2", 100), ("l2", 300)]
+    figures = curve_figures(two, {k: {} for k in two if k != ("l2", 300)}, "train_size")
+    assert [(t, list(p)) for t, p in figures] == [
+        ("train_size = 100", ["baseline", "l2"]), ("train_size = 300", ["baseline"])]
+    plain = [("baseline", None), ("l2", None)]
+    assert [(t, list(p)) for t, p in curve_figures(plain, {k: {} for k in plain}, None)] == [
+        ("", ["baseline", "l2"])]

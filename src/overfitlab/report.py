@@ -204,19 +204,36 @@ def _value_text(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if value is None:
-        return "–"
+        return "none"
     return str(value)
 
 
 # --------------------------------------------------------------------------- sections
+def grid_sentence(summaries: Mapping[GroupKey, Mapping[str, Summary]], order: Sequence[str],
+                  grid_field: str) -> str:
+    """The mean accuracy gap at each grid value, one line per variant."""
+    lines = []
+    for variant in order:
+        values = sorted((k[1] for k in summaries if k[0] == variant), key=_sortable)
+        if values:
+            gaps = ", ".join(f"{esc(v)}: {stats.fmt(summaries[(variant, v)][stats.GAP_METRIC].mean)}"
+                             for v in values)
+            lines.append(f"<li><strong>{esc(variant)}</strong>: {gaps}</li>")
+    return (f"<p>Mean final accuracy gap at each {esc(grid_field)}:</p><ul>{''.join(lines)}</ul>"
+            if lines else "")
+
+
 def question_section(data: StudyData, order: list[str], baseline: str | None,
-                     comparisons: Mapping[str, Mapping[str, Comparison]]) -> str:
+                     comparisons: Mapping[str, Mapping[str, Comparison]],
+                     summaries: Mapping[GroupKey, Mapping[str, Summary]], grid_field: str | None) -> str:
     rows = data.rows
     complete = len(stats.completed(rows))
     failed = sum(r.get("status") == "failed" for r in rows)
     other = len(rows) - complete - failed
     seeds = sorted({r.get("seed") for r in rows if r.get("seed") is not None})
+    description = (data.study.get("spec") or {}).get("description")
     parts = [f"<p class=\"question\">{esc(QUESTION)}</p>",
+             f"<p>{esc(description)}</p>" if description else "",
              f"<p>{len(rows)} runs: {complete} complete, {failed} failed"
              + (f", {other} not finished" if other else "")
              + f"; {len(order)} variants × {len(seeds)} seeds"
@@ -224,8 +241,10 @@ def question_section(data: StudyData, order: list[str], baseline: str | None,
     ranked = stats.rank_by_gap(comparisons)
     apart = [v for v in ranked if comparisons[v][stats.GAP_METRIC].tells_apart
              and comparisons[v][stats.GAP_METRIC].mean_diff < 0]
+    if grid_field:
+        parts.append(grid_sentence(summaries, order, grid_field))
     if not comparisons:
-        parts.append("<p>Only one variant: there is nothing to compare with the baseline.</p>")
+        parts.append("<p>One variant: no remedy to compare with a baseline.</p>")
     elif apart:
         items = "".join(
             f"<li><strong>{esc(v)}</strong> closes the accuracy gap by "
@@ -343,20 +362,31 @@ def plots_section(data: StudyData, summaries: Mapping[GroupKey, Mapping[str, Sum
                          f"Final train (dashed) and valid (solid) accuracy against {esc(grid_field)}, "
                          "and the gap between them; bars are 95% t-intervals over seeds."))
     curves = stats.curves_by_group(data.rows, data.histories)
-    groups: dict[Any, dict[str, Any]] = {}
-    for key in keys:
-        if key in curves:
-            groups.setdefault(key[1], {})[key[0]] = curves[key]
-    for value, by_variant in groups.items():
-        title = f"{grid_field} = {value}" if value is not None else ""
-        png = figure_png(study_plots.learning_curves_figure(by_variant, title))
-        out.append(image(png, "learning curves per variant" + (f", {title}" if title else ""),
-                         "Learning curves per variant" + (f" at {esc(title)}" if title else "")
+    for title, panels in curve_figures(keys, curves, grid_field):
+        png = figure_png(study_plots.learning_curves_figure(panels, title))
+        out.append(image(png, "learning curves" + (f", {title}" if title else ""),
+                         "Learning curves" + (f", {esc(title)}" if title else " per variant")
                          + ": train dashed, valid solid; the line is the mean over seeds, the band ± one "
                            "std. Runs stopped early drop out: at each epoch the mean is over the seeds "
                            "still training then (no band where one remains)."))
     out.append("</section>")
     return "".join(out)
+
+
+def curve_figures(keys: Sequence[GroupKey], curves: Mapping[GroupKey, Any],
+                  grid_field: str | None) -> list[tuple[str, dict]]:
+    """[(title, {row label: curves})]: one figure, or with a grid one per grid value
+    (a single variant's grid: one figure, a row per value)."""
+    keys = [k for k in keys if k in curves]
+    variants = list(dict.fromkeys(k[0] for k in keys))
+    if grid_field is None:
+        return [("", {k[0]: curves[k] for k in keys})] if keys else []
+    if len(variants) == 1:
+        return [(f"{variants[0]} by {grid_field}", {f"{grid_field} = {k[1]}": curves[k] for k in keys})]
+    figures: dict[Any, dict] = {}
+    for key in keys:
+        figures.setdefault(key[1], {})[key[0]] = curves[key]
+    return [(f"{grid_field} = {value}", panels) for value, panels in figures.items()]
 
 
 def runs_section(rows: Sequence[Mapping[str, Any]], grid_field: str | None) -> str:
@@ -409,7 +439,9 @@ def environment_section(study: Mapping[str, Any]) -> str:
              ("seeds", ", ".join(str(s) for s in study.get("seeds") or [])),
              ("wall time", f"{wall:.1f} s" if isinstance(wall, (int, float)) else None),
              ("status", study.get("status")), ("created", study.get("created_at"))]
-    facts += _flatten(study.get("environment") or {})
+    # The environment repeats backend, workers and threads: show each once.
+    facts += [(k, v) for k, v in _flatten(study.get("environment") or {})
+              if not (k in ("backend", "workers", "threads") and study.get(k) == v)]
     body = [f"<tr><th scope=\"row\">{esc(k)}</th><td>{esc(_value_text(v))}</td></tr>"
             for k, v in facts if v not in (None, "")]
     return "<section><h2>Environment</h2>" + table(("what", "value"), body, css="kv") + "</section>"
@@ -450,7 +482,7 @@ def render_report(data: StudyData) -> str:
     summaries = stats.group_summaries(data.rows)
     comparisons = stats.compare_all(data.rows, baseline=baseline, spec_variants=order)
     body = "".join((
-        question_section(data, order, baseline, comparisons),
+        question_section(data, order, baseline, comparisons, summaries, grid_field),
         recipe_section(data, baseline, grid_field, grid),
         remedies_section(comparisons, summaries, baseline, order, grid_field),
         plots_section(data, summaries, baseline, order, grid_field),

@@ -315,6 +315,8 @@ def fmt(value: float, digits: int = 3) -> str:
     """A number for people: NaN reads as an en dash, large counts get thousands separators."""
     if value is None or not math.isfinite(value):
         return "–"
+    if round(value, digits) == 0:
+        value = 0.0  # no "-0.000"
     if abs(value) >= 1000 and float(value).is_integer():
         return f"{int(value):,}"
     return f"{value:.{digits}f}"

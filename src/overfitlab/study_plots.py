@@ -85,7 +85,7 @@ def gap_figure(summaries: Sequence[tuple[str, Summary]], baseline: str | None,
                         fmt="o", color=color, capsize=4, markersize=6)
         else:  # one seed: a point, no interval
             ax.plot(summary.mean, yi, "o", color=color, markerfacecolor="white", markersize=6)
-        if is_base and math.isfinite(summary.mean):
+        if label == baseline and math.isfinite(summary.mean):  # one reference: not one per grid value
             ax.axvline(summary.mean, color=BASELINE_COLOR, linestyle="--", linewidth=1, alpha=0.7)
     ax.set_yticks(y)
     ax.set_yticklabels([f"{label}  (n={s.n})" for label, s in summaries], fontsize=9)
@@ -141,6 +141,9 @@ def grid_figure(summaries: Mapping[str, Mapping[Any, Mapping[str, Summary]]], gr
         ax.tick_params(labelsize=9)
         if all_x and min(all_x) > 0 and max(all_x) / min(all_x) >= 10:
             ax.set_xscale("log")
+    # Two seeds give t = 12.7 and bars far outside [0, 1]: accuracy cannot leave it, so neither does the axis.
+    low, high = acc_ax.get_ylim()
+    acc_ax.set_ylim(max(low, -0.02), min(high, 1.02))
     acc_ax.legend(fontsize=8)
     gap_ax.axhline(0, color="black", linewidth=0.8)
     fig.tight_layout()
