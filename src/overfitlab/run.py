@@ -323,10 +323,11 @@ def train(config: Config, run_dir: str | os.PathLike | None = None,
     """Train one run. With ``run_dir`` (an empty or new folder) everything is saved there."""
     config = resolved(config)
     path = Path(run_dir) if run_dir is not None else None
+    # Data and model first: a bad --train-size or data folder fails before any file is written.
+    data, trainer, es, recorder = _setup(config, path, callbacks)
     if path is not None:
         path.mkdir(parents=True, exist_ok=True)
         store.atomic_write(path / store.CONFIG, to_toml(config))
-    data, trainer, es, recorder = _setup(config, path, callbacks)
     return _fit(config, data, trainer, es, recorder, path)
 
 
