@@ -93,10 +93,6 @@ class Summary:
     low: float
     high: float
 
-    @property
-    def half_width(self) -> float:
-        return (self.high - self.low) / 2
-
 
 def describe(values: Iterable[float], confidence: float = CONFIDENCE) -> Summary:
     """mean ± t_{(1+c)/2, n−1} · s/√n over the finite values."""
@@ -305,10 +301,6 @@ def format_p(p_value: float | None) -> str:
     if p_value is None:
         return "undefined"
     return "< 0.001" if p_value < 0.001 else f"{p_value:.3f}"
-
-
-def is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def fmt(value: float, digits: int = 3) -> str:
