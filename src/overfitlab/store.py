@@ -37,6 +37,8 @@ SUMMARY_JSON = "summary.json"
 SUMMARY_TXT = "summary.txt"
 CURVES = "curves.png"
 
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)  # read once: umask can only be read by setting it
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
@@ -45,6 +47,7 @@ def atomic_write(path: str | os.PathLike, data: bytes | str) -> None:
     payload = data.encode("utf-8") if isinstance(data, str) else data
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; a report is meant to be shared
         with os.fdopen(fd, "wb") as handle:
             handle.write(payload)
             handle.flush()
