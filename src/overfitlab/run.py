@@ -22,7 +22,7 @@ from torch import nn
 
 from . import store
 from .callbacks import Callback
-from .config import Config, from_dict, to_dict, to_toml
+from .config import Config, from_dict, load_toml, to_dict, to_toml
 from .data import DataSet, Scaling, load_dataset, prepare
 from .early_stopping import EarlyStopping
 from .errors import OverfitlabError
@@ -170,9 +170,10 @@ class RunRecorder(Callback):
                 store.atomic_torch_save(self._checkpoint(trainer, with_optimizer=False),
                                         self.run_dir / store.BEST)
         if self.run_dir:
-            write_history(self.run_dir, trainer.history)
+            # The checkpoint first: an epoch in history.json is always one last.pt can resume from.
             store.atomic_torch_save(self._checkpoint(trainer, with_optimizer=True),
                                     self.run_dir / store.LAST)
+            write_history(self.run_dir, trainer.history)
 
     def on_fit_end(self, trainer: Trainer) -> None:
         es = self.early_stopping
@@ -337,6 +338,10 @@ def resume(run_dir: str | os.PathLike, epochs: int | None = None,
     path = Path(run_dir)
     if not path.is_dir():
         raise OverfitlabError(f"run folder {path} not found: pass the folder printed by `overfitlab train`")
+    if not (path / store.LAST).is_file() and (path / store.CONFIG).is_file():
+        # Interrupted before its first epoch ended: nothing to continue, so it starts over.
+        config = load_toml(path / store.CONFIG)
+        return train(config if epochs is None else config.replace(epochs=epochs), path, callbacks)
     checkpoint = store.load_checkpoint(path / store.LAST)
     config = from_dict(checkpoint["config"])
     if epochs is not None:
