@@ -93,7 +93,7 @@ VARIANTS = {
                              patience=2, **CPU),
 }
 INTERRUPTS = {
-    "plain": [(2, None), (3, 1)],
+    "plain": [(2, None), (3, 1), (1, 2)],  # the last one before any checkpoint exists
     "regularized": [(2, None), (4, 0)],
     "early-stopping": [(16, None), (8, 1)],
 }
