@@ -10,10 +10,10 @@ from __future__ import annotations
 import sys
 
 from ..errors import OverfitlabError
-from . import report, summary, train
+from . import report, runs, study, summary, train
 from ._common import OneLineParser
 
-COMMANDS = (train, summary, report)
+COMMANDS = (train, summary, study, runs, report)
 
 
 def build_parser() -> OneLineParser:

@@ -1,0 +1,264 @@
+"""Where a study's runs execute: in this process, in a local process pool, or on Ray.
+
+Every backend runs the same function on the same payloads and yields
+``(position, result, error)`` as runs finish, so a study's numbers never depend
+on the backend: a run's config carries its thread count, and a run with the
+same recipe, seed and threads gives the same history anywhere.
+
+Small CNNs on CPU slow down many times when threads outnumber cores, so
+``resources`` refuses ``workers × threads > cores`` instead of letting runs
+fight over them.
+"""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures as futures
+import multiprocessing
+import os
+import signal
+import sys
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, Sequence
+
+from .errors import OverfitlabError
+from .run import available_cores
+
+BACKENDS = ("serial", "local", "ray")
+RAY_MISSING = "--backend ray needs Ray: pip install 'overfitlab[ray]'"
+
+Outcome = tuple[int, Any, BaseException | None]  # (position in the payloads, result, error)
+
+
+@dataclass(frozen=True)
+class Resources:
+    backend: str
+    workers: int  # runs at once
+    threads: int  # torch threads per run
+    cores: int    # cores of this machine (the Ray cluster's are Ray's business)
+
+
+def resources(backend: str, workers: int | None = None, threads: int | None = None,
+              runs: int | None = None, address: str | None = None, cores: int | None = None) -> Resources:
+    """Workers and threads per run, defaulting to one thread per run and a run per core.
+
+    ``serial`` runs one at a time on every core unless told otherwise; ``local``
+    and a Ray cluster started here run ``cores // threads`` at once; a Ray
+    cluster joined with ``address`` schedules by its own CPUs, so every run is
+    submitted (``workers`` caps the runs in flight).
+    """
+    if backend not in BACKENDS:
+        raise OverfitlabError(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")
+    cores = cores or available_cores()
+    for label, value in (("--workers", workers), ("--threads", threads)):
+        if value is not None and value < 1:
+            raise OverfitlabError(f"{label} must be ≥ 1, got {value}")
+    if address is not None and backend != "ray":
+        raise OverfitlabError("--address joins a Ray cluster: add --backend ray")
+    if backend == "serial":
+        if workers not in (None, 1):
+            raise OverfitlabError("--workers needs --backend local or ray (serial runs one at a time)")
+        workers, threads = 1, threads or cores
+    elif backend == "ray" and address is not None:
+        threads = threads or 1
+        workers = workers or max(1, runs or 1)
+        return Resources(backend, min(workers, runs) if runs else workers, threads, cores)
+    else:
+        if threads is None:
+            threads = max(1, cores // workers) if workers else 1
+        workers = workers or max(1, cores // threads)
+    if workers * threads > cores:
+        raise OverfitlabError(
+            f"{workers} workers × {threads} threads oversubscribe the {cores} cores, which slows small "
+            f"CNNs down many times: pass --workers {max(1, cores // threads)} or --threads "
+            f"{max(1, cores // workers)}")
+    if runs:
+        workers = min(workers, runs)
+    return Resources(backend, workers, threads, cores)
+
+
+def create(resources: Resources, address: str | None = None) -> "Backend":
+    if resources.backend == "serial":
+        return SerialBackend()
+    if resources.backend == "local":
+        return LocalBackend(resources.workers)
+    return RayBackend(resources.workers, resources.threads, resources.cores, address)
+
+
+class Backend:
+    """Runs ``fn(payload)`` for every payload; a context manager owning its workers."""
+
+    name = ""
+
+    def __enter__(self) -> "Backend":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        pass
+
+    def versions(self) -> dict[str, str]:
+        return {}
+
+    def execute(self, fn: Callable[[Any], Any], payloads: Sequence[Any],
+                on_start: Callable[[int], None] = lambda position: None) -> Iterator[Outcome]:
+        raise NotImplementedError
+
+
+class SerialBackend(Backend):
+    name = "serial"
+
+    def execute(self, fn, payloads, on_start=lambda position: None) -> Iterator[Outcome]:
+        for position, payload in enumerate(payloads):
+            on_start(position)
+            try:
+                result = fn(payload)
+            except Exception as err:  # the study records it as the run's error and goes on
+                yield position, None, err
+            else:
+                yield position, result, None
+
+
+# --------------------------------------------------------------------------- local processes
+def _die_with_parent(parent: int) -> None:
+    """Pool initializer: a worker whose study process is killed (even SIGKILL) dies too,
+    so no orphan keeps writing into a run folder that a resumed study redoes."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
+
+
+class LocalBackend(Backend):
+    """A pool of ``workers`` spawned processes (spawn: no forked torch thread pools or locks)."""
+
+    name = "local"
+
+    def __init__(self, workers: int):
+        self.workers = workers
+        self._pool: futures.ProcessPoolExecutor | None = None
+
+    def _new_pool(self) -> futures.ProcessPoolExecutor:
+        return futures.ProcessPoolExecutor(
+            max_workers=self.workers, mp_context=multiprocessing.get_context("spawn"),
+            initializer=_die_with_parent, initargs=(os.getpid(),))
+
+    def __enter__(self) -> "LocalBackend":
+        self._pool = self._new_pool()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+    def execute(self, fn, payloads, on_start=lambda position: None) -> Iterator[Outcome]:
+        if self._pool is None:
+            raise RuntimeError("LocalBackend.execute outside its `with` block")
+        waiting = collections.deque(enumerate(payloads))
+        running: dict[futures.Future, int] = {}
+        while waiting or running:
+            # At most `workers` runs submitted: a run is "running" when the study says so.
+            while waiting and len(running) < self.workers:
+                position, payload = waiting.popleft()
+                on_start(position)
+                running[self._pool.submit(fn, payload)] = position
+            done, _ = futures.wait(running, return_when=futures.FIRST_COMPLETED)
+            if any(isinstance(f.exception(), futures.process.BrokenProcessPool) for f in done):
+                # A worker died (killed, out of memory, crashed in C) and took the pool
+                # with it: every run in flight is lost. Record them; a fresh pool runs the rest.
+                lost = sorted(running.values())
+                running.clear()
+                self._pool.shutdown(wait=False, cancel_futures=True)
+                self._pool = self._new_pool()
+                for position in lost:
+                    yield position, None, RuntimeError(
+                        "a worker process died abruptly (killed, out of memory or crashed)")
+                continue
+            for future in done:
+                position = running.pop(future)
+                try:
+                    yield position, future.result(), None
+                except Exception as err:
+                    yield position, None, err
+
+
+# --------------------------------------------------------------------------- Ray
+def import_ray():
+    try:
+        import ray
+    except ImportError:
+        raise OverfitlabError(RAY_MISSING) from None
+    return ray
+
+
+class RayBackend(Backend):
+    """Each run a Ray task with ``num_cpus = threads``; Ray never runs more than the CPUs allow.
+
+    Without ``address`` a private Ray instance starts for the study (loopback
+    only, no dashboard) and stops after it; with one, the study joins that
+    cluster and leaves it running. Run folders must then be on a file system
+    every node sees.
+    """
+
+    name = "ray"
+
+    def __init__(self, workers: int, threads: int, cores: int, address: str | None = None):
+        self.workers = workers
+        self.threads = threads
+        self.cores = cores
+        self.address = address
+        self._ray = import_ray()
+        self._owned = False
+
+    def __enter__(self) -> "RayBackend":
+        ray = self._ray
+        if not ray.is_initialized():
+            common = dict(log_to_driver=False, logging_level="WARNING", configure_logging=False)
+            if self.address:
+                ray.init(address=self.address, **common)
+            else:
+                # A study's Ray sends nothing anywhere: no usage statistics.
+                os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+                ray.init(num_cpus=self.cores, include_dashboard=False,
+                         _node_ip_address="127.0.0.1", **common)
+            self._owned = True
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._owned:
+            self._ray.shutdown()  # stops a private instance; only disconnects from a cluster
+            self._owned = False
+
+    def versions(self) -> dict[str, str]:
+        return {"ray": self._ray.__version__}
+
+    def execute(self, fn, payloads, on_start=lambda position: None) -> Iterator[Outcome]:
+        ray = self._ray
+        # max_retries=0: a run that failed is recorded as failed, not silently rerun.
+        task = ray.remote(num_cpus=self.threads, max_retries=0)(fn)
+        waiting = collections.deque(enumerate(payloads))
+        running: dict[Any, int] = {}
+        try:
+            while waiting or running:
+                while waiting and len(running) < self.workers:
+                    position, payload = waiting.popleft()
+                    on_start(position)
+                    running[task.remote(payload)] = position
+                done, _ = ray.wait(list(running), num_returns=1)
+                for ref in done:
+                    position = running.pop(ref)
+                    try:
+                        yield position, ray.get(ref), None
+                    except ray.exceptions.RayTaskError as err:
+                        cause = err.cause if isinstance(getattr(err, "cause", None), BaseException) else err
+                        if isinstance(cause, KeyboardInterrupt):
+                            raise cause from None
+                        yield position, None, cause
+                    except ray.exceptions.RayError as err:  # worker died, node lost, ...
+                        yield position, None, RuntimeError(str(err).strip().splitlines()[0])
+        finally:
+            for ref in running:
+                ray.cancel(ref, force=True)

@@ -1,0 +1,126 @@
+"""``overfitlab study``: a base recipe, its remedies, several seeds, in parallel, one report."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tomllib
+
+from ..backends import BACKENDS
+from ..config import flatten_toml
+from ..errors import OverfitlabError
+from ..study import DEFAULT_SEEDS, PRESETS, StudyResult, load_spec, preset, run_study
+from ._common import add_config_flags, add_output_flags
+
+
+def base_overrides(args: argparse.Namespace) -> dict:
+    """The Config fields the command line sets: --config FILE's keys, then the flags."""
+    overrides = {}
+    if getattr(args, "config", None):
+        try:
+            with open(args.config, "rb") as handle:
+                overrides.update(flatten_toml(tomllib.load(handle), args.config))
+        except FileNotFoundError:
+            raise OverfitlabError(f"config file {args.config} not found: check the path") from None
+        except (OSError, tomllib.TOMLDecodeError) as err:
+            raise OverfitlabError(f"cannot read config file {args.config} ({err})") from None
+    overrides.update({k[4:]: v for k, v in vars(args).items() if k.startswith("cfg_")})
+    return overrides
+
+
+def _fmt(value, digits: int = 4) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def progress_line(row: dict, done: int, total: int) -> str:
+    width = len(str(total))
+    head = f"[{done:>{width}}/{total}] {row['run_id']}"
+    if row["status"] != "complete":
+        return f"{head}  {row['status']}: {row['error']}"
+    return (f"{head}  best valid acc {_fmt(row['best_valid_acc'])}  loss {_fmt(row['best_valid_loss'])}  "
+            f"final gap {_fmt(row['final_gap_acc'])}  ({row['seconds']:.1f}s)")
+
+
+def table_text(result: StudyResult) -> str:
+    grid = any(entry["grid_value"] is not None for entry in result.table)
+
+    def cell(stat: dict) -> str:
+        if stat["mean"] is None:
+            return "-"
+        return _fmt(stat["mean"]) + ("" if stat["std"] is None else f" ± {_fmt(stat['std'])}")
+
+    head = ["variant"] + (["grid"] if grid else []) + ["n", "best valid acc", "best valid loss",
+                                                        "final gap (acc)"]
+    rows = [[e["variant"]] + ([str(e["grid_value"])] if grid else [])
+            + [str(e["n"]) + (f" ({e['failed']} failed)" if e["failed"] else ""),
+               cell(e["best_valid_acc"]), cell(e["best_valid_loss"]), cell(e["final_gap_acc"])]
+            for e in result.table]
+    widths = [max(len(r[i]) for r in [head] + rows) for i in range(len(head))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in [head] + rows]
+    return "\n".join(lines) + "\n"
+
+
+def run(args: argparse.Namespace) -> int:
+    overrides = base_overrides(args)
+    if args.resume:
+        if args.spec or args.preset or args.name:
+            raise OverfitlabError("--resume NAME continues a study as it was planned: "
+                                  "drop SPEC, --preset and --name")
+        if args.seeds is not None or set(overrides) - {"threads"}:
+            raise OverfitlabError("--resume NAME keeps the study's recipe and seeds: drop the recipe flags")
+        spec, name = None, args.resume
+    else:
+        if args.spec and args.preset:
+            raise OverfitlabError("pass a SPEC.toml or --preset, not both")
+        if args.spec:
+            spec = load_spec(args.spec)
+        elif args.preset:
+            spec = preset(args.preset)
+        else:
+            raise OverfitlabError(f"pass a SPEC.toml, --preset ({', '.join(PRESETS)}) or --resume NAME")
+        if args.seeds is not None:
+            spec = spec.with_seeds(args.seeds)
+        spec = spec.with_base({k: v for k, v in overrides.items() if k != "threads"})
+        name = args.name
+    progress = None if args.quiet else (
+        lambda row, done, total: print(progress_line(row, done, total), file=sys.stderr, flush=True))
+    result = run_study(spec, args.runs_dir, name, backend=args.backend, workers=args.workers,
+                       threads=overrides.get("threads"), address=args.address,
+                       resume=bool(args.resume), progress=progress, tensorboard=args.tensorboard)
+    if args.json:
+        print(json.dumps(result.to_dict()))
+    else:
+        print(table_text(result), end="")
+        for row in result.failed:
+            print(f"failed: {row['run_id']}: {row['error']}")
+        print(f"study: {result.study_dir} ({len(result.runs)} runs, {result.wall_seconds:.1f} s)")
+        if result.report:
+            print(f"report: {result.report}")
+    return 0 if result.status == "complete" else 1
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "study", help="train variants × seeds of a recipe, in parallel, and write a report",
+        description="Train every variant of a base recipe with the same seeds (a paired design), "
+                    "record every run in RUNS_DIR/index.sqlite and write the study's report. "
+                    "Exit status 1 when some runs failed (the others are kept).")
+    parser.add_argument("spec", nargs="?", metavar="SPEC.toml", help="study spec: [base], [[variant]], seeds, [grid]")
+    parser.add_argument("--preset", choices=tuple(PRESETS),
+                        help="built-in study: " + "; ".join(f"{k}: {v}" for k, v in PRESETS.items()))
+    parser.add_argument("--seeds", type=int, metavar="N",
+                        help=f"seeds 0..N-1 for every variant (default: the spec's, else {DEFAULT_SEEDS})")
+    parser.add_argument("--backend", choices=BACKENDS, default="serial",
+                        help="serial: one run at a time; local: a process pool; ray: Ray tasks (default: serial)")
+    parser.add_argument("--workers", type=int, metavar="N",
+                        help="runs at once (default: cores ÷ threads per run; --threads sets those)")
+    parser.add_argument("--address", metavar="ADDR", help="join this Ray cluster (with --backend ray)")
+    parser.add_argument("--resume", metavar="NAME",
+                        help="finish an interrupted study: complete runs are kept, the others redone")
+    parser.add_argument("--tensorboard", action="store_true",
+                        help="also write TensorBoard logs to each run folder's tb/")
+    add_output_flags(parser)
+    # The study sets each run's seed; --threads is the threads per run.
+    add_config_flags(parser, skip=("seed",))
+    parser.set_defaults(handler=run)

@@ -1,0 +1,626 @@
+"""Studies: one base recipe, a few remedies, several seeds, every run measured the same way.
+
+A spec names a base recipe (Config fields), variants (each a name and the
+fields it changes), the seeds (the same for every variant: a paired design) and
+optionally a grid over one field. ``expand`` turns it into runs; ``run_study``
+trains them with ``overfitlab.run.train`` on a backend (``overfitlab.backends``)
+and records each in the run index (``overfitlab.index``)::
+
+    spec = preset("remedies", seeds=3)
+    result = run_study(spec, "runs", "remedies-demo", backend="local")
+    result.table        # per variant: n, mean and std of best valid acc, loss, final gap
+
+A spec file (TOML)::
+
+    name = "l2-sweep"            # default study name prefix (optional)
+    seeds = 3                    # or a list: [0, 1, 2]
+    [base]                       # Config fields, flat or in the config file's sections
+    train_size = 300
+    epochs = 30
+    [[variant]]
+    name = "baseline"
+    [[variant]]
+    name = "l2"
+    l2 = 1e-3
+    [grid]                       # optional: every variant at every value
+    field = "train_size"
+    values = [100, 300, 1000]
+
+A field's override is applied in this order: base, variant, grid value, seed.
+In TOML, which has no null, the string "none" sets an optional field back to
+its default (``train_size = "none"``: the whole training set).
+
+The study folder ``runs/<study>/`` holds ``study.json`` (spec, planned runs,
+environment, wall time) and one run folder per run,
+``<variant>[-<grid value>]-s<seed>/``, with ``status.json`` written last.
+
+Resuming (``resume=True``, ``overfitlab study --resume NAME``) skips the runs
+whose ``status.json`` says complete and redoes every other run from scratch:
+its partial folder is deleted first. A run is short next to a study, and
+starting over gives the same history as an uninterrupted run by construction
+(same recipe, seed and threads), where resuming from a checkpoint would depend
+on when the kill came. Failed runs are retried too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime
+import math
+import os
+import platform
+import shutil
+import time
+import tomllib
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping, Sequence
+
+from . import backends, store
+from .config import FIELDS, Config, apply_overrides, flatten_toml, from_dict, to_dict, unknown_key_error
+from .errors import OverfitlabError
+from .index import STATUS_JSON, STUDY_JSON, RunIndex, planned_record, run_record, study_record
+
+DEFAULT_SEEDS = 3
+SPEC_KEYS = ("name", "description", "seeds", "base", "variant", "grid")
+GRID_KEYS = ("field", "values")
+# The study sets these per run: a variant changing them would break the paired design
+# or make a run's numbers depend on where it ran.
+STUDY_FIELDS = ("seed", "threads")
+TABLE_METRICS = ("best_valid_acc", "best_valid_loss", "final_gap_acc")
+
+
+# --------------------------------------------------------------------------- spec
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Grid:
+    field: str
+    values: tuple[Any, ...]
+
+
+@dataclass(frozen=True)
+class StudySpec:
+    base: dict[str, Any]
+    variants: tuple[Variant, ...]
+    seeds: tuple[int, ...] = tuple(range(DEFAULT_SEEDS))
+    grid: Grid | None = None
+    name: str | None = None
+    description: str = ""
+
+    def with_seeds(self, seeds: int | Sequence[int]) -> "StudySpec":
+        return dataclasses.replace(self, seeds=parse_seeds(seeds, "--seeds"))
+
+    def with_base(self, overrides: Mapping[str, Any]) -> "StudySpec":
+        """The spec with base fields changed (command-line flags over the spec's base)."""
+        base = check_overrides({**self.base, **overrides}, "the base recipe", allow=("threads",))
+        apply_overrides(Config(), base, "the base recipe")  # a bad base would fail every run
+        return dataclasses.replace(self, base=base)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The canonical form, stored in study.json and the index."""
+        return {
+            "name": self.name, "description": self.description, "base": dict(self.base),
+            "variants": [{"name": v.name, "overrides": dict(v.overrides)} for v in self.variants],
+            "seeds": list(self.seeds),
+            "grid": {"field": self.grid.field, "values": list(self.grid.values)} if self.grid else None,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "StudySpec":
+        grid = data.get("grid")
+        return make_spec(
+            base=data.get("base") or {},
+            variants=[(v["name"], v.get("overrides") or {}) for v in data.get("variants") or []],
+            seeds=data.get("seeds", DEFAULT_SEEDS),
+            grid=(grid["field"], grid["values"]) if grid else None,
+            name=data.get("name"), description=data.get("description") or "", where="study spec")
+
+
+def parse_seeds(seeds: Any, where: str) -> tuple[int, ...]:
+    if isinstance(seeds, int) and not isinstance(seeds, bool):
+        if seeds < 1:
+            raise OverfitlabError(f"{where}: seeds must be ≥ 1, got {seeds}")
+        return tuple(range(seeds))
+    if (isinstance(seeds, (list, tuple)) and seeds
+            and all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds)):
+        if len(set(seeds)) != len(seeds):
+            raise OverfitlabError(f"{where}: seeds repeat in {list(seeds)}: list each seed once")
+        return tuple(seeds)
+    raise OverfitlabError(f"{where}: seeds must be a count (3) or a list of seeds ≥ 0 ([0, 1, 2]), got {seeds!r}")
+
+
+def _optional(name: str) -> bool:
+    return "None" in str(FIELDS[name].type)
+
+
+def check_overrides(overrides: Mapping[str, Any], where: str, allow: Sequence[str] = ()) -> dict:
+    """Known Config fields only (the error lists them); seed and threads belong to the study."""
+    for key in overrides:
+        if key not in FIELDS:
+            raise unknown_key_error(key, where)
+        if key in STUDY_FIELDS and key not in allow:
+            what = "seeds = N or [..] in the spec, or --seeds" if key == "seed" else "--threads"
+            raise OverfitlabError(f"{key} cannot be set in {where}: the study sets it for every run "
+                                  f"(use {what})")
+    # TOML has no null: "none" means "the field's default" for optional fields.
+    return {k: (None if isinstance(v, str) and v.lower() == "none" and _optional(k) else v)
+            for k, v in overrides.items()}
+
+
+def _token(value: Any) -> str:
+    """A grid value as it appears in run folder names."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def make_spec(base: Mapping[str, Any], variants: Sequence[tuple[str, Mapping[str, Any]]],
+              seeds: Any = DEFAULT_SEEDS, grid: tuple[str, Sequence[Any]] | None = None,
+              name: str | None = None, description: str = "", where: str = "study spec") -> StudySpec:
+    """Check every part of a spec; unknown fields are errors naming the valid ones."""
+    base = check_overrides(base, f"{where} [base]", allow=("threads",))
+    try:
+        apply_overrides(Config(), base, f"{where} [base]")  # a bad base would fail every run
+    except OverfitlabError as err:
+        raise OverfitlabError(f"{where} [base]: {err}") from None
+    checked: list[Variant] = []
+    for variant_name, overrides in variants or [("baseline", {})]:
+        if not isinstance(variant_name, str) or not variant_name:
+            raise OverfitlabError(f"{where}: every [[variant]] needs a name = \"...\"")
+        try:
+            store.check_name(variant_name)
+        except OverfitlabError as err:
+            raise OverfitlabError(f"{where}: variant name: {err}") from None
+        if any(v.name == variant_name for v in checked):
+            raise OverfitlabError(f"{where}: two variants are named {variant_name!r}: rename one")
+        checked.append(Variant(variant_name, check_overrides(overrides, f"{where} variant {variant_name!r}")))
+    parsed_grid = None
+    if grid is not None:
+        grid_field, values = grid
+        if grid_field not in FIELDS:
+            raise OverfitlabError(f"unknown grid field {grid_field!r} in {where}: "
+                                  f"valid fields are {', '.join(sorted(FIELDS))}")
+        if grid_field in STUDY_FIELDS:
+            raise OverfitlabError(f"{where}: the grid cannot be over {grid_field} (the study sets it)")
+        if not isinstance(values, (list, tuple)) or not values:
+            raise OverfitlabError(f"{where}: grid values must be a non-empty list, got {values!r}")
+        if any(v is None or isinstance(v, (dict, list)) for v in values):
+            raise OverfitlabError(f"{where}: grid values must be numbers, strings or booleans")
+        tokens = [_token(v) for v in values]
+        if len(set(tokens)) != len(tokens):
+            raise OverfitlabError(f"{where}: grid values repeat in {list(values)}")
+        for token in tokens:
+            store.check_name(token)
+        parsed_grid = Grid(grid_field, tuple(values))
+    if name is not None:
+        store.check_name(name)
+    return StudySpec(dict(base), tuple(checked), parse_seeds(seeds, where), parsed_grid, name, description)
+
+
+def parse_spec(document: Mapping[str, Any], where: str) -> StudySpec:
+    """A spec from a TOML document (``[base]``, ``[[variant]]``, ``[grid]``)."""
+    for key in document:
+        if key not in SPEC_KEYS:
+            raise OverfitlabError(f"unknown key {key!r} in {where}: valid keys are {', '.join(SPEC_KEYS)}")
+    base = document.get("base", {})
+    if not isinstance(base, dict):
+        raise OverfitlabError(f"{where}: base must be a table ([base])")
+    variants = document.get("variant", [])
+    if not isinstance(variants, list) or not all(isinstance(v, dict) for v in variants):
+        raise OverfitlabError(f"{where}: variants must be [[variant]] tables")
+    grid = document.get("grid")
+    if grid is not None:
+        if not isinstance(grid, dict):
+            raise OverfitlabError(f"{where}: grid must be a table ([grid])")
+        for key in grid:
+            if key not in GRID_KEYS:
+                raise OverfitlabError(f"unknown key {key!r} in {where} [grid]: valid keys are field, values")
+        if "field" not in grid or "values" not in grid:
+            raise OverfitlabError(f"{where}: [grid] needs field = \"...\" and values = [...]")
+        grid = (grid["field"], grid["values"])
+    return make_spec(
+        base=flatten_toml(base, f"{where} [base]"),
+        variants=[(v.get("name"), flatten_toml({k: x for k, x in v.items() if k != "name"},
+                                               f"{where} variant {v.get('name')!r}")) for v in variants],
+        seeds=document.get("seeds", DEFAULT_SEEDS), grid=grid, name=document.get("name"),
+        description=document.get("description", ""), where=where)
+
+
+def load_spec(path: str | os.PathLike) -> StudySpec:
+    path = Path(path)
+    try:
+        document = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise OverfitlabError(f"study spec {path} not found: check the path, or use --preset") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise OverfitlabError(f"cannot read study spec {path}: {err}") from None
+    except tomllib.TOMLDecodeError as err:
+        raise OverfitlabError(f"study spec {path} is not valid TOML ({err}): fix that line") from None
+    return parse_spec(document, str(path))
+
+
+# --------------------------------------------------------------------------- presets
+# The tutorial's over-fitting set-up on the built-in digits: 300 training images and a CNN
+# without any remedy reach 100 % train accuracy within ~15 epochs; by epoch 60 the valid
+# loss has climbed back ~30 % above its minimum. A run takes a few seconds on one thread.
+REMEDIES_BASE = {
+    "dataset": "digits", "train_size": 300, "model": "seed-cnn", "hidden": 16,
+    "batchnorm": False, "dropout": 0.0, "head": "fc", "epochs": 60,
+}
+# Each strength picked from a short sweep (seeds 0-2, 1 thread) as the value with the lowest
+# final valid loss: l1 1e-5/1e-4/1e-3 (1e-3 collapses to chance on one seed), l2
+# 1e-4/3e-4/1e-3/1e-2 (1e-2 collapses), AdamW weight decay 0.01/0.1/0.5, dropout 0.2/0.3/0.5.
+# Augmentation has no strength to tune: its ±2 px shifts are a quarter of an 8×8 digit, and
+# it under-fits within 60 epochs (a finding the study shows, not a setting to hide).
+REMEDIES = (
+    ("baseline", {}),
+    ("early-stopping", {"early_stopping": True, "patience": 5}),
+    ("l1", {"l1": 1e-4}),
+    ("l2", {"l2": 3e-4}),
+    ("weight-decay", {"optimizer": "adamw", "weight_decay": 0.1}),
+    ("batchnorm", {"batchnorm": True}),
+    ("dropout", {"dropout": 0.3}),
+    ("gap-head", {"head": "gap"}),
+    ("augmentation", {"augment": True}),
+    ("more-data", {"train_size": None}),
+)
+# Every remedy at once, on the same 300 images: more data is the reference, not a remedy
+# one can apply. Stacked, the remedies over-regularize; the study measures by how much.
+ALL_REMEDIES = {k: v for name, overrides in REMEDIES if name not in ("baseline", "more-data")
+                for k, v in overrides.items()}
+DATA_SIZES = (75, 150, 300, 600, 1347)  # 1347: every digits training image
+
+PRESETS = {
+    "remedies": "each remedy alone, and all together, against an over-fitting baseline (digits)",
+    "data-size": "the over-fitting baseline at growing training set sizes (digits)",
+}
+
+
+def preset(name: str, seeds: int | Sequence[int] = DEFAULT_SEEDS) -> StudySpec:
+    """A built-in study: ``remedies`` or ``data-size``."""
+    if name == "remedies":
+        return make_spec(REMEDIES_BASE, [*REMEDIES, ("all-remedies", ALL_REMEDIES)], seeds,
+                         name="remedies", description=PRESETS[name], where="preset remedies")
+    if name == "data-size":
+        base = {k: v for k, v in REMEDIES_BASE.items() if k != "train_size"}
+        return make_spec(base, [("baseline", {})], seeds, grid=("train_size", DATA_SIZES),
+                         name="data-size", description=PRESETS[name], where="preset data-size")
+    raise OverfitlabError(f"unknown preset {name!r}: choose one of {', '.join(PRESETS)}")
+
+
+# --------------------------------------------------------------------------- plans
+@dataclass(frozen=True)
+class RunPlan:
+    """One run of a study. ``config`` is None when the overrides are invalid; ``error`` says why
+    (the run is then recorded as failed, and the other runs go on)."""
+
+    name: str
+    variant: str
+    seed: int
+    grid_field: str | None
+    grid_value: Any
+    config: Config | None
+    error: str | None = None
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name, "variant": self.variant, "seed": self.seed,
+            "grid_field": self.grid_field, "grid_value": self.grid_value,
+            "config": to_dict(self.config) if self.config is not None else dict(self.overrides),
+            "error": self.error,
+        }
+
+
+def run_name(variant: str, seed: int, grid_value: Any = None, has_grid: bool = False) -> str:
+    return f"{variant}-{_token(grid_value)}-s{seed}" if has_grid else f"{variant}-s{seed}"
+
+
+def expand(spec: StudySpec, threads: int | None = None) -> list[RunPlan]:
+    """Every run of the spec: variants × grid values × seeds, the same seeds for each variant."""
+    plans = []
+    grid_values = spec.grid.values if spec.grid else (None,)
+    for variant in spec.variants:
+        for value in grid_values:
+            for seed in spec.seeds:
+                overrides = {**spec.base, **variant.overrides}
+                if spec.grid:
+                    overrides[spec.grid.field] = value
+                overrides["seed"] = seed
+                if threads is not None:
+                    overrides["threads"] = threads
+                where = f"variant {variant.name!r}" + (f" at {spec.grid.field} = {value!r}" if spec.grid else "")
+                try:
+                    config, error = apply_overrides(Config(), overrides, where), None
+                except OverfitlabError as err:
+                    config, error = None, f"{where}: {err}"
+                plans.append(RunPlan(
+                    run_name(variant.name, seed, value, spec.grid is not None), variant.name, seed,
+                    spec.grid.field if spec.grid else None, value, config, error, overrides))
+    return plans
+
+
+# --------------------------------------------------------------------------- one run (in a worker)
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _message(err: BaseException) -> str:
+    if isinstance(err, OverfitlabError):
+        return str(err)
+    return f"{type(err).__name__}: {err}"
+
+
+def execute_run(task: Mapping[str, Any]) -> dict:
+    """Train one planned run into its folder and return its index row.
+
+    Runs in whichever process the backend chose. Any exception is the run's
+    error: it is written to ``status.json`` and the row says "failed". Ctrl-C
+    leaves the run unfinished (no status.json) and reaches the study as
+    KeyboardInterrupt.
+    """
+    from .run import Interrupted, train
+
+    plan, run_dir = task["plan"], Path(task["run_dir"])
+    if run_dir.exists():  # a partial run of an interrupted study: redone from scratch
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True)
+    started_at, started = _now(), time.perf_counter()
+    status: dict[str, Any] = {"status": "complete", "error": None}
+    try:
+        if plan.get("error"):
+            raise OverfitlabError(plan["error"])
+        if task.get("tensorboard"):
+            from .tensorboard import TensorBoardLogger
+
+            logger = TensorBoardLogger(run_dir / "tb")
+            try:
+                train(from_dict(plan["config"]), run_dir, callbacks=[logger])
+            finally:
+                logger.close()  # also when training raised
+        else:
+            train(from_dict(plan["config"]), run_dir)
+    except Interrupted:
+        raise KeyboardInterrupt from None
+    except Exception as err:  # recorded as the run's error; the study goes on
+        status = {"status": "failed", "error": _message(err)}
+        if not isinstance(err, OverfitlabError):
+            status["traceback"] = traceback.format_exc()
+    status.update(started_at=started_at, ended_at=_now(), seconds=round(time.perf_counter() - started, 3))
+    store.write_json(run_dir / STATUS_JSON, status)
+    return run_record(task["study"], plan, run_dir)
+
+
+# --------------------------------------------------------------------------- the study
+@dataclass
+class StudyResult:
+    name: str
+    study_dir: Path
+    status: str                 # complete | failed (some runs failed)
+    runs: list[dict]            # index rows, in planned order
+    table: list[dict]           # per (variant, grid value): n and mean/std of TABLE_METRICS
+    wall_seconds: float
+    report: Path | None = None
+
+    @property
+    def failed(self) -> list[dict]:
+        return [r for r in self.runs if r["status"] != "complete"]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "study": self.name, "study_dir": str(self.study_dir), "status": self.status,
+            "runs": len(self.runs), "complete": len(self.runs) - len(self.failed),
+            "failed": [{"run_id": r["run_id"], "error": r["error"]} for r in self.failed],
+            "table": self.table, "wall_seconds": round(self.wall_seconds, 3),
+            "report": str(self.report) if self.report else None,
+        }
+
+
+def variant_table(rows: Sequence[Mapping[str, Any]]) -> list[dict]:
+    """Per (variant, grid value), in planned order: completed runs, failures, mean and std."""
+    from .stats import group_summaries  # numpy and scipy, only once a study is done
+
+    summaries = group_summaries(rows, TABLE_METRICS)
+    clean = lambda x: round(x, 6) if isinstance(x, float) and math.isfinite(x) else None  # noqa: E731
+    table = []
+    for key in dict.fromkeys((r["variant"], r.get("grid_value")) for r in rows):
+        group = [r for r in rows if (r["variant"], r.get("grid_value")) == key]
+        entry = {"variant": key[0], "grid_value": key[1],
+                 "n": sum(r["status"] == "complete" for r in group),
+                 "failed": sum(r["status"] == "failed" for r in group)}
+        for metric in TABLE_METRICS:
+            summary = summaries.get(key, {}).get(metric)
+            entry[metric] = {"mean": clean(summary.mean) if summary else None,
+                             "std": clean(summary.std) if summary else None}
+        table.append(entry)
+    return table
+
+
+@contextlib.contextmanager
+def _study_lock(study_dir: Path, name: str) -> Iterator[None]:
+    """One process per study at a time (a resume while the study still runs would redo its runs)."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: no advisory locks; don't run one study twice at once
+        yield
+        return
+    with open(study_dir / ".lock", "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise OverfitlabError(f"study {name} is running in another process: wait for it "
+                                  "to end, or stop it, before resuming") from None
+        yield  # the lock ends with the file, even when the process is killed
+
+
+def environment(resources: backends.Resources, device: str, versions: Mapping[str, str]) -> dict:
+    import numpy
+    import torch
+
+    from . import __version__
+
+    return {
+        "overfitlab": __version__, "python": platform.python_version(), "torch": torch.__version__,
+        "numpy": numpy.__version__, **versions, "platform": platform.platform(),
+        "machine": platform.machine(), "cpu_cores": resources.cores, "device": device,
+        "threads": resources.threads, "backend": resources.backend, "workers": resources.workers,
+    }
+
+
+def _device_of(plans: Sequence[Mapping[str, Any]]) -> str:
+    from .run import resolve_device
+
+    name = next((p["config"].get("device") or "auto" for p in plans if not p.get("error")), "auto")
+    try:
+        return str(resolve_device(name))
+    except OverfitlabError:
+        return name
+
+
+def _write_report(runs_dir: Path, name: str) -> Path:
+    from .report import write_report
+
+    return write_report(runs_dir, name)
+
+
+def _load_resumed(study_dir: Path, name: str, spec: StudySpec | None, threads: int | None):
+    if not (study_dir / STUDY_JSON).is_file():
+        known = sorted(p.parent.name for p in study_dir.parent.glob(f"*/{STUDY_JSON}"))
+        raise OverfitlabError(f"no study {name!r} in {study_dir.parent} to resume: "
+                              f"known studies are {', '.join(known) or 'none'}")
+    document = store.read_json(study_dir / STUDY_JSON)
+    stored = StudySpec.from_dict(document["spec"])
+    if spec is not None and spec.to_dict() != stored.to_dict():
+        raise OverfitlabError(f"study {name} was started with another spec: resume it without a "
+                              "spec, or start a new study with another --name")
+    if threads is not None and threads != document["threads"]:
+        raise OverfitlabError(f"study {name} runs with {document['threads']} threads per run "
+                              f"(its numbers depend on it): resume without --threads")
+    return document, stored
+
+
+def run_study(spec: StudySpec | None, runs_dir: str | os.PathLike, name: str | None = None,
+              backend: str = "serial", workers: int | None = None, threads: int | None = None,
+              address: str | None = None, resume: bool = False,
+              progress: Callable[[dict, int, int], None] | None = None,
+              tensorboard: bool = False, report: bool = True) -> StudyResult:
+    """Run (or with ``resume``, finish) a study into ``runs_dir/name``; record it in the index.
+
+    ``threads`` (torch threads per run) defaults to the base recipe's, else 1 on
+    the parallel backends and every core on ``serial``. ``progress(row, done,
+    total)`` is called as each run ends. With ``report``, the HTML report is
+    written at the end (``overfitlab.report``). ``spec`` may be None when resuming.
+    """
+    runs_dir = Path(runs_dir).resolve()
+    if resume:
+        if not name:
+            raise OverfitlabError("resuming needs the study's name: pass --resume NAME")
+        study_dir = runs_dir / store.check_name(name)
+        document, spec = _load_resumed(study_dir, name, spec, threads)
+        threads, plans = document["threads"], document["runs"]
+    else:
+        if spec is None:
+            raise OverfitlabError("a study needs a spec: pass SPEC.toml or --preset")
+        name = store.check_name(name or store.generated_name(spec.name or "study"))
+        study_dir = runs_dir / name
+        if study_dir.exists() and any(study_dir.iterdir()):
+            raise OverfitlabError(f"study folder {study_dir} already exists: pass --resume {name} "
+                                  "to finish it, or another --name")
+        document = None
+        # Threads are fixed before the plans: each run's config carries them.
+        threads = backends.resources(backend, workers, threads or spec.base.get("threads"),
+                                     address=address).threads
+        plans = [p.to_dict() for p in expand(spec, threads=threads)]
+    if tensorboard:
+        from .tensorboard import require_tensorboard
+
+        require_tensorboard()
+    study_dir.mkdir(parents=True, exist_ok=True)
+    index = RunIndex.of(runs_dir)
+    try:
+        with _study_lock(study_dir, name):
+            return _run(_Study(name, spec, study_dir, runs_dir, plans, document), index,
+                        backend, workers, threads, address, progress, tensorboard, report)
+    finally:
+        index.close()
+
+
+@dataclass
+class _Study:
+    name: str
+    spec: StudySpec
+    dir: Path
+    runs_dir: Path
+    plans: list[dict]           # RunPlan.to_dict() of every run, in order
+    document: dict | None       # the study.json being resumed
+
+    def run_dir(self, plan: Mapping[str, Any]) -> Path:
+        return self.dir / plan["name"]
+
+    def save(self, index: RunIndex, record: dict) -> None:
+        store.write_json(self.dir / STUDY_JSON, {**record, "runs": self.plans})
+        index.upsert_study(study_record(record))
+
+
+def _run(study: _Study, index: RunIndex, backend_name: str, workers: int | None, threads: int,
+         address: str | None, progress, tensorboard: bool, report: bool) -> StudyResult:
+    started = time.perf_counter()
+    previous_wall = (study.document or {}).get("wall_seconds") or 0.0
+    records = [run_record(study.name, p, study.run_dir(p)) for p in study.plans]
+    todo = [i for i, r in enumerate(records) if r["status"] != "complete"]
+    for i in todo:  # unfinished or failed: planned afresh
+        records[i] = planned_record(study.name, study.plans[i], study.run_dir(study.plans[i]))
+    sized = backends.resources(backend_name, workers, threads, len(todo) or 1, address)
+    with backends.create(sized, address) as backend:
+        record = {
+            "name": study.name, "spec": study.spec.to_dict(),
+            "created_at": study.document["created_at"] if study.document else _now(),
+            "seeds": list(study.spec.seeds), "backend": sized.backend, "workers": sized.workers,
+            "threads": sized.threads, "wall_seconds": previous_wall, "status": "running",
+            "environment": environment(sized, _device_of(study.plans), backend.versions()),
+        }
+        study.save(index, record)
+        index.upsert_runs([{**r, "position": i} for i, r in enumerate(records)])
+        tasks = [{"study": study.name, "plan": study.plans[i], "run_dir": str(study.run_dir(study.plans[i])),
+                  "tensorboard": tensorboard} for i in todo]
+
+        def on_start(position: int) -> None:
+            index.upsert_run({**records[todo[position]], "status": "running", "started_at": _now()})
+
+        done = len(records) - len(todo)
+        try:
+            for position, row, error in backend.execute(execute_run, tasks, on_start):
+                i = todo[position]
+                if error is not None:  # the worker itself failed, not the run's training
+                    row = {**records[i], "status": "failed", "error": _message(error)}
+                records[i] = row
+                index.upsert_run(row)
+                done += 1
+                if progress is not None:
+                    progress(row, done, len(records))
+        except KeyboardInterrupt:
+            from .run import Interrupted
+
+            for i in todo:  # runs cut short are pending again, as their folders say
+                if records[i]["status"] not in ("complete", "failed"):
+                    index.upsert_run(run_record(study.name, study.plans[i], study.run_dir(study.plans[i])))
+            record.update(status="interrupted",
+                          wall_seconds=round(previous_wall + time.perf_counter() - started, 3))
+            study.save(index, record)
+            raise Interrupted(f"study {study.name} interrupted: finish it with "
+                              f"`overfitlab study --resume {study.name}`") from None
+    status = "complete" if all(r["status"] == "complete" for r in records) else "failed"
+    wall = previous_wall + time.perf_counter() - started
+    record.update(status=status, wall_seconds=round(wall, 3))
+    study.save(index, record)
+    result = StudyResult(study.name, study.dir, status, records, variant_table(records), wall)
+    if report:
+        result.report = _write_report(study.runs_dir, study.name)
+    return result

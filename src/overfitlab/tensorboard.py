@@ -1,0 +1,62 @@
+"""TensorBoard logs of a run: each epoch's metrics, for `tensorboard --logdir runs/`.
+
+Optional: ``pip install 'overfitlab[tensorboard]'``. The run folder's
+history.json stays the record; these logs are a view of it.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+from .callbacks import Callback
+from .errors import OverfitlabError
+
+TENSORBOARD_MISSING = "--tensorboard needs TensorBoard: pip install 'overfitlab[tensorboard]'"
+
+# history column → TensorBoard tag; train and valid share a chart through the tag prefix.
+TAGS = {
+    "train_loss": "loss/train", "valid_loss": "loss/valid",
+    "train_acc": "accuracy/train", "valid_acc": "accuracy/valid",
+    "gap_acc": "gap/accuracy (train - valid)", "gap_loss": "gap/loss (valid - train)",
+    "train_penalty": "penalty/train", "lr": "optim/lr", "epoch_seconds": "time/epoch_seconds",
+}
+
+
+def require_tensorboard():
+    """The SummaryWriter class, or a one-line error saying how to install it."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # torch imports the tensorboard package lazily, here
+        raise OverfitlabError(TENSORBOARD_MISSING) from None
+    return SummaryWriter
+
+
+class TensorBoardLogger(Callback):
+    """Writes every epoch's metrics (step = epoch) to ``log_dir``, flushed each epoch."""
+
+    def __init__(self, log_dir: str | os.PathLike):
+        self.log_dir = Path(log_dir)
+        self._writer_class = require_tensorboard()
+        self.writer_ = None
+
+    def on_fit_start(self, trainer) -> None:
+        if self.writer_ is None:
+            self.writer_ = self._writer_class(log_dir=str(self.log_dir))
+
+    def on_epoch_end(self, trainer, epoch: int, metrics) -> None:
+        for column, tag in TAGS.items():
+            value = metrics.get(column)
+            if isinstance(value, (int, float)) and math.isfinite(value):
+                self.writer_.add_scalar(tag, value, global_step=epoch)
+        # Flushed now: a run killed later still leaves its epochs readable.
+        self.writer_.flush()
+
+    def on_fit_end(self, trainer) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self.writer_ is not None:
+            self.writer_.close()
+            self.writer_ = None
