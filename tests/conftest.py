@@ -47,13 +47,22 @@ def cli_env() -> dict[str, str]:
     return env
 
 
+def cli_command(*args: str) -> list[str]:
+    """``python -m overfitlab ARGS`` with this interpreter (the project's virtual environment)."""
+    return [sys.executable, "-m", "overfitlab", *map(str, args)]
+
+
+def run_overfitlab(cwd: Path, *args: str, timeout: float = 180) -> subprocess.CompletedProcess:
+    """Run the command in ``cwd`` with one thread; stdout and stderr captured as text."""
+    return subprocess.run(cli_command(*args), cwd=cwd, env=cli_env(), capture_output=True, text=True,
+                          timeout=timeout)
+
+
 @pytest.fixture
 def run_cli(tmp_path):
-    """Run ``python -m overfitlab ARGS`` in tmp_path with one thread; returns the CompletedProcess."""
+    """``run_cli(*args)`` runs ``python -m overfitlab ARGS`` in tmp_path; returns the CompletedProcess."""
 
-    def run(*args: str, timeout: float = 120, cwd: Path | None = None) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "overfitlab", *map(str, args)],
-                              cwd=cwd or tmp_path, env=cli_env(), capture_output=True, text=True,
-                              timeout=timeout)
+    def run(*args: str, timeout: float = 180, cwd: Path | None = None) -> subprocess.CompletedProcess:
+        return run_overfitlab(cwd or tmp_path, *args, timeout=timeout)
 
     return run
