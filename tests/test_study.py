@@ -285,6 +285,7 @@ def test_cli_study_json_and_exit_status(tmp_path, capsys):
         epochs = 2
         hidden = 4
         batch_size = 40
+        data_dir = "some/data"
         [[variant]]
         name = "baseline"
         [[variant]]
@@ -297,6 +298,8 @@ def test_cli_study_json_and_exit_status(tmp_path, capsys):
     assert code == 1  # some runs failed
     rows = index_rows(tmp_path / "runs", "cli")
     assert all(r["config"]["epochs"] == 3 for r in rows)  # the flag overrides the spec's base
+    # Relative paths are made absolute: Ray workers run in another directory.
+    assert all(r["config"]["data_dir"] == os.path.abspath("some/data") for r in rows)
     assert out["runs"] == 4 and out["complete"] == 2
     assert {f["run_id"] for f in out["failed"]} == {"cli/big-batch-s0", "cli/big-batch-s1"}
     assert all("batch size 500" in f["error"] for f in out["failed"])

@@ -211,7 +211,7 @@ class RunIndex:
     def rebuild(self, runs_dir: str | os.PathLike) -> int:
         """Recreate both tables from ``<runs_dir>/*/study.json`` and the run folders; return the run count."""
         studies, runs = [], []
-        for study_json in sorted(Path(runs_dir).glob(f"*/{STUDY_JSON}")):
+        for study_json in sorted(Path(runs_dir).resolve().glob(f"*/{STUDY_JSON}")):
             document = store.read_json(study_json)
             studies.append(self._encode(STUDY_COLUMNS, study_record(document)))
             for position, plan in enumerate(document.get("runs", [])):

@@ -474,6 +474,14 @@ def environment(resources: backends.Resources, device: str, versions: Mapping[st
     }
 
 
+def _absolute_data_dir(plan: dict) -> dict:
+    """A relative data_dir made absolute: Ray workers do not run in this directory."""
+    data_dir = plan["config"].get("data_dir")
+    if data_dir and not os.path.isabs(data_dir):
+        plan["config"] = {**plan["config"], "data_dir": os.path.abspath(data_dir)}
+    return plan
+
+
 def _device_of(plans: Sequence[Mapping[str, Any]]) -> str:
     from .run import resolve_device
 
@@ -537,7 +545,7 @@ def run_study(spec: StudySpec | None, runs_dir: str | os.PathLike, name: str | N
         # Threads are fixed before the plans: each run's config carries them.
         threads = backends.resources(backend, workers, threads or spec.base.get("threads"),
                                      address=address).threads
-        plans = [p.to_dict() for p in expand(spec, threads=threads)]
+        plans = [_absolute_data_dir(p.to_dict()) for p in expand(spec, threads=threads)]
     if tensorboard:
         from .tensorboard import require_tensorboard
 
@@ -578,24 +586,24 @@ def _run(study: _Study, index: RunIndex, backend_name: str, workers: int | None,
     for i in todo:  # unfinished or failed: planned afresh
         records[i] = planned_record(study.name, study.plans[i], study.run_dir(study.plans[i]))
     sized = backends.resources(backend_name, workers, threads, len(todo) or 1, address)
-    with backends.create(sized, address) as backend:
-        record = {
-            "name": study.name, "spec": study.spec.to_dict(),
-            "created_at": study.document["created_at"] if study.document else _now(),
-            "seeds": list(study.spec.seeds), "backend": sized.backend, "workers": sized.workers,
-            "threads": sized.threads, "wall_seconds": previous_wall, "status": "running",
-            "environment": environment(sized, _device_of(study.plans), backend.versions()),
-        }
-        study.save(index, record)
-        index.upsert_runs([{**r, "position": i} for i, r in enumerate(records)])
-        tasks = [{"study": study.name, "plan": study.plans[i], "run_dir": str(study.run_dir(study.plans[i])),
-                  "tensorboard": tensorboard} for i in todo]
+    record: dict[str, Any] = {
+        "name": study.name, "spec": study.spec.to_dict(),
+        "created_at": study.document["created_at"] if study.document else _now(),
+        "seeds": list(study.spec.seeds), "backend": sized.backend, "workers": sized.workers,
+        "threads": sized.threads, "wall_seconds": previous_wall, "status": "running",
+    }
+    tasks = [{"study": study.name, "plan": study.plans[i], "run_dir": str(study.run_dir(study.plans[i])),
+              "tensorboard": tensorboard} for i in todo]
 
-        def on_start(position: int) -> None:
-            index.upsert_run({**records[todo[position]], "status": "running", "started_at": _now()})
+    def on_start(position: int) -> None:
+        index.upsert_run({**records[todo[position]], "status": "running", "started_at": _now()})
 
-        done = len(records) - len(todo)
-        try:
+    done = len(records) - len(todo)
+    try:
+        with backends.create(sized, address) as backend:
+            record["environment"] = environment(sized, _device_of(study.plans), backend.versions())
+            study.save(index, record)
+            index.upsert_runs([{**r, "position": i} for i, r in enumerate(records)])
             for position, row, error in backend.execute(execute_run, tasks, on_start):
                 i = todo[position]
                 if error is not None:  # the worker itself failed, not the run's training
@@ -605,17 +613,17 @@ def _run(study: _Study, index: RunIndex, backend_name: str, workers: int | None,
                 done += 1
                 if progress is not None:
                     progress(row, done, len(records))
-        except KeyboardInterrupt:
-            from .run import Interrupted
+    except KeyboardInterrupt:
+        # The backend has stopped its workers by now: the folders say what got done.
+        from .run import Interrupted
 
-            for i in todo:  # runs cut short are pending again, as their folders say
-                if records[i]["status"] not in ("complete", "failed"):
-                    index.upsert_run(run_record(study.name, study.plans[i], study.run_dir(study.plans[i])))
-            record.update(status="interrupted",
-                          wall_seconds=round(previous_wall + time.perf_counter() - started, 3))
-            study.save(index, record)
-            raise Interrupted(f"study {study.name} interrupted: finish it with "
-                              f"`overfitlab study --resume {study.name}`") from None
+        index.upsert_runs([run_record(study.name, study.plans[i], study.run_dir(study.plans[i]))
+                           for i in todo if records[i]["status"] not in ("complete", "failed")])
+        record.update(status="interrupted",
+                      wall_seconds=round(previous_wall + time.perf_counter() - started, 3))
+        study.save(index, record)
+        raise Interrupted(f"study {study.name} interrupted: finish it with "
+                          f"`overfitlab study --resume {study.name}`") from None
     status = "complete" if all(r["status"] == "complete" for r in records) else "failed"
     wall = previous_wall + time.perf_counter() - started
     record.update(status=status, wall_seconds=round(wall, 3))
