@@ -293,7 +293,7 @@ def test_cli_study_json_and_exit_status(tmp_path, capsys):
         batch_size = 500
     """)
     code = main(["study", str(spec), "--runs-dir", str(tmp_path / "runs"), "--name", "cli", "--json",
-                 "--quiet", "--threads", "1", "--epochs", "3"])
+                 "--quiet", "--backend", "serial", "--threads", "1", "--epochs", "3"])
     out = json.loads(capsys.readouterr().out)
     assert code == 1  # some runs failed
     rows = index_rows(tmp_path / "runs", "cli")
@@ -310,8 +310,21 @@ def test_cli_study_json_and_exit_status(tmp_path, capsys):
     assert out["report"] == str(tmp_path / "runs" / "cli" / "report.html")
 
 
+def test_cli_study_without_a_spec_runs_the_remedies_preset_on_the_local_pool(monkeypatch, tmp_path):
+    calls = []
+
+    def fake_run_study(spec, runs_dir, name, **kwargs):
+        calls.append((spec, runs_dir, name, kwargs))
+        raise OverfitlabError("stop here")
+
+    monkeypatch.setattr("overfitlab.cli.study.run_study", fake_run_study)
+    assert main(["study", "--runs-dir", str(tmp_path), "--seeds", "2", "--epochs", "7"]) == 2
+    ((spec, runs_dir, name, kwargs),) = calls
+    assert spec == preset("remedies", seeds=2).with_base({"epochs": 7})
+    assert (runs_dir, name, kwargs["backend"], kwargs["resume"]) == (str(tmp_path), None, "local", False)
+
+
 @pytest.mark.parametrize("argv, message", [
-    (["study"], "pass a SPEC.toml, --preset"),
     (["study", "--resume", "x", "--preset", "remedies"], "drop SPEC, --preset and --name"),
     (["study", "--resume", "x", "--lr", "0.1"], "drop the recipe flags"),
     (["study", "--preset", "remedies", "--backend", "local", "--workers", "64", "--threads", "64"],
@@ -465,7 +478,8 @@ def test_two_studies_writing_one_index_at_once_lose_nothing(tmp_path):
     """)
     runs_dir = tmp_path / "runs"
     procs = [subprocess.Popen(overfitlab_cmd("study", str(spec_path), "--runs-dir", str(runs_dir),
-                                             "--name", name, "--threads", "1", "--quiet", "--json"),
+                                             "--name", name, "--backend", "serial", "--threads", "1",
+                                             "--quiet", "--json"),
                               env=quiet_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for name in ("a", "b")]
     outputs = [p.communicate(timeout=300) for p in procs]

@@ -11,6 +11,8 @@ from ..backends import BACKENDS
 from ..config import flatten_toml
 from ..errors import OverfitlabError
 from ..study import DEFAULT_SEEDS, PRESETS, StudyResult, load_spec, preset, run_study
+
+DEFAULT_PRESET = "remedies"
 from ._common import add_config_flags, add_output_flags
 
 
@@ -73,12 +75,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         if args.spec and args.preset:
             raise OverfitlabError("pass a SPEC.toml or --preset, not both")
-        if args.spec:
-            spec = load_spec(args.spec)
-        elif args.preset:
-            spec = preset(args.preset)
-        else:
-            raise OverfitlabError(f"pass a SPEC.toml, --preset ({', '.join(PRESETS)}) or --resume NAME")
+        # Nothing named: the main study, every remedy against the over-fitting baseline.
+        spec = load_spec(args.spec) if args.spec else preset(args.preset or DEFAULT_PRESET)
         if args.seeds is not None:
             spec = spec.with_seeds(args.seeds)
         spec = spec.with_base({k: v for k, v in overrides.items() if k != "threads"})
@@ -108,11 +106,13 @@ def add_parser(subparsers) -> None:
                     "Exit status 1 when some runs failed (the others are kept).")
     parser.add_argument("spec", nargs="?", metavar="SPEC.toml", help="study spec: [base], [[variant]], seeds, [grid]")
     parser.add_argument("--preset", choices=tuple(PRESETS),
-                        help="built-in study: " + "; ".join(f"{k}: {v}" for k, v in PRESETS.items()))
+                        help="built-in study (default without SPEC.toml: remedies): "
+                        + "; ".join(f"{k}: {v}" for k, v in PRESETS.items()))
     parser.add_argument("--seeds", type=int, metavar="N",
                         help=f"seeds 0..N-1 for every variant (default: the spec's, else {DEFAULT_SEEDS})")
-    parser.add_argument("--backend", choices=BACKENDS, default="serial",
-                        help="serial: one run at a time; local: a process pool; ray: Ray tasks (default: serial)")
+    parser.add_argument("--backend", choices=BACKENDS, default="local",
+                        help="local: a process pool, a run per core, one thread each; serial: one run "
+                        "at a time in this process; ray: Ray tasks (default: local)")
     parser.add_argument("--workers", type=int, metavar="N",
                         help="runs at once (default: cores ÷ threads per run; --threads sets those)")
     parser.add_argument("--address", metavar="ADDR", help="join this Ray cluster (with --backend ray)")
