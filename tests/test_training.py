@@ -192,13 +192,19 @@ def test_best_checkpoint_without_early_stopping_is_the_lowest_valid_loss(referen
 
 # ---------------------------------------------------------------- over-fitting, the must-show
 def test_small_training_set_overfits():
-    """--train-size 300 --epochs 60 --no-batchnorm --dropout 0 on digits."""
-    result = train(Config(train_size=300, epochs=60, batchnorm=False, dropout=0.0, **CPU))
+    """--train-size 300 --epochs 60 --no-batchnorm --dropout 0 on digits, the default seed 0.
+
+    Seed 0 reaches train accuracy 1.0 at epoch 20, its lowest valid loss (0.153) at epoch 20,
+    then ends at 0.170. Not every seed shows the rise within 60 epochs (seed 2's minimum is at
+    epoch 53), so the margins below are loose and the seed is the CLI's default.
+    """
+    result = train(Config(train_size=300, epochs=60, batchnorm=False, dropout=0.0, seed=0, **CPU))
     train_acc, valid_loss = result.history.column("train_acc"), result.history.column("valid_loss")
     assert max(train_acc) == 1.0 and train_acc[-1] == 1.0
     lowest = min(range(60), key=valid_loss.__getitem__)
-    assert lowest < 50
-    assert valid_loss[-1] > 1.1 * valid_loss[lowest]  # valid loss rises after its minimum
+    assert lowest < 40
+    # Valid loss rises after its minimum and stays up: the last ten epochs are all above it.
+    assert min(valid_loss[-10:]) > 1.05 * valid_loss[lowest]
     assert result.history[-1]["gap_acc"] > 0.02  # and train accuracy stays above valid
 
 
