@@ -75,12 +75,14 @@ def summarize_model(model: nn.Module, input_shape: tuple[int, int, int], name: s
         raise OverfitlabError(f"input shape {input_shape} does not fit the model ({err})") from None
     layers = [Layer(info.class_name, tuple(info.output_size), info.num_params)
               for info in stats.summary_list if info.is_leaf_layer]
-    mb = 1e6
+    mb = 1024 ** 2  # MiB, as torchsummary prints in the tutorial
     return ModelSummary(
         name=name, input_shape=input_shape, layers=layers, total_params=stats.total_params,
         trainable_params=stats.trainable_params, mult_adds=stats.total_mult_adds,
         input_mb=stats.total_input / mb,
-        forward_backward_mb=stats.total_output_bytes / mb,
+        # torchsummary's rule, which the tutorial prints: every layer's output, kept for backward (×2).
+        forward_backward_mb=2 * sum(info.output_bytes for info in stats.summary_list
+                                    if info.is_leaf_layer) / mb,
         params_mb=stats.total_param_bytes / mb,
     )
 

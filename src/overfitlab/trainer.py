@@ -169,7 +169,8 @@ class Trainer:
             if not math.isfinite(record["train_loss"]) and not self.should_stop:
                 raise Diverged(
                     f"training diverged: train loss is {record['train_loss']} at epoch {epoch}; "
-                    "lower --lr, or add --early-stopping to stop and keep the best epoch")
+                    "lower --lr, or add --early-stopping (with a loss as --monitor) to stop "
+                    "and keep the best epoch")
         for callback in self.callbacks:
             callback.on_fit_end(self)
         return self.history

@@ -6,10 +6,12 @@ import argparse
 import json
 import sys
 import time
+from pathlib import Path
 
 from ..callbacks import Callback
+from ..config import load_toml
 from ..run import resume, summary_text, train
-from ..store import new_run_dir
+from ..store import CONFIG, new_run_dir
 from ._common import add_config_flags, add_output_flags, config_from_args
 
 
@@ -24,7 +26,6 @@ class ProgressBar(Callback):
     def on_epoch_start(self, trainer, epoch: int) -> None:
         self._epoch = epoch
         self._started = time.perf_counter()
-        self._batches = len(trainer.history.batches)  # unused; keeps the hook cheap
 
     def on_batch_end(self, trainer, batch: int, loss) -> None:
         now = time.perf_counter()
@@ -49,7 +50,9 @@ class ProgressBar(Callback):
 def run(args: argparse.Namespace) -> int:
     if args.resume:
         config_epochs = getattr(args, "cfg_epochs", None)
-        callbacks = [] if args.quiet or not sys.stderr.isatty() else [ProgressBar(config_epochs or 0)]
+        saved = Path(args.resume) / CONFIG
+        shown_epochs = config_epochs or (load_toml(saved).epochs if saved.is_file() else 0)
+        callbacks = [] if args.quiet or not sys.stderr.isatty() else [ProgressBar(shown_epochs)]
         result = resume(args.resume, epochs=config_epochs, callbacks=callbacks)
     else:
         config = config_from_args(args)
