@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 
-from ..report import write_report
-
 
 def run(args: argparse.Namespace) -> int:
+    from ..report import write_report  # scipy and matplotlib load only for this command
+
     path = write_report(args.runs_dir, args.study, args.out)
     print(path)
     return 0
