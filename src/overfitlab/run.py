@@ -9,8 +9,11 @@ model in one call.
 from __future__ import annotations
 
 import copy
+import ctypes
 import math
 import os
+import platform
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,6 +66,30 @@ def resolve_device(name: str) -> torch.device:
 def resolve_threads(threads: int | None) -> int:
     """Never more threads than cores: oversubscribed small CNNs run many times slower."""
     return min(threads, available_cores()) if threads else available_cores()
+
+
+# glibc mallopt parameters (malloc.h).
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+
+
+def keep_freed_memory() -> bool:
+    """Let glibc keep freed tensor memory for the next step instead of returning it (Linux).
+
+    torch's CPU allocator is plain malloc. By default glibc serves blocks above a
+    moving threshold (≥ 128 KiB) with fresh mmaps and trims the heap as soon as
+    its free top passes twice that, so every training step and validation batch
+    faults its activations' pages in again, zero-filled: 366 000 page faults
+    (1.4 GB) per MNIST validation pass. Fixed thresholds keep up to 128 MiB of
+    freed memory and serve blocks up to 32 MiB (glibc's maximum) from the heap.
+    Process-wide, like the thread count; returns whether it applied.
+    """
+    if not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc":
+        return False
+    try:
+        libc = ctypes.CDLL(None)
+        return bool(libc.mallopt(_M_MMAP_THRESHOLD, 32 << 20) and libc.mallopt(_M_TRIM_THRESHOLD, 128 << 20))
+    except (OSError, AttributeError):
+        return False
 
 
 def memory_format_for(config: Config, device: torch.device) -> torch.memory_format:
@@ -269,6 +296,7 @@ def _finish(trainer: Trainer, recorder: RunRecorder, es: EarlyStopping | None, c
 # --------------------------------------------------------------------------- entry points
 def _setup(config: Config, run_dir: Path | None, callbacks: Sequence[Callback]):
     torch.set_num_threads(resolve_threads(config.threads))
+    keep_freed_memory()
     device = resolve_device(config.device)
     data = load_data(config)
     torch.manual_seed(config.seed)  # weights, then dropout masks
