@@ -49,7 +49,8 @@ class Config:
                            "(off: pixels in [0, 1] as the tutorial's ToTensor)")
     batch_size: int = _opt(32, "data", "training batch size (the tutorial's 32)")
     # Validation runs under inference_mode: its batch size changes speed, never a number.
-    valid_batch_size: int = _opt(1000, "data", "validation batch size")
+    # 250, not 1000: activations stay in cache and under malloc's mmap threshold (2.5x faster on CPU).
+    valid_batch_size: int = _opt(250, "data", "validation batch size")
 
     # --- model: the tutorial's CNN family; None means "the preset's value" ----------
     model: str = _opt("seed-cnn", "model", "model preset (see `overfitlab summary --list`)")

@@ -54,7 +54,7 @@ class Trainer:
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = F.cross_entropy
     regularization: Regularization = field(default_factory=Regularization)
     batch_size: int = 32
-    valid_batch_size: int = 1000
+    valid_batch_size: int = 250
     scaling: Scaling = field(default_factory=Scaling)
     augment: bool = False
     memory_format: torch.memory_format = torch.contiguous_format
