@@ -44,7 +44,8 @@ class Config:
     train_size: int | None = _opt(None, "data", "stratified subset of N training images "
                                   "(less data makes over-fitting visible)")
     label_noise: float = _opt(0.0, "data", "fraction of training labels replaced by a wrong class")
-    augment: bool = _opt(False, "data", "random shifts (±2 px) and rotations (±10°) of training batches")
+    augment: bool = _opt(False, "data", "random shifts (±1/14 of the side: 2 px on 28×28) and "
+                         "rotations (±10°) of training batches")
     normalize: bool = _opt(False, "data", "standardize pixels with the training set's mean and std "
                            "(off: pixels in [0, 1] as the tutorial's ToTensor)")
     batch_size: int = _opt(32, "data", "training batch size (the tutorial's 32)")
