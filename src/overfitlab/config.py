@@ -205,17 +205,22 @@ def flatten_toml(document: Mapping[str, Any], where: str) -> dict[str, Any]:
     return flat
 
 
-def load_toml(path: str | os.PathLike, base: Config | None = None) -> Config:
-    """Read a config file; unknown keys are errors that name the valid ones."""
+def read_toml(path: str | os.PathLike, what: str = "config file", hint: str = "check the path") -> dict:
+    """A TOML document, or one OverfitlabError line saying what is wrong with the file."""
     path = Path(path)
     try:
-        document = tomllib.loads(path.read_text(encoding="utf-8"))
+        return tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise OverfitlabError(f"config file {path} not found: check the path") from None
+        raise OverfitlabError(f"{what} {path} not found: {hint}") from None
     except (OSError, UnicodeDecodeError) as err:
-        raise OverfitlabError(f"cannot read config file {path}: {err}") from None
+        raise OverfitlabError(f"cannot read {what} {path}: {err}") from None
     except tomllib.TOMLDecodeError as err:
-        raise OverfitlabError(f"config file {path} is not valid TOML ({err}): fix that line") from None
+        raise OverfitlabError(f"{what} {path} is not valid TOML ({err}): fix that line") from None
+
+
+def load_toml(path: str | os.PathLike, base: Config | None = None) -> Config:
+    """Read a config file; unknown keys are errors that name the valid ones."""
+    document = read_toml(path)
     return apply_overrides(base or Config(), flatten_toml(document, str(path)), str(path))
 
 

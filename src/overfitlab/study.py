@@ -52,14 +52,14 @@ import os
 import platform
 import shutil
 import time
-import tomllib
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from . import backends, store
-from .config import FIELDS, Config, apply_overrides, flatten_toml, from_dict, to_dict, unknown_key_error
+from .config import (FIELDS, Config, apply_overrides, flatten_toml, from_dict, read_toml, to_dict,
+                     unknown_key_error)
 from .errors import OverfitlabError
 from .index import STATUS_JSON, STUDY_JSON, RunIndex, planned_record, run_record, study_record
 
@@ -234,15 +234,7 @@ def parse_spec(document: Mapping[str, Any], where: str) -> StudySpec:
 
 
 def load_spec(path: str | os.PathLike) -> StudySpec:
-    path = Path(path)
-    try:
-        document = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise OverfitlabError(f"study spec {path} not found: check the path, or use --preset") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise OverfitlabError(f"cannot read study spec {path}: {err}") from None
-    except tomllib.TOMLDecodeError as err:
-        raise OverfitlabError(f"study spec {path} is not valid TOML ({err}): fix that line") from None
+    document = read_toml(path, "study spec", "check the path, or use --preset")
     return parse_spec(document, str(path))
 
 
