@@ -121,13 +121,17 @@ def resolved(config: Config) -> Config:
 
 def build_optimizer(config: Config, model: nn.Module) -> torch.optim.Optimizer:
     groups = param_groups(model, config.weight_decay, include_all=config.penalize_all)
+    # foreach: one multi-tensor kernel per operation instead of a Python loop over the
+    # parameters; bit for bit the same updates. fused=True is faster still but its
+    # numbers differ, so it is not used.
     if config.optimizer == "adam":
-        return torch.optim.Adam(groups, lr=config.lr)
+        return torch.optim.Adam(groups, lr=config.lr, foreach=True)
     if config.optimizer == "adamw":
-        return torch.optim.AdamW(groups, lr=config.lr)
+        return torch.optim.AdamW(groups, lr=config.lr, foreach=True)
     if config.nesterov and config.momentum == 0:
         raise OverfitlabError("--nesterov needs --momentum > 0")
-    return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov)
+    return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov,
+                           foreach=True)
 
 
 def build_early_stopping(config: Config) -> EarlyStopping | None:
