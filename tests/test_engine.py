@@ -1,0 +1,162 @@
+"""Engine choices made for speed change no number: each is checked against the plain way.
+
+foreach optimizers against torch's single-tensor loop, channels_last against
+contiguous, inference-mode validation at any batch size against a plain
+``no_grad`` loop, the allocator setting against page-fault counts.
+"""
+
+from __future__ import annotations
+
+import copy
+import resource
+import sys
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from overfitlab.config import Config
+from overfitlab.data import DataSet, Split
+from overfitlab.models import create_model
+from overfitlab.run import build_optimizer, keep_freed_memory, memory_format_for, resolve_threads, train
+from overfitlab.trainer import Trainer
+
+
+def small_split(n: int = 96, size: int = 28, seed: int = 0) -> Split:
+    g = torch.Generator().manual_seed(seed)
+    images = torch.randint(0, 256, (n, 1, size, size), generator=g, dtype=torch.uint8)
+    return Split(images, torch.randint(0, 10, (n,), generator=g))
+
+
+# --------------------------------------------------------------------------- optimizers
+@pytest.mark.parametrize("recipe", [
+    dict(optimizer="adam"),
+    dict(optimizer="adam", weight_decay=1e-3),
+    dict(optimizer="adamw", weight_decay=0.1),
+    dict(optimizer="sgd", momentum=0.9, nesterov=True, weight_decay=1e-3, lr=0.05),
+])
+def test_foreach_optimizer_updates_equal_the_single_tensor_loop_bit_for_bit(recipe):
+    config = Config(**recipe)
+    torch.manual_seed(0)
+    model = create_model("seed-cnn", hidden=4, dropout=0.0)
+    reference = copy.deepcopy(model)
+    ours = build_optimizer(config, model)
+    # torch's plain per-parameter loop, same groups (decay only on weights).
+    theirs_cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}[config.optimizer]
+    groups = [{**g, "params": [dict(reference.named_parameters())[n] for n, p in model.named_parameters()
+                               if any(p is q for q in g["params"])]} for g in ours.param_groups]
+    extra = {"momentum": config.momentum, "nesterov": config.nesterov} if config.optimizer == "sgd" else {}
+    theirs = theirs_cls([{"params": g["params"], "weight_decay": g["weight_decay"]} for g in groups],
+                        lr=config.lr, foreach=False, **extra)
+    split = small_split()
+    for step in range(12):
+        x = split.images[step * 8:(step + 1) * 8].float() / 255
+        y = split.labels[step * 8:(step + 1) * 8]
+        for net, opt in ((model, ours), (reference, theirs)):
+            opt.zero_grad()
+            F.cross_entropy(net(x), y).backward()
+            opt.step()
+    for (name, a), b in zip(model.named_parameters(), reference.parameters()):
+        assert torch.equal(a, b), name
+
+
+# --------------------------------------------------------------------------- memory format
+def test_auto_memory_format_is_channels_last_on_cpu_only():
+    config = Config()
+    assert memory_format_for(config, torch.device("cpu")) == torch.channels_last
+    assert memory_format_for(config.replace(dataset="mnist"), torch.device("cpu")) == torch.channels_last
+    assert memory_format_for(config, torch.device("cuda")) == torch.contiguous_format
+    assert memory_format_for(config.replace(memory_format="contiguous"), torch.device("cpu")) == \
+        torch.contiguous_format
+
+
+def _history(memory_format: str, **recipe) -> dict[str, list[float]]:
+    result = train(Config(train_size=192, epochs=2, threads=1, memory_format=memory_format, **recipe))
+    return {k: result.history.column(k) for k in ("train_loss", "train_acc", "valid_loss", "valid_acc")}
+
+
+@pytest.mark.parametrize("recipe", [
+    dict(model="seed-cnn", hidden=8, batchnorm=False, dropout=0.2),  # dropout: masks in logical order
+    dict(model="seed-gap"),
+])
+def test_channels_last_and_contiguous_give_the_same_history(recipe):
+    contiguous, channels_last = _history("contiguous", **recipe), _history("channels_last", **recipe)
+    for column in contiguous:
+        assert channels_last[column] == pytest.approx(contiguous[column], rel=1e-5, abs=1e-6), column
+
+
+def test_channels_last_with_batchnorm_trains_the_same():
+    """With batch norm the training columns agree; validation may not, for a reason of the model.
+
+    A conv bias right before batch norm gets a gradient that is zero up to rounding;
+    Adam divides it by its own size and moves the bias by a full learning-rate step
+    in a direction set by rounding noise, so the two layouts drift apart in that bias
+    and in the running mean that follows it. Training (batch statistics) cancels the
+    bias; evaluation (running statistics) shows the lag.
+    """
+    contiguous = _history("contiguous", model="seed-cnn", hidden=8)
+    channels_last = _history("channels_last", model="seed-cnn", hidden=8)
+    for column in ("train_loss", "train_acc"):
+        assert channels_last[column] == pytest.approx(contiguous[column], rel=1e-5), column
+
+
+# --------------------------------------------------------------------------- validation
+def _plain_validation(model: torch.nn.Module, split: Split) -> tuple[float, float]:
+    """The textbook loop: eval mode, no_grad, batches of 32, float64 sums."""
+    model.eval()
+    loss_sum, correct = 0.0, 0
+    with torch.no_grad():
+        for start in range(0, len(split), 32):
+            x = split.images[start:start + 32].float() / 255
+            y = split.labels[start:start + 32]
+            out = model(x)
+            loss_sum += F.cross_entropy(out.double(), y, reduction="sum").item()
+            correct += int((out.argmax(1) == y).sum())
+    return loss_sum / len(split), correct / len(split)
+
+
+@pytest.mark.parametrize("valid_batch_size", [1, 7, 250, 1000])
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+def test_inference_mode_validation_equals_a_plain_no_grad_loop(valid_batch_size, memory_format):
+    torch.manual_seed(1)
+    model = create_model("seed-cnn", hidden=4)
+    model.train()
+    warm = small_split(64, seed=2).images.float() / 255
+    model(warm)  # BN running statistics away from their initial values
+    split = small_split(301, seed=3)
+    expected_loss, expected_acc = _plain_validation(copy.deepcopy(model), split)
+    model = model.to(memory_format=memory_format)
+    trainer = Trainer(model, torch.optim.SGD(model.parameters(), lr=0.0),
+                      valid_batch_size=valid_batch_size, memory_format=memory_format)
+    loss, acc = trainer.evaluate(split)
+    assert acc == expected_acc
+    assert loss == pytest.approx(expected_loss, rel=1e-6)
+
+
+# --------------------------------------------------------------------------- environment
+def test_threads_never_exceed_the_cores(monkeypatch):
+    import overfitlab.run as run
+
+    monkeypatch.setattr(run, "available_cores", lambda: 2)
+    assert resolve_threads(None) == 2
+    assert resolve_threads(1) == 1
+    assert resolve_threads(8) == 2
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc malloc tuning is Linux-only")
+def test_keeping_freed_memory_stops_validation_page_faults():
+    """Without the setting glibc faults ~30 pages per image back in on every pass."""
+    import platform
+
+    if platform.libc_ver()[0] != "glibc":
+        pytest.skip("not glibc")
+    assert keep_freed_memory()
+    model = create_model("seed-cnn", hidden=16).to(memory_format=torch.channels_last)
+    trainer = Trainer(model, torch.optim.SGD(model.parameters(), lr=0.0), valid_batch_size=250,
+                      memory_format=torch.channels_last)
+    split = small_split(1000)
+    trainer.evaluate(split)  # the first pass grows the heap
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    trainer.evaluate(split)
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+    assert faults < 2000  # untuned: about 29 000 for these 1000 images
