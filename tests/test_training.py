@@ -88,7 +88,7 @@ VARIANTS = {
     "plain": Config(train_size=160, epochs=5, **CPU),
     "regularized": Config(train_size=160, epochs=5, dropout=0.3, augment=True, optimizer="sgd", lr=0.05,
                           l2=1e-3, max_norm=2.0, **CPU),
-    # Stops by patience at epoch 17 (best 15), after both interrupts below.
+    # Stops by patience after both interrupts below (the test checks that it does).
     "early-stopping": Config(train_size=100, epochs=40, dropout=0.3, augment=True, early_stopping=True,
                              patience=2, **CPU),
 }
@@ -121,8 +121,9 @@ def test_resume_after_interrupt_equals_an_uninterrupted_run(reference_runs, tmp_
         assert ours[key] == theirs[key], key
     assert same_weights(load_checkpoint(run_dir / "best.pt")["model"],
                         load_checkpoint(reference_dir / "best.pt")["model"])
-    if name == "early-stopping":
-        assert (ours["stop_reason"], ours["best_epoch"], ours["stopped_epoch"]) == ("patience", 15, 17)
+    if name == "early-stopping":  # the interrupt must fall before the stop, or it tests nothing
+        assert ours["stop_reason"] == "patience"
+        assert ours["stopped_epoch"] > max(e for e, _ in INTERRUPTS[name]) < VARIANTS[name].epochs
 
 
 def test_files_are_complete_after_an_interrupt(tmp_path):
