@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from overfitlab import Callback, Config, OverfitlabError, Trainer, load_model, load_toml, resume, train
-from overfitlab.run import Interrupted, load_data, resolved
+from overfitlab.run import Interrupted, load_data, memory_format_for, resolved
 from overfitlab.store import load_checkpoint
 from overfitlab.trainer import Diverged
 
@@ -161,9 +161,12 @@ def test_resume_of_a_missing_folder_is_a_user_error(tmp_path):
 
 # ---------------------------------------------------------------- early stopping restores the best
 def evaluate(model: torch.nn.Module, config: Config) -> tuple[float, float]:
-    """Valid loss and accuracy of a model, through a fresh Trainer."""
+    """Valid loss and accuracy of a model, through a fresh Trainer in the run's memory layout
+    (another layout runs other kernels: the same numbers to float rounding, not bit for bit)."""
     data = load_data(config)
-    trainer = Trainer(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.0))
+    layout = memory_format_for(config, torch.device(config.device))
+    model = model.to(memory_format=layout)
+    trainer = Trainer(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.0), memory_format=layout)
     return trainer.evaluate(data.valid)
 
 
