@@ -160,3 +160,24 @@ def test_keeping_freed_memory_stops_validation_page_faults():
     trainer.evaluate(split)
     faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
     assert faults < 2000  # untuned: about 29 000 for these 1000 images
+
+
+# --------------------------------------------------------------------------- per-step records
+def test_batch_records_are_the_losses_each_step_computed():
+    """The losses kept on the device for one sync per epoch are the ones each step saw."""
+    from overfitlab.callbacks import Callback
+
+    class Seen(Callback):
+        def __init__(self):
+            self.losses = []
+
+        def on_batch_end(self, trainer, batch, loss):
+            self.losses.append(loss.item())
+
+    seen = Seen()
+    result = train(Config(train_size=160, epochs=2, threads=1), callbacks=[seen])
+    recorded = [b["loss"] for b in result.history.batches]
+    assert recorded == seen.losses  # float32 values, widened exactly
+    for epoch in (1, 2):
+        batches = [b["loss"] for b in result.history.batches if b["epoch"] == epoch]
+        assert result.history.record_at(epoch)["train_loss"] == pytest.approx(sum(batches) / len(batches))

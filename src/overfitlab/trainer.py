@@ -81,7 +81,12 @@ class Trainer:
         self.batches_per_epoch = datalib.batch_count(len(split), self.batch_size, drop_last=True)
         if self.max_batches is not None:
             self.batches_per_epoch = min(self.batches_per_epoch, self.max_batches)
-        losses, corrects, sizes = [], [], []
+        # Filled in place: one host sync per epoch, not per step. A list of per-step
+        # scalar tensors would pin small blocks among each step's large ones and grow
+        # the heap ~100 KB a step (an MNIST epoch: +300 MB resident).
+        losses = torch.empty(self.batches_per_epoch, device=self.device)
+        corrects = torch.empty(self.batches_per_epoch, dtype=torch.int64, device=self.device)
+        sizes: list[int] = []
         penalty_sum = torch.zeros((), device=self.device)
         for batch, (images, labels) in enumerate(
                 datalib.train_batches(split, self.batch_size, self.generator)):
@@ -96,25 +101,24 @@ class Trainer:
             self.optimizer.step()
             if self.regularization.max_norm is not None:
                 apply_max_norm(self.model, self.regularization.max_norm)
-            # Kept as tensors: one host sync per epoch, not per step.
-            losses.append(loss.detach())
-            corrects.append((outputs.detach().argmax(1) == labels).sum())
+            losses[batch] = loss.detach()
+            corrects[batch] = (outputs.detach().argmax(1) == labels).sum()
             sizes.append(labels.numel())
             if penalty is not None:
                 penalty_sum += penalty.detach()
             for callback in self.callbacks:
                 callback.on_batch_end(self, batch, loss)
-        if not losses:
+        if not sizes:
             raise OverfitlabError(
                 f"no full batch: {len(split)} training images < batch size {self.batch_size}; "
                 "pass a smaller --batch-size")
         size = torch.tensor(sizes, dtype=torch.float64)
-        batch_loss = torch.stack(losses).double().cpu()
-        batch_correct = torch.stack(corrects).double().cpu()
+        batch_loss = losses[:len(sizes)].double().cpu()
+        batch_correct = corrects[:len(sizes)].double().cpu()
         return {
             "train_loss": float((batch_loss * size).sum() / size.sum()),
             "train_acc": float(batch_correct.sum() / size.sum()),
-            "train_penalty": float(penalty_sum) / len(losses),
+            "train_penalty": float(penalty_sum) / len(sizes),
             "batch_loss": batch_loss.tolist(),
             "batch_acc": (batch_correct / size).tolist(),
         }
