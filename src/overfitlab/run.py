@@ -152,11 +152,19 @@ def load_data(config: Config) -> DataSet:
 
 
 # --------------------------------------------------------------------------- persistence callback
+# last.pt, best.pt and the history files are written after the first epoch, then at the
+# end of an epoch once this many seconds have passed since the previous write, and
+# always when training ends for any reason (done, early stop, Ctrl-C, divergence, error). A digits epoch of the
+# remedies study takes ~25 ms and writing those files ~12 ms, so writing after every
+# epoch made each study run 30-40 % slower. A hard kill loses at most this much training.
+SAVE_EVERY_SECONDS = 2.0
+
+
 class RunRecorder(Callback):
-    """Keeps the best epoch's weights, writes history and checkpoints after every epoch."""
+    """Keeps the best epoch's weights; writes history and checkpoints (see SAVE_EVERY_SECONDS)."""
 
     def __init__(self, config: Config, run_dir: Path | None, early_stopping: EarlyStopping | None,
-                 model_meta: dict):
+                 model_meta: dict, save_every: float = SAVE_EVERY_SECONDS):
         self.config = config
         self.run_dir = run_dir
         self.early_stopping = early_stopping
@@ -164,6 +172,10 @@ class RunRecorder(Callback):
         self.best_epoch: int | None = None
         self.best_value = math.inf
         self.best_state: dict | None = None
+        self.save_every = save_every
+        self._pending: dict | None = None  # the last finished epoch's checkpoint, not yet written
+        self._best_pending = False
+        self._saved_at: float | None = None  # nothing written yet
 
     def _is_best(self, record: dict) -> bool:
         if self.early_stopping is not None:
@@ -185,7 +197,6 @@ class RunRecorder(Callback):
         if with_optimizer:
             checkpoint.update({
                 "optimizer": trainer.optimizer.state_dict(),
-                "history": trainer.history.to_dict(),
                 "early_stopping": self.early_stopping.state_dict() if self.early_stopping else None,
                 "best_epoch": self.best_epoch,
                 "best_value": self.best_value,
@@ -198,16 +209,32 @@ class RunRecorder(Callback):
         if self._is_best(dict(metrics)):
             self.best_epoch = epoch
             self.best_state = copy.deepcopy(trainer.model.state_dict())
-            if self.run_dir:
-                store.atomic_torch_save(self._checkpoint(trainer, with_optimizer=False),
-                                        self.run_dir / store.BEST)
+            self._best_pending = True
         if self.run_dir:
-            # The checkpoint first: an epoch in history.json is always one last.pt can resume from.
-            store.atomic_torch_save(self._checkpoint(trainer, with_optimizer=True),
-                                    self.run_dir / store.LAST)
-            write_history(self.run_dir, trainer.history)
+            # Copied: the next epoch changes the live weights, optimizer state and RNGs.
+            self._pending = copy.deepcopy(self._checkpoint(trainer, with_optimizer=True))
+            if self._saved_at is None or time.perf_counter() - self._saved_at >= self.save_every:
+                self.flush(trainer)
+
+    def flush(self, trainer: Trainer) -> None:
+        """Write what the last finished epoch left: best.pt if it changed, last.pt, history."""
+        if not self.run_dir or self._pending is None:
+            return
+        checkpoint, self._pending = self._pending, None
+        history = History(trainer.history.epochs, trainer.history.batches)
+        history.truncate(checkpoint["epoch"])
+        if self._best_pending and self.best_state is not None:
+            best = {"format": CHECKPOINT_FORMAT, "model": self.best_state, "epoch": self.best_epoch,
+                    "config": checkpoint["config"], "model_meta": self.model_meta}
+            store.atomic_torch_save(best, self.run_dir / store.BEST)
+            self._best_pending = False
+        # The checkpoint first: an epoch in history.json is always one last.pt can resume from.
+        store.atomic_torch_save({**checkpoint, "history": history.to_dict()}, self.run_dir / store.LAST)
+        write_history(self.run_dir, history)
+        self._saved_at = time.perf_counter()
 
     def on_fit_end(self, trainer: Trainer) -> None:
+        self.flush(trainer)
         es = self.early_stopping
         if es is not None and es.restore_best and self.best_state is not None:
             trainer.model.load_state_dict(self.best_state)
@@ -336,7 +363,10 @@ def _loss_fn(label_smoothing: float):
 
 def _fit(config, data, trainer, es, recorder, run_dir) -> RunResult:
     try:
-        trainer.fit(data, config.epochs)
+        try:
+            trainer.fit(data, config.epochs)
+        finally:
+            recorder.flush(trainer)  # whatever ended training, the folder holds its last epoch
     except KeyboardInterrupt:
         _finish(trainer, recorder, es, config, run_dir, "interrupted",
                 f"after epoch {trainer.epoch}")
