@@ -23,6 +23,7 @@ EVERYTHING_CHANGED = dict(
     min_delta_mode="rel", baseline=-0.5, start_from_epoch=2, restore_best=False,
     check_finite=False, stopping_threshold=0.99, divergence_threshold=0.05, seed=123,
     device="cpu", threads=1, dropout_impl="torch", memory_format="channels_last", max_batches=5,
+    bf16=True, compile=True,
 )
 
 

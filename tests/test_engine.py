@@ -8,6 +8,7 @@ contiguous, inference-mode validation at any batch size against a plain
 from __future__ import annotations
 
 import copy
+import math
 import resource
 import sys
 
@@ -217,3 +218,54 @@ def test_files_hold_the_last_finished_epoch_whenever_training_ends(tmp_path):
     assert best["epoch"] == whole.best_epoch
     lowest = min(whole.history.epochs, key=lambda r: r["valid_loss"])["epoch"]
     assert best["epoch"] == lowest
+
+
+# --------------------------------------------------------------------------- opt-in numerics
+def test_bf16_autocast_is_opt_in_and_stays_close():
+    base = _history("channels_last", model="seed-gap")
+    again = _history("channels_last", model="seed-gap")
+    bf16 = train(Config(train_size=192, epochs=2, threads=1, model="seed-gap", bf16=True)).history
+    assert again == base  # off by default: runs repeat exactly
+    assert bf16.column("valid_loss") != base["valid_loss"]  # it did run in bfloat16
+    assert bf16.column("valid_loss") == pytest.approx(base["valid_loss"], rel=0.05)
+
+
+def test_autocast_runs_the_model_in_bfloat16():
+    model = create_model("seed-gap")
+    trainer = Trainer(model, torch.optim.SGD(model.parameters(), lr=0.0), autocast_dtype=torch.bfloat16)
+    seen = []
+    model.classifier.register_forward_hook(lambda module, inputs, output: seen.append(output.dtype))
+    trainer.evaluate(small_split(8))
+    assert seen == [torch.bfloat16]
+
+
+@pytest.mark.slow
+def test_compiled_model_keeps_the_eager_checkpoint_keys(tmp_path):
+    from overfitlab.store import load_checkpoint
+
+    result = train(Config(train_size=96, epochs=1, threads=1, compile=True), tmp_path / "run")
+    eager = create_model("seed-cnn", in_shape=(1, 8, 8))
+    assert list(load_checkpoint(tmp_path / "run" / "best.pt")["model"]) == list(eager.state_dict())
+    assert all(math.isfinite(v) for v in result.history.column("valid_loss"))
+
+
+# --------------------------------------------------------------------------- CUDA
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@cuda
+def test_cuda_run_keeps_data_and_model_on_the_device():
+    config = Config(train_size=192, epochs=2, device="cuda", threads=1)
+    result = train(config)
+    assert all(p.device.type == "cuda" for p in result.model.parameters())
+    assert all(math.isfinite(v) for v in result.history.column("valid_loss"))
+    # The same recipe on CPU reaches the same accuracy range (different kernels, same law).
+    cpu = train(config.replace(device="cpu"))
+    assert abs(result.history[-1]["valid_acc"] - cpu.history[-1]["valid_acc"]) < 0.15
+
+
+@cuda
+def test_cuda_bf16_and_compile_train():
+    result = train(Config(train_size=192, epochs=2, device="cuda", bf16=True, compile=True))
+    losses = result.history.column("train_loss")
+    assert all(math.isfinite(v) for v in losses) and losses[-1] < losses[0]

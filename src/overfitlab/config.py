@@ -104,6 +104,11 @@ class Config:
     memory_format: str = _opt("auto", "run", "image memory layout (auto: the faster one for the "
                               "model and device)", MEMORY_FORMATS)
     max_batches: int | None = _opt(None, "run", "stop each epoch after N batches (smoke tests)")
+    # Speed-ups that change the numbers: off unless asked for, meant for CUDA.
+    bf16: bool = _opt(False, "run", "bfloat16 autocast of forward and loss (CUDA tensor cores; "
+                      "changes the numbers)")
+    compile: bool = _opt(False, "run", "torch.compile the model (changes the numbers slightly; "
+                         "slower than eager on small CPUs)")
 
     def replace(self, **changes: Any) -> "Config":
         return validate(dataclasses.replace(self, **changes))

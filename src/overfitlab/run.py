@@ -347,6 +347,8 @@ def _setup(config: Config, run_dir: Path | None, callbacks: Sequence[Callback]):
     model = build_model(config, data.image_shape, data.classes).to(device)
     memory_format = memory_format_for(config, device)
     model = model.to(memory_format=memory_format)
+    if config.compile:
+        model.compile()  # in place: state_dict keys and checkpoints stay those of the eager model
     optimizer = build_optimizer(config, model)
     es = build_early_stopping(config)
     meta = {"image_shape": list(data.image_shape), "classes": data.classes}
@@ -362,6 +364,7 @@ def _setup(config: Config, run_dir: Path | None, callbacks: Sequence[Callback]):
         callbacks=[c for c in (es, recorder) if c is not None] + list(callbacks),
         max_batches=config.max_batches,
         generator=torch.Generator().manual_seed(config.seed),
+        autocast_dtype=torch.bfloat16 if config.bf16 else None,
     )
     return data, trainer, es, recorder
 

@@ -60,6 +60,7 @@ class Trainer:
     memory_format: torch.memory_format = torch.contiguous_format
     callbacks: Sequence[Callback] = ()
     max_batches: int | None = None
+    autocast_dtype: torch.dtype | None = None  # e.g. torch.bfloat16: forward and loss under autocast
     generator: torch.Generator = field(default_factory=torch.Generator)  # batch order, augmentation
 
     def __post_init__(self) -> None:
@@ -74,6 +75,10 @@ class Trainer:
         if train and self.augment:
             x = datalib.augment(x, self.generator)
         return self.scaling.standardize(x).contiguous(memory_format=self.memory_format)
+
+    def _autocast(self):
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype,
+                              enabled=self.autocast_dtype is not None)
 
     def train_epoch(self, split: Split) -> dict:
         """One pass over shuffled batches; returns sample-weighted means and per-batch lists."""
@@ -92,8 +97,9 @@ class Trainer:
                 datalib.train_batches(split, self.batch_size, self.generator)):
             if self.max_batches is not None and batch >= self.max_batches:
                 break
-            outputs = self.model(self._inputs(images, train=True))
-            loss = self.loss_fn(outputs, labels)
+            with self._autocast():
+                outputs = self.model(self._inputs(images, train=True))
+                loss = self.loss_fn(outputs, labels)
             penalty = self.regularization.penalty()
             objective = loss if penalty is None else loss + penalty
             self.optimizer.zero_grad(set_to_none=True)
@@ -130,8 +136,9 @@ class Trainer:
         loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
         correct = torch.zeros((), dtype=torch.int64, device=self.device)
         for images, labels in datalib.eval_batches(split, self.valid_batch_size):
-            outputs = self.model(self._inputs(images, train=False))
-            loss_sum += self.loss_fn(outputs, labels, reduction="sum").double()
+            with self._autocast():
+                outputs = self.model(self._inputs(images, train=False))
+                loss_sum += self.loss_fn(outputs, labels, reduction="sum").double()
             correct += (outputs.argmax(1) == labels).sum()
         return float(loss_sum) / len(split), int(correct) / len(split)
 
