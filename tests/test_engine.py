@@ -61,6 +61,63 @@ def test_foreach_optimizer_updates_equal_the_single_tensor_loop_bit_for_bit(reci
         assert torch.equal(a, b), name
 
 
+def _train_steps(model, optimizer, steps, start=0):
+    split = small_split()
+    for step in range(start, start + steps):
+        x = split.images[(step % 12) * 8:(step % 12 + 1) * 8].float() / 255
+        y = split.labels[(step % 12) * 8:(step % 12 + 1) * 8]
+        optimizer.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        optimizer.step()
+
+
+def _torch_adam(model, config):
+    from overfitlab.regularizers import param_groups
+
+    cls = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
+    return cls(param_groups(model, config.weight_decay), lr=config.lr, foreach=False)
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "adamw"])
+def test_flat_adam_state_moves_to_and_from_torch_adam(optimizer):
+    """A checkpoint of either optimizer resumes in the other with the same numbers."""
+    from overfitlab.flat_adam import FlatAdam
+
+    config = Config(optimizer=optimizer, weight_decay=0.05 if optimizer == "adamw" else 1e-3)
+    torch.manual_seed(2)
+    start = create_model("seed-cnn", hidden=4, dropout=0.0).to(memory_format=torch.channels_last)
+    flat_model, torch_model = copy.deepcopy(start), copy.deepcopy(start)
+    flat, plain = build_optimizer(config, flat_model), _torch_adam(torch_model, config)
+    assert isinstance(flat, FlatAdam)
+    _train_steps(flat_model, flat, 5)
+    _train_steps(torch_model, plain, 5)
+    # Swap the states: each continues from the other's checkpoint.
+    flat_state, torch_state = copy.deepcopy(flat.state_dict()), copy.deepcopy(plain.state_dict())
+    flat.load_state_dict(torch_state)
+    plain.load_state_dict(flat_state)
+    _train_steps(flat_model, flat, 5, start=5)
+    _train_steps(torch_model, plain, 5, start=5)
+    for a, b in zip(flat_model.parameters(), torch_model.parameters()):
+        assert torch.equal(a, b)
+
+
+def test_flat_adam_falls_back_to_torch_when_parameters_are_replaced():
+    config = Config()
+    torch.manual_seed(3)
+    model = create_model("seed-gap")
+    reference = copy.deepcopy(model)
+    flat, plain = build_optimizer(config, model), _torch_adam(reference, config)
+    _train_steps(model, flat, 3)
+    _train_steps(reference, plain, 3)
+    # .to(memory_format) gives the parameters new tensors: the flat buffers no longer hold them.
+    model.to(memory_format=torch.channels_last)
+    reference.to(memory_format=torch.channels_last)
+    _train_steps(model, flat, 3, start=3)
+    _train_steps(reference, plain, 3, start=3)
+    for a, b in zip(model.parameters(), reference.parameters()):
+        assert torch.equal(a, b)
+
+
 # --------------------------------------------------------------------------- memory format
 def test_auto_memory_format_is_channels_last_on_cpu_only():
     config = Config()

@@ -29,6 +29,7 @@ from .config import Config, from_dict, load_toml, to_dict, to_toml
 from .data import DataSet, Scaling, load_dataset, prepare
 from .early_stopping import EarlyStopping
 from .errors import OverfitlabError
+from .flat_adam import FlatAdam
 from .history import METRICS, History
 from .models import CNN, build_cnn, count_parameters, model_spec
 from .regularizers import param_groups, penalized_parameters
@@ -123,12 +124,15 @@ def resolved(config: Config) -> Config:
 def build_optimizer(config: Config, model: nn.Module) -> torch.optim.Optimizer:
     groups = param_groups(model, config.weight_decay, include_all=config.penalize_all)
     # foreach: one multi-tensor kernel per operation instead of a Python loop over the
-    # parameters; bit for bit the same updates. fused=True is faster still but its
-    # numbers differ, so it is not used.
-    if config.optimizer == "adam":
-        return torch.optim.Adam(groups, lr=config.lr, foreach=True)
-    if config.optimizer == "adamw":
-        return torch.optim.AdamW(groups, lr=config.lr, foreach=True)
+    # parameters; on CPU FlatAdam goes further, one call per group; both bit for bit the
+    # plain loop's updates. fused=True is faster than foreach but its numbers differ.
+    on_cpu = all(p.device.type == "cpu" for p in model.parameters())
+    if config.optimizer in ("adam", "adamw"):
+        decoupled = config.optimizer == "adamw"
+        if on_cpu:
+            return FlatAdam(groups, lr=config.lr, decoupled_weight_decay=decoupled)
+        optimizer = torch.optim.AdamW if decoupled else torch.optim.Adam
+        return optimizer(groups, lr=config.lr, foreach=True)
     if config.nesterov and config.momentum == 0:
         raise OverfitlabError("--nesterov needs --momentum > 0")
     return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov,
