@@ -148,11 +148,14 @@ def free_port() -> int:
 
 
 @needs_ray
-def test_ray_cluster_on_loopback_gives_the_serial_numbers(tmp_path, serial_reference):
+def test_ray_cluster_on_loopback_gives_the_serial_numbers(tmp_path, serial_reference, monkeypatch):
     ray_cli = shutil.which("ray", path=str(Path(sys.executable).parent)) or shutil.which("ray")
     if ray_cli is None:
         pytest.skip("the ray command is not on the PATH")
     port = free_port()
+    # Token authentication (on by default in recent Ray) is for clusters on a network; this one
+    # lives and dies inside the test, and the client below must not need the head's token.
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "OMP_NUM_THREADS": "1"}
     subprocess.run([ray_cli, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}",
                     "--num-cpus=2", "--include-dashboard=false", "--disable-usage-stats"],

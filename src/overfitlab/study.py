@@ -506,6 +506,12 @@ def _load_resumed(study_dir: Path, name: str, spec: StudySpec | None, threads: i
     return document, stored
 
 
+def expected_cost(plan: Mapping[str, Any]) -> float:
+    """Training images × epochs: a run's relative length, for scheduling (None = the whole set)."""
+    config = plan.get("config") or {}
+    return float(config.get("train_size") or 10 ** 9) * float(config.get("epochs") or 1)
+
+
 def run_study(spec: StudySpec | None, runs_dir: str | os.PathLike, name: str | None = None,
               backend: str = "serial", workers: int | None = None, threads: int | None = None,
               address: str | None = None, resume: bool = False,
@@ -577,6 +583,8 @@ def _run(study: _Study, index: RunIndex, backend_name: str, workers: int | None,
     todo = [i for i, r in enumerate(records) if r["status"] != "complete"]
     for i in todo:  # unfinished or failed: planned afresh
         records[i] = planned_record(study.name, study.plans[i], study.run_dir(study.plans[i]))
+    # Longest runs first, so that no worker is left with a long run while the others idle.
+    todo.sort(key=lambda i: -expected_cost(study.plans[i]))
     sized = backends.resources(backend_name, workers, threads, len(todo) or 1, address)
     record: dict[str, Any] = {
         "name": study.name, "spec": study.spec.to_dict(),
