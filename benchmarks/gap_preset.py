@@ -2,8 +2,8 @@
 
 The tutorial's ``GAPcnn`` trained with the tutorial's loop and recipe
 (baseline) against overfitlab's ``seed-gap`` preset (the same layers) through
-the API and the command line; compared on the epoch time (training plus
-validation).
+the API (benchmark (a) compares the API with the command line); compared on
+the epoch time (training plus validation).
 """
 
 from __future__ import annotations
@@ -21,9 +21,7 @@ def run(opts: Options, log=print) -> dict:
         return {"skipped": f"MNIST not found under {opts.data_root}: pass --data-root"}
     threads = max(opts.threads)
     config = common.mnist_config(opts, threads, "seed-gap")
-    contenders = [common.tutorial(opts, threads, "gap"),
-                  common.overfitlab_api(opts, threads, config),
-                  common.overfitlab_cli(opts, threads, config)]
+    contenders = [common.tutorial(opts, threads, "gap"), common.overfitlab_api(opts, threads, config)]
     title = f"{TITLE}, {threads} thread{'s' if threads > 1 else ''}"
     log(title)
     comparison = alternate(title, contenders, opts.repeats, opts.warmup,

@@ -105,6 +105,7 @@ class Contender:
     name: str
     run: Callable[[bool], dict]  # run(warm_up) -> metrics dict (seconds, accuracy, ...)
     baseline: bool = False
+    max_repeats: int | None = None  # reference points that need fewer repeats than the targets
 
 
 @dataclass
@@ -157,6 +158,8 @@ def alternate(title: str, contenders: Sequence[Contender], repeats: int, warmup:
             log(f"  {contender.name}: skipped ({why})")
     for repeat in range(repeats):
         for contender in live:
+            if contender.max_repeats is not None and repeat >= contender.max_repeats:
+                continue
             result = contender.run(False)
             result["load_average"] = os.getloadavg()[0]
             comparison.runs.setdefault(contender.name, []).append(result)
