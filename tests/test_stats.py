@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats as scipy_stats
 
+from overfitlab import stats
 from overfitlab.history import History
 from overfitlab.stats import (baseline_name, compare, compare_all, describe, gap_reduction,
                               group_summaries, mean_curve, metric_value, rank_by_gap, t_quantile,
@@ -152,3 +153,13 @@ def test_mean_curve_averages_over_runs_still_training():
     assert curve.std[0] == pytest.approx(np.std([0.5, 0.3, 0.4], ddof=1))
     assert curve.std[1] == pytest.approx(np.std([0.6, 0.4], ddof=1))
     assert math.isnan(curve.std[2])
+
+
+@pytest.mark.parametrize("n", [2, 3, 5, 10, 30])
+def test_t_quantile_and_paired_p_equal_scipy_stats(n):
+    rng = np.random.default_rng(n)
+    base, remedy = rng.normal(0.2, 0.03, n), rng.normal(0.17, 0.03, n)
+    assert stats.t_quantile(n) == pytest.approx(scipy_stats.t.ppf(0.975, n - 1), rel=1e-12)
+    assert stats.t_quantile(n, 0.9) == pytest.approx(scipy_stats.t.ppf(0.95, n - 1), rel=1e-12)
+    expected = scipy_stats.ttest_rel(remedy, base).pvalue
+    assert stats.paired_t_p_value(remedy - base) == pytest.approx(expected, rel=1e-10)

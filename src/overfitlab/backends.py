@@ -16,8 +16,9 @@ import collections
 import concurrent.futures as futures
 import multiprocessing
 import os
-import signal
-import sys
+import select
+import threading
+import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Sequence
 
@@ -119,20 +120,73 @@ class SerialBackend(Backend):
 
 
 # --------------------------------------------------------------------------- local processes
-def _die_with_parent(parent: int) -> None:
-    """Pool initializer: a worker whose study process is killed (even SIGKILL) dies too,
-    so no orphan keeps writing into a run folder that a resumed study redoes."""
-    if sys.platform.startswith("linux"):
-        import ctypes
+# What a worker imports before its first run: torch, overfitlab, matplotlib for the
+# curves, sklearn for the digits, and torch._dynamo, which torch.optim imports on the
+# first optimizer. A spawned worker spends seconds on them, which on a study of
+# short runs is a good part of its life.
+WORKER_PRELOAD = ("overfitlab.study", "overfitlab.run", "overfitlab.plots", "sklearn.datasets",
+                  "torch._dynamo")
 
-        PR_SET_PDEATHSIG = 1
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    if os.getppid() != parent:  # the parent died before prctl took effect
+
+def worker_context() -> multiprocessing.context.BaseContext:
+    """Fork server with the worker's imports preloaded, where the platform has one; else spawn.
+
+    Workers fork from a server that has only imported modules, never run a
+    parallel torch op, so they start in milliseconds with no inherited OpenMP
+    thread pool (forking a process that has used one hangs the child's first
+    parallel op). Plain fork of the study process is not safe for that reason.
+    """
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(list(WORKER_PRELOAD))  # no effect once the server runs
+    return context
+
+
+def _study_alive(pid: int) -> bool:
+    if os.path.isdir("/proc"):
+        try:
+            with open(f"/proc/{pid}/stat") as stat:
+                return stat.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has exited
+        except OSError:
+            return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return True
+
+
+def _exit_when_gone(study: int) -> None:
+    try:
+        handle = os.pidfd_open(study)  # Linux ≥ 5.3: readable once the process has exited
+    except ProcessLookupError:
         os._exit(1)
+    except (AttributeError, OSError):
+        handle = None
+    if handle is not None:
+        select.select([handle], [], [])
+    else:
+        while _study_alive(study):
+            time.sleep(0.5)
+    os._exit(1)
+
+
+def _die_with_study(study: int) -> None:
+    """Pool initializer: a worker whose study process is killed (even SIGKILL) dies too,
+    so no orphan keeps writing into a run folder that a resumed study redoes.
+
+    A fork server's workers are not the study's children (and keep the server
+    alive), so no parent-death signal reaches them: a thread watches the study.
+    """
+    threading.Thread(target=_exit_when_gone, args=(study,), name="exit-with-study",
+                     daemon=True).start()
 
 
 class LocalBackend(Backend):
-    """A pool of ``workers`` spawned processes (spawn: no forked torch thread pools or locks)."""
+    """A pool of ``workers`` processes started from a fork server (see ``worker_context``)."""
 
     name = "local"
 
@@ -142,8 +196,8 @@ class LocalBackend(Backend):
 
     def _new_pool(self) -> futures.ProcessPoolExecutor:
         return futures.ProcessPoolExecutor(
-            max_workers=self.workers, mp_context=multiprocessing.get_context("spawn"),
-            initializer=_die_with_parent, initargs=(os.getpid(),))
+            max_workers=self.workers, mp_context=worker_context(),
+            initializer=_die_with_study, initargs=(os.getpid(),))
 
     def __enter__(self) -> "LocalBackend":
         self._pool = self._new_pool()

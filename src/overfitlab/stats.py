@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
-from scipy import stats as scipy_stats
+# Student's t from scipy.special: scipy.stats would add about a second to every report's start.
+from scipy.special import stdtr, stdtrit
 
 from .history import History
 
@@ -77,7 +78,7 @@ def _finite(values: Iterable[float]) -> np.ndarray:
 
 def t_quantile(n: int, confidence: float = CONFIDENCE) -> float:
     """Two-sided Student t quantile for n observations (n − 1 degrees of freedom)."""
-    return float(scipy_stats.t.ppf(0.5 + confidence / 2, n - 1))
+    return float(stdtrit(n - 1, 0.5 + confidence / 2))
 
 
 @dataclass(frozen=True)
@@ -161,7 +162,7 @@ def group_summaries(rows: Iterable[Row], metrics: Iterable[str] = METRICS,
 class Comparison:
     """remedy − baseline on one metric, paired on (seed, grid value).
 
-    ``p_value`` is the paired t-test's (scipy.stats.ttest_rel), None when it is
+    ``p_value`` is the two-sided paired t-test's, None when it is
     undefined; ``note`` then says why.
     """
 
@@ -200,6 +201,13 @@ def pair_values(baseline_rows: Iterable[Row], remedy_rows: Iterable[Row],
             np.array([remedy[k] for k in keys], dtype=float))
 
 
+def paired_t_p_value(diff: np.ndarray) -> float:
+    """Two-sided p of the paired t-test on the differences (``scipy.stats.ttest_rel``'s)."""
+    n = len(diff)
+    t = float(np.mean(diff)) / (float(np.std(diff, ddof=1)) / math.sqrt(n))
+    return float(2 * stdtr(n - 1, -abs(t)))
+
+
 def compare(baseline_rows: Iterable[Row], remedy_rows: Iterable[Row], metric: str,
             variant: str = "", baseline: str = "baseline", confidence: float = CONFIDENCE) -> Comparison:
     base, remedy = pair_values(baseline_rows, remedy_rows, metric)
@@ -215,7 +223,7 @@ def compare(baseline_rows: Iterable[Row], remedy_rows: Iterable[Row], metric: st
         # Every pair differs by the same amount: t = d̄ / 0, the test is undefined.
         note = "the differences have zero variance: p undefined"
     else:
-        p_value = float(scipy_stats.ttest_rel(remedy, base).pvalue)
+        p_value = paired_t_p_value(diff)
         note = ""
     return Comparison(variant, baseline, metric, n, summary.mean, summary.std,
                       summary.low, summary.high, p_value, note)
