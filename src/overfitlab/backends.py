@@ -121,11 +121,10 @@ class SerialBackend(Backend):
 
 # --------------------------------------------------------------------------- local processes
 # What a worker imports before its first run: torch, overfitlab, matplotlib for the
-# curves, sklearn for the digits, and torch._dynamo, which torch.optim imports on the
-# first optimizer. A spawned worker spends seconds on them, which on a study of
-# short runs is a good part of its life.
-WORKER_PRELOAD = ("overfitlab.study", "overfitlab.run", "overfitlab.plots", "sklearn.datasets",
-                  "torch._dynamo")
+# curves, and torch._dynamo, which torch.optim imports on the first optimizer. A
+# spawned worker spends seconds on them, a good part of its life in a study of
+# short runs.
+WORKER_PRELOAD = ("overfitlab.study", "overfitlab.run", "overfitlab.plots", "torch._dynamo")
 
 
 def worker_context() -> multiprocessing.context.BaseContext:

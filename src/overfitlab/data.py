@@ -9,12 +9,14 @@ no download; the torchvision sets are read from ``data_dir``.
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -81,14 +83,23 @@ def stratified_indices(labels: torch.Tensor, size: int, generator: torch.Generat
     return torch.cat(chosen).sort().values
 
 
-def load_digits_split() -> DataSet:
-    from sklearn.datasets import load_digits
+def digits_file() -> Path:
+    """scikit-learn's copy of the UCI digits: 1797 rows of 64 grey levels (0..16) and a label.
 
-    digits = load_digits()
+    Found without importing scikit-learn, whose import takes about a second
+    (``sklearn.datasets.load_digits`` reads this same file).
+    """
+    spec = importlib.util.find_spec("sklearn")
+    if spec is None or spec.origin is None:
+        raise OverfitlabError("the built-in digits come with scikit-learn: pip install scikit-learn")
+    return Path(spec.origin).parent / "datasets" / "data" / "digits.csv.gz"
+
+
+def load_digits_split() -> DataSet:
+    table = torch.from_numpy(np.loadtxt(digits_file(), delimiter=",", dtype=np.float64))
     # 0..16 grey levels → 0..255, so a batch is scaled by 1/255 like every other set.
-    images = torch.from_numpy(digits.images * (255.0 / 16.0)).round().to(torch.uint8)
-    images = images.unsqueeze(1).contiguous()
-    labels = torch.from_numpy(digits.target).long()
+    images = (table[:, :-1] * (255.0 / 16.0)).round().to(torch.uint8).reshape(-1, 1, 8, 8).contiguous()
+    labels = table[:, -1].long()
     generator = torch.Generator().manual_seed(DIGITS_SPLIT_SEED)
     # Rounded up, as sklearn's train_test_split does: 1797 images → 450 valid, 1347 train.
     valid_size = math.ceil(len(labels) * DIGITS_VALID_FRACTION)
