@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 _BUFFERS = ("param", "grad", "exp_avg", "exp_avg_sq")
+_STATE = ("step", "exp_avg", "exp_avg_sq")  # per-parameter state, all views of flat buffers
 
 
 class FlatAdam(torch.optim.Adam):
@@ -40,6 +41,8 @@ class FlatAdam(torch.optim.Adam):
             flat, views = _flatten(group["params"])
             self._flat.append(flat)
             self._views.append(views)
+        # Whether each group's state tensors are its views (set by _moments, cleared by loading).
+        self._pointed = [False] * len(self.param_groups)
 
     # ------------------------------------------------------------------ checks
     def _intact(self, index: int) -> bool:
@@ -51,17 +54,17 @@ class FlatAdam(torch.optim.Adam):
                    for p, g, v in zip(params, views["grad"], views["param"]))
 
     def _moments(self, index: int) -> None:
-        """Point each parameter's state at its slices of the flat moment buffers."""
+        """Point each parameter's state (step counter, moments) at its slices of the flat
+        buffers, keeping the values a loaded state brought."""
         views = self._views[index]
         for i, p in enumerate(self.param_groups[index]["params"]):
             state = self.state[p]
-            if not state:
-                state["step"] = torch.tensor(0.0)  # torch's CPU step counter: float32
-            for name in ("exp_avg", "exp_avg_sq"):
+            for name in _STATE:
                 if state.get(name) is not views[name][i]:
                     if name in state:
                         views[name][i].copy_(state[name])
                     state[name] = views[name][i]
+        self._pointed[index] = True
 
     # ------------------------------------------------------------------ optimizer API
     def zero_grad(self, set_to_none: bool = True) -> None:
@@ -75,6 +78,7 @@ class FlatAdam(torch.optim.Adam):
 
     def load_state_dict(self, state_dict: dict) -> None:
         super().load_state_dict(state_dict)
+        self._pointed = [False] * len(self.param_groups)
         for index in range(len(self.param_groups)):
             if self._views[index] is not None:
                 with torch.no_grad():
@@ -93,8 +97,9 @@ class FlatAdam(torch.optim.Adam):
             if not self._intact(index) or group["amsgrad"] or group["maximize"]:
                 fallback.append(index)
                 continue
-            self._moments(index)
-            _flat_update(group, self._flat[index], [self.state[p]["step"] for p in group["params"]])
+            if not self._pointed[index]:
+                self._moments(index)
+            _flat_update(group, self._flat[index])
         if fallback:
             self._torch_step(fallback)
         return loss
@@ -124,6 +129,10 @@ def _flatten(params: list[nn.Parameter]) -> tuple[dict[str, torch.Tensor] | None
         for name, buffer in flat.items():
             views[name].append(buffer.as_strided(p.shape, p.stride(), offset))
         offset += p.numel()
+    # torch's CPU step counters (float32 scalars, one per parameter) as one buffer: one
+    # kernel counts every parameter's step.
+    flat["step"] = torch.zeros(len(params), dtype=torch.float32)
+    views["step"] = list(flat["step"].unbind())
     with torch.no_grad():
         for p, view in zip(params, views["param"]):
             view.copy_(p)
@@ -140,12 +149,13 @@ def _dense(t: torch.Tensor) -> bool:
     return t.is_contiguous() or (t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last))
 
 
-def _flat_update(group: dict, flat: dict[str, torch.Tensor], steps: list[torch.Tensor]) -> None:
+def _flat_update(group: dict, flat: dict[str, torch.Tensor]) -> None:
     """torch's _multi_tensor_adam (capturable=False), once over the whole group."""
     beta1, beta2 = group["betas"]
     lr, weight_decay, eps = group["lr"], group["weight_decay"], group["eps"]
     param, grad, exp_avg, exp_avg_sq = (flat[name] for name in _BUFFERS)
-    torch._foreach_add_(steps, 1.0)
+    steps = flat["step"]
+    steps.add_(1.0)
     if weight_decay != 0:
         if group["decoupled_weight_decay"]:
             param.mul_(1 - lr * weight_decay)
