@@ -186,3 +186,25 @@ def test_sigint_then_resume_matches_an_uninterrupted_run(tmp_path, run_cli):
     for key in ("best", "last", "best_epoch", "epochs_run", "stop_reason", "params"):
         assert ours[key] == theirs[key], key
     assert ours["epochs_run"] == 25
+
+
+def test_the_command_line_and_the_package_start_without_torch():
+    """--help, bad flags and a study's worker server do not wait for torch's import;
+    every public name still resolves, to the object its module defines."""
+    import sys
+
+    code = ("import sys, overfitlab, overfitlab.cli as cli\n"
+            "cli.build_parser()\n"
+            "assert 'torch' not in sys.modules, 'torch imported at start-up'\n"
+            "import importlib\n"
+            "for name in overfitlab.__all__:\n"
+            "    module = importlib.import_module('overfitlab.' + overfitlab._EXPORTS[name])\n"
+            "    assert getattr(overfitlab, name) is getattr(module, name), name\n"
+            "print('ok')\n")
+    done = subprocess.run([sys.executable, "-c", code], env=cli_env(), capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "ok"
+    help_text = subprocess.run(cli_command("--help"), env=cli_env(), capture_output=True, text=True,
+                               timeout=60)
+    assert help_text.returncode == 0 and "study" in help_text.stdout

@@ -23,12 +23,18 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Sequence
 
 from .errors import OverfitlabError
-from .run import available_cores
 
 BACKENDS = ("serial", "local", "ray")
 RAY_MISSING = "--backend ray needs Ray: pip install 'overfitlab[ray]'"
 
 Outcome = tuple[int, Any, BaseException | None]  # (position in the payloads, result, error)
+
+
+def available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
 
 
 @dataclass(frozen=True)
@@ -140,6 +146,15 @@ def worker_context() -> multiprocessing.context.BaseContext:
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(list(WORKER_PRELOAD))  # no effect once the server runs
     return context
+
+
+def start_worker_server() -> None:
+    """Start the fork server now rather than with the first pool, so that its imports
+    (seconds) overlap whatever this process does meanwhile; no-op without one."""
+    if worker_context().get_start_method() == "forkserver":
+        from multiprocessing import forkserver
+
+        forkserver.ensure_running()
 
 
 def _study_alive(pid: int) -> bool:

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import store
+from .backends import available_cores
 from .callbacks import Callback
 from .config import Config, from_dict, load_toml, to_dict, to_toml
 from .data import DataSet, Scaling, load_dataset, prepare
@@ -43,13 +44,6 @@ class Interrupted(OverfitlabError):
 
 
 # --------------------------------------------------------------------------- environment
-def available_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows
-        return os.cpu_count() or 1
-
-
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         if torch.cuda.is_available():

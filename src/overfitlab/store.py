@@ -24,8 +24,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from .errors import OverfitlabError
 
 CONFIG = "config.toml"
@@ -59,6 +57,8 @@ def atomic_write(path: str | os.PathLike, data: bytes | str) -> None:
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
+    import torch  # here, not at the top: the command line starts without torch
+
     buffer = io.BytesIO()
     torch.save(obj, buffer)
     atomic_write(path, buffer.getvalue())
@@ -95,6 +95,8 @@ def new_run_dir(runs_dir: str | os.PathLike, name: str | None) -> Path:
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict:
+    import torch
+
     path = Path(path)
     if not path.is_file():
         raise OverfitlabError(f"checkpoint {path} not found: check the path")

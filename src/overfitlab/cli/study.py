@@ -7,7 +7,7 @@ import json
 import sys
 import tomllib
 
-from ..backends import BACKENDS
+from ..backends import BACKENDS, start_worker_server
 from ..config import flatten_toml
 from ..errors import OverfitlabError
 from ..study import DEFAULT_SEEDS, PRESETS, StudyResult, load_spec, preset, run_study
@@ -64,6 +64,9 @@ def table_text(result: StudyResult) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.backend == "local":
+        # The pool's workers import torch in their server while this process does the same.
+        start_worker_server()
     overrides = base_overrides(args)
     if args.resume:
         if args.spec or args.preset or args.name:

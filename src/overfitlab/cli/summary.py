@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 
 from ..errors import OverfitlabError
-from ..models import list_models, model_spec
-from ..summary import compare_heads, summarize
 
 
 def parse_shape(text: str) -> tuple[int, int, int]:
@@ -20,6 +18,9 @@ def parse_shape(text: str) -> tuple[int, int, int]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..models import list_models, model_spec
+    from ..summary import compare_heads, summarize
+
     if args.list or not args.model:
         for name in list_models():
             print(f"{name:<10} {model_spec(name)}")

@@ -10,7 +10,6 @@ from pathlib import Path
 
 from ..callbacks import Callback
 from ..config import load_toml
-from ..run import resume, summary_text, train
 from ..store import CONFIG, new_run_dir
 from ._common import add_config_flags, add_output_flags, config_from_args
 
@@ -48,6 +47,8 @@ class ProgressBar(Callback):
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..run import resume, summary_text, train
+
     if args.resume:
         config_epochs = getattr(args, "cfg_epochs", None)
         saved = Path(args.resume) / CONFIG
