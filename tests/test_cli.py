@@ -159,8 +159,11 @@ def metric_columns(run_dir: Path):
 
 
 def test_sigint_then_resume_matches_an_uninterrupted_run(tmp_path, run_cli):
+    # Ctrl-C as a terminal sends it, even where the tests run in the background (a
+    # non-interactive shell starts background jobs with SIGINT ignored, and children inherit that).
     process = subprocess.Popen(cli_command("train", "--name", "cut", *FLAGS), cwd=tmp_path, env=cli_env(),
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     history = tmp_path / "runs" / "cut" / "history.json"
     deadline = time.monotonic() + 120
     while not history.exists() and process.poll() is None and time.monotonic() < deadline:
