@@ -153,6 +153,32 @@ def test_train_json_prints_the_documented_summary(tmp_path, run_cli):
 FLAGS = ["--train-size", "400", "--epochs", "25", "--dropout", "0.2", "--augment", "--seed", "3", "--quiet"]
 
 
+def index_row(runs_dir: Path, run_id: str) -> dict:
+    from overfitlab.index import RunIndex
+
+    with RunIndex(runs_dir / "index.sqlite") as index:
+        return index.run(run_id)
+
+
+def test_train_runs_are_in_the_index_as_their_folders_say(run_cli, tmp_path):
+    flags = ["--train-size", "200", "--epochs", "4", "--hidden", "4", "--threads", "1", "--quiet"]
+    for name in ("one", "two"):
+        assert run_cli("train", "--name", name, "--seed", str(len(name)), *flags).returncode == 0
+    listed = run_cli("runs", "list")
+    assert listed.returncode == 0, listed.stderr
+    assert [line.split()[0] for line in listed.stdout.splitlines()[1:]] == ["one", "two"]
+    row = index_row(tmp_path / "runs", "one")
+    epochs = json.loads((tmp_path / "runs" / "one" / "history.json").read_text())["epochs"]
+    last = epochs[-1]
+    assert row["status"] == "complete" and row["study"] == "(train)" and row["seed"] == 3
+    assert row["best_valid_acc"] == max(e["valid_acc"] for e in epochs)
+    assert row["final_gap_acc"] == pytest.approx(last["train_acc"] - last["valid_acc"])
+    before = [index_row(tmp_path / "runs", n) for n in ("one", "two")]
+    (tmp_path / "runs" / "index.sqlite").unlink()
+    assert run_cli("runs", "rebuild").returncode == 0
+    assert [index_row(tmp_path / "runs", n) for n in ("one", "two")] == before
+
+
 def metric_columns(run_dir: Path):
     history = json.loads((run_dir / "history.json").read_text())
     return [{k: v for k, v in r.items() if k not in TIMINGS} for r in history["epochs"]], history["batches"]
@@ -179,9 +205,14 @@ def test_sigint_then_resume_matches_an_uninterrupted_run(tmp_path, run_cli):
     stopped_at = len(json.loads(history.read_text())["epochs"])
     assert 1 <= stopped_at < 25
     assert json.loads((tmp_path / "runs" / "cut" / "summary.json").read_text())["stop_reason"] == "interrupted"
+    row = index_row(tmp_path / "runs", "cut")
+    assert row["status"] == "failed" and row["error"].startswith("interrupted: after epoch")
+    assert row["epochs_run"] == stopped_at
 
     resumed = run_cli("train", "--resume", "runs/cut", "--json")
     assert resumed.returncode == 0, resumed.stderr
+    row = index_row(tmp_path / "runs", "cut")
+    assert row["status"] == "complete" and row["error"] is None and row["epochs_run"] == 25
     whole = run_cli("train", "--name", "whole", "--json", *FLAGS)
     assert whole.returncode == 0, whole.stderr
     assert metric_columns(tmp_path / "runs" / "cut") == metric_columns(tmp_path / "runs" / "whole")

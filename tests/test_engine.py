@@ -218,12 +218,14 @@ def test_keeping_freed_memory_stops_validation_page_faults():
     try:
         trainer.evaluate(split)  # the first passes grow the heap
         trainer.evaluate(split)
-        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-        trainer.evaluate(split)
-        faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+        counts = []
+        for _ in range(3):  # the process's count: the quietest pass leaves out other threads' faults
+            before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+            trainer.evaluate(split)
+            counts.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
     finally:
         torch.set_num_threads(threads)
-    assert faults < 2000  # untuned: about 29 000 for these 1000 images
+    assert min(counts) < 2000, counts  # untuned: about 29 000 for these 1000 images
 
 
 # --------------------------------------------------------------------------- per-step records

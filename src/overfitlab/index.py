@@ -43,6 +43,8 @@ STATUS_JSON = "status.json"  # written last in a study's run folder: the run's o
 BUSY_TIMEOUT_MS = 60_000
 
 STATUSES = ("pending", "running", "complete", "failed")
+# The study column of runs made by `overfitlab train` (a name no study can take: parentheses).
+SINGLE_RUNS = "(train)"
 
 # Column name → SQLite type; JSON columns hold dicts/lists/any scalar as JSON text.
 RUN_COLUMNS = {
@@ -209,15 +211,20 @@ class RunIndex:
 
     # ------------------------------------------------------------------ rebuild
     def rebuild(self, runs_dir: str | os.PathLike) -> int:
-        """Recreate both tables from ``<runs_dir>/*/study.json`` and the run folders; return the run count."""
+        """Recreate both tables from ``<runs_dir>/*/study.json``, the studies' run folders and the
+        folders ``overfitlab train`` wrote (``<runs_dir>/*/summary.json``); return the run count."""
         studies, runs = [], []
-        for study_json in sorted(Path(runs_dir).resolve().glob(f"*/{STUDY_JSON}")):
+        runs_dir = Path(runs_dir).resolve()
+        for study_json in sorted(runs_dir.glob(f"*/{STUDY_JSON}")):
             document = store.read_json(study_json)
             studies.append(self._encode(STUDY_COLUMNS, study_record(document)))
             for position, plan in enumerate(document.get("runs", [])):
                 run_dir = study_json.parent / plan["name"]
                 runs.append(self._encode(RUN_COLUMNS, run_record(document["name"], plan, run_dir),
                                          position))
+        for summary_json in sorted(runs_dir.glob(f"*/{store.SUMMARY_JSON}")):
+            if not (summary_json.parent / STUDY_JSON).exists():
+                runs.append(self._encode(RUN_COLUMNS, single_run_record(summary_json.parent)))
         # One transaction: a reader sees the old index or the new one, never an empty one.
         with self._transaction():
             self._db.execute("DELETE FROM runs")
@@ -322,4 +329,24 @@ def run_record(study: str, plan: Mapping[str, Any], run_dir: str | os.PathLike) 
     if summary is not None:
         epochs = [e for e in (history or {}).get("epochs", [])]
         record.update(run_metrics(summary, epochs, record["config"] or {}))
+    return record
+
+
+def single_run_record(run_dir: str | os.PathLike) -> dict:
+    """The row of a run ``overfitlab train`` wrote (``run_id`` is its folder's name), from its
+    folder: complete, or failed when interrupted or diverged (a resumed run becomes complete)."""
+    run_dir = Path(run_dir).resolve()
+    config = to_dict(load_toml(run_dir / store.CONFIG)) if (run_dir / store.CONFIG).is_file() else None
+    record = planned_record(SINGLE_RUNS, {"name": run_dir.name, "variant": run_dir.name,
+                                          "seed": (config or {}).get("seed"), "config": config}, run_dir)
+    record["run_id"] = run_dir.name
+    summary = _read_optional_json(run_dir / store.SUMMARY_JSON)
+    if summary is None:
+        return record
+    history = _read_optional_json(run_dir / store.HISTORY_JSON) or {}
+    record.update(run_metrics(summary, history.get("epochs", []), config or {}))
+    failed = summary.get("stop_reason") in ("interrupted", "diverged")
+    record.update(status="failed" if failed else "complete", seconds=summary.get("train_seconds"),
+                  error=f"{summary['stop_reason']}: {summary.get('stop_message') or ''}".strip(": ")
+                  if failed else None)
     return record

@@ -7,6 +7,7 @@ and exit status 2 (a traceback only with ``--debug``).
 
 from __future__ import annotations
 
+import os
 import sys
 
 from ..errors import OverfitlabError
@@ -31,6 +32,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.handler(args) or 0
+    except BrokenPipeError:
+        # The reader went away (`overfitlab runs show x | head`): nothing left to say to it.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
         if args.debug:
             raise

@@ -39,8 +39,8 @@ def render_table(head: list[str], rows: list[list[str]]) -> str:
 def open_index(runs_dir: str) -> RunIndex:
     path = Path(runs_dir) / INDEX
     if not path.is_file():
-        raise OverfitlabError(f"no run index at {path}: run `overfitlab study` first, pass --runs-dir, "
-                              "or `overfitlab runs rebuild`")
+        raise OverfitlabError(f"no run index at {path}: run `overfitlab train` or `overfitlab study` "
+                              "first, pass --runs-dir, or `overfitlab runs rebuild`")
     return RunIndex(path)
 
 

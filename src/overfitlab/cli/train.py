@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ..callbacks import Callback
 from ..config import load_toml
-from ..store import CONFIG, new_run_dir
+from ..store import CONFIG, SUMMARY_JSON, new_run_dir
 from ._common import add_config_flags, add_output_flags, config_from_args
 
 
@@ -50,22 +50,36 @@ def run(args: argparse.Namespace) -> int:
     from ..run import resume, summary_text, train
 
     if args.resume:
+        run_dir = Path(args.resume)
         config_epochs = getattr(args, "cfg_epochs", None)
-        saved = Path(args.resume) / CONFIG
+        saved = run_dir / CONFIG
         shown_epochs = config_epochs or (load_toml(saved).epochs if saved.is_file() else 0)
         callbacks = [] if args.quiet or not sys.stderr.isatty() else [ProgressBar(shown_epochs)]
-        result = resume(args.resume, epochs=config_epochs, callbacks=callbacks)
+        fit = lambda: resume(run_dir, epochs=config_epochs, callbacks=callbacks)  # noqa: E731
     else:
         config = config_from_args(args)
         run_dir = new_run_dir(args.runs_dir, args.name)
         callbacks = [] if args.quiet or not sys.stderr.isatty() else [ProgressBar(config.epochs)]
-        result = train(config, run_dir, callbacks=callbacks)
+        fit = lambda: train(config, run_dir, callbacks=callbacks)  # noqa: E731
+    try:
+        result = fit()
+    finally:  # interrupted and diverged runs too: `overfitlab runs list` shows them failed
+        record_in_index(run_dir)
     summary = result.summary()
     if args.json:
         print(json.dumps(summary))
     else:
         print(summary_text(summary), end="")
     return 0
+
+
+def record_in_index(run_dir: Path) -> None:
+    """Enter the run in its runs folder's index (the folder it was created in)."""
+    from ..index import INDEX, RunIndex, single_run_record
+
+    if (run_dir / SUMMARY_JSON).is_file():
+        with RunIndex(run_dir.resolve().parent / INDEX) as index:
+            index.upsert_run(single_run_record(run_dir))
 
 
 def add_parser(subparsers) -> None:
