@@ -62,3 +62,13 @@ def test_what_stacking_cannot_do_is_refused_in_one_line(flag, label):
         train_seeds(Config(train_size=120, epochs=1, hidden=4, threads=1, **{flag: True}), [0, 1])
     with pytest.raises(OverfitlabError, match="distinct seeds"):
         train_seeds(Config(train_size=120, epochs=1, hidden=4, threads=1), [1, 1])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_members_on_cuda_follow_their_runs():
+    config = Config(train_size=192, epochs=2, hidden=4, batchnorm=False, dropout=0.0, device="cuda")
+    for member in train_seeds(config, [0, 1]):
+        assert all(p.device.type == "cuda" for p in member.model.parameters())
+        alone = _separate(config, member.seed)
+        for ours, theirs in zip(member.history.epochs, alone.history.epochs):
+            assert ours["valid_loss"] == pytest.approx(theirs["valid_loss"], abs=1e-3)
