@@ -74,11 +74,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 def record_in_index(run_dir: Path) -> None:
-    """Enter the run in its runs folder's index (the folder it was created in)."""
-    from ..index import INDEX, RunIndex, single_run_record
+    """Enter the run in its runs folder's index (the folder it was created in); a study's
+    run resumed by hand stays the study's business."""
+    from ..index import INDEX, STUDY_JSON, RunIndex, single_run_record
 
-    if (run_dir / SUMMARY_JSON).is_file():
-        with RunIndex(run_dir.resolve().parent / INDEX) as index:
+    runs_dir = run_dir.resolve().parent
+    if (run_dir / SUMMARY_JSON).is_file() and not (runs_dir / STUDY_JSON).exists():
+        with RunIndex(runs_dir / INDEX) as index:
             index.upsert_run(single_run_record(run_dir))
 
 
