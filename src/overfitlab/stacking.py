@@ -43,6 +43,7 @@ from .errors import OverfitlabError
 from .history import History
 from .regularizers import param_groups, penalized_parameters
 from .run import build_model, resolve_device, resolve_threads, resolved
+from .trainer import epoch_record
 
 UNSUPPORTED = {"early_stopping": "early stopping", "augment": "augmentation", "max_norm": "max-norm",
                "normalize": "normalization", "compile": "--compile", "bf16": "--bf16"}
@@ -89,18 +90,12 @@ def train_seeds(config: Config, seeds: Sequence[int]) -> list[MemberResult]:
         ended_training = time.perf_counter()
         valid_loss, valid_acc = stack.evaluate(valid)
         ended = time.perf_counter()
+        members = len(seeds)  # the stack's time, shared evenly: what each member cost
         for s, history in enumerate(histories):
-            train_loss, train_acc = float(trained["loss"][s]), float(trained["acc"][s])
-            history.add_epoch({
-                "epoch": epoch, "train_loss": train_loss, "train_acc": train_acc,
-                "valid_loss": float(valid_loss[s]), "valid_acc": float(valid_acc[s]),
-                "gap_acc": train_acc - float(valid_acc[s]), "gap_loss": float(valid_loss[s]) - train_loss,
-                "train_penalty": float(trained["penalty"][s]), "lr": config.lr,
-                # The stack's time, shared evenly: what each member cost.
-                "train_seconds": (ended_training - started) / len(seeds),
-                "valid_seconds": (ended - ended_training) / len(seeds),
-                "epoch_seconds": (ended - started) / len(seeds),
-            })
+            history.add_epoch(epoch_record(
+                epoch, float(trained["loss"][s]), float(trained["acc"][s]), float(trained["penalty"][s]),
+                float(valid_loss[s]), float(valid_acc[s]), config.lr, (ended_training - started) / members,
+                (ended - ended_training) / members, (ended - started) / members))
             history.add_batches(epoch, trained["batch_loss"][s], trained["batch_acc"][s])
     return [MemberResult(seed, history, stack.member(s, models[s]))
             for s, (seed, history) in enumerate(zip(seeds, histories))]

@@ -46,6 +46,26 @@ class Regularization:
         return sum(terms) if terms else None
 
 
+def epoch_record(epoch: int, train_loss: float, train_acc: float, train_penalty: float,
+                 valid_loss: float, valid_acc: float, lr: float, train_seconds: float,
+                 valid_seconds: float, epoch_seconds: float) -> dict:
+    """One epoch's row of a History: the columns every run's history has, gaps derived."""
+    return {
+        "epoch": epoch,
+        "train_loss": train_loss,
+        "train_acc": train_acc,
+        "valid_loss": valid_loss,
+        "valid_acc": valid_acc,
+        "gap_acc": train_acc - valid_acc,
+        "gap_loss": valid_loss - train_loss,
+        "train_penalty": train_penalty,
+        "lr": lr,
+        "train_seconds": train_seconds,
+        "valid_seconds": valid_seconds,
+        "epoch_seconds": epoch_seconds,
+    }
+
+
 @dataclass
 class Trainer:
     model: nn.Module
@@ -158,20 +178,9 @@ class Trainer:
             trained = time.perf_counter()
             valid_loss, valid_acc = self.evaluate(valid)
             ended = time.perf_counter()
-            record = {
-                "epoch": epoch,
-                "train_loss": result["train_loss"],
-                "train_acc": result["train_acc"],
-                "valid_loss": valid_loss,
-                "valid_acc": valid_acc,
-                "gap_acc": result["train_acc"] - valid_acc,
-                "gap_loss": valid_loss - result["train_loss"],
-                "train_penalty": result["train_penalty"],
-                "lr": self.optimizer.param_groups[0]["lr"],
-                "train_seconds": trained - started,
-                "valid_seconds": ended - trained,
-                "epoch_seconds": ended - started,
-            }
+            record = epoch_record(epoch, result["train_loss"], result["train_acc"], result["train_penalty"],
+                                  valid_loss, valid_acc, self.optimizer.param_groups[0]["lr"],
+                                  trained - started, ended - trained, ended - started)
             self.history.add_epoch(record)
             self.history.add_batches(epoch, result["batch_loss"], result["batch_acc"])
             self.epoch = epoch
