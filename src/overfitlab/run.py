@@ -352,7 +352,7 @@ def _setup(config: Config, run_dir: Path | None, callbacks: Sequence[Callback]):
     meta = {"image_shape": list(data.image_shape), "classes": data.classes}
     recorder = RunRecorder(config, run_dir, es, meta)
     scaling = Scaling.fit(data.train.images) if config.normalize else Scaling()
-    loss_fn = _loss_fn(config.label_smoothing)
+    loss_fn = loss_function(config.label_smoothing)
     trainer = Trainer(
         model=model, optimizer=optimizer, device=device, loss_fn=loss_fn,
         regularization=Regularization(config.l1, config.l2,
@@ -367,7 +367,7 @@ def _setup(config: Config, run_dir: Path | None, callbacks: Sequence[Callback]):
     return data, trainer, es, recorder
 
 
-def _loss_fn(label_smoothing: float):
+def loss_function(label_smoothing: float):
     def loss_fn(outputs: torch.Tensor, labels: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
         return F.cross_entropy(outputs, labels, label_smoothing=label_smoothing, reduction=reduction)
 

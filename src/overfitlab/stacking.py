@@ -32,7 +32,6 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
@@ -42,8 +41,8 @@ from .data import Scaling
 from .errors import OverfitlabError
 from .history import History
 from .regularizers import param_groups, penalized_parameters
-from .run import build_model, resolve_device, resolve_threads, resolved
-from .trainer import epoch_record
+from .run import build_model, loss_function, resolve_device, resolve_threads, resolved
+from .trainer import Regularization, epoch_record
 
 UNSUPPORTED = {"early_stopping": "early stopping", "augment": "augmentation", "max_norm": "max-norm",
                "normalize": "normalization", "compile": "--compile", "bf16": "--bf16"}
@@ -107,6 +106,7 @@ class _Stack:
     def __init__(self, config: Config, models: list[nn.Module], device: torch.device):
         self.config = config
         self.size = len(models)
+        self.loss_fn = loss_function(config.label_smoothing)
         self.params, self.buffers = stack_module_state(models)
         self.base = copy.deepcopy(models[0]).to("meta")  # the layers; the weights come from the stack
 
@@ -125,14 +125,8 @@ class _Stack:
 
     def _penalty(self) -> torch.Tensor:
         """Per member: the single run's penalty (the sum over members is what is minimized)."""
-        total = torch.zeros(self.size, device=self.penalized[0].device)
-        for weight in self.penalized:
-            flat = weight.flatten(1)
-            if self.config.l1:
-                total = total + self.config.l1 * flat.abs().sum(1)
-            if self.config.l2:
-                total = total + self.config.l2 * flat.pow(2).sum(1)
-        return total
+        l1, l2 = self.config.l1, self.config.l2
+        return vmap(lambda weights: Regularization(l1, l2, weights).penalty())(self.penalized)
 
     def train_epoch(self, splits: list[datalib.Split], generators: list[torch.Generator]) -> dict:
         self.base.train()
@@ -152,8 +146,8 @@ class _Stack:
             x = torch.stack([Scaling.unit(s.images[i]) for s, i in zip(splits, picks)])
             y = torch.stack([s.labels[i] for s, i in zip(splits, picks)])
             outputs = self.forward_each(self.params, self.buffers, x)  # (members, batch, classes)
-            loss = F.cross_entropy(outputs.flatten(0, 1), y.flatten(), reduction="none",
-                                   label_smoothing=self.config.label_smoothing).view(self.size, -1).mean(1)
+            loss = self.loss_fn(outputs.flatten(0, 1), y.flatten(), reduction="none")
+            loss = loss.view(self.size, -1).mean(1)  # each member's batch mean
             penalty = self._penalty() if self.config.l1 or self.config.l2 else None
             objective = loss.sum() if penalty is None else (loss + penalty).sum()
             self.optimizer.zero_grad(set_to_none=True)
@@ -176,9 +170,8 @@ class _Stack:
         for images, labels in datalib.eval_batches(split, self.config.valid_batch_size):
             outputs = self.forward_shared(self.params, self.buffers, Scaling.unit(images))
             targets = labels.expand(self.size, -1)
-            loss_sum += F.cross_entropy(outputs.flatten(0, 1), targets.flatten(), reduction="none",
-                                        label_smoothing=self.config.label_smoothing
-                                        ).view(self.size, -1).sum(1).double().cpu()
+            loss_sum += self.loss_fn(outputs.flatten(0, 1), targets.flatten(), reduction="none"
+                                     ).view(self.size, -1).sum(1).double().cpu()
             correct += (outputs.argmax(-1) == targets).sum(1).cpu()
         return loss_sum / len(split), correct.double() / len(split)
 
