@@ -123,19 +123,22 @@ def plans(preset: str, seeds: int, base: dict | None = None, threads: int | None
 
 
 # --------------------------------------------------------------------------- other frameworks
-def lightning_mnist(data_root: str, epochs: int = 1, threads: int | None = None,
-                    max_batches: int | None = None, device: str = "cpu", seed: int = 0) -> dict:
+def _optional_recipe(module: str, *args) -> dict:
+    """``benchmarks.<module>.run(*args)``, or why it is skipped when its framework is missing."""
+    import importlib
+
     try:
-        from . import lightning_recipe
+        recipe = importlib.import_module(f".{module}", __package__)
     except ImportError as err:
         return {"skipped": f"{err.name} is not installed: pip install 'overfitlab[bench]'"}
-    return lightning_recipe.run(data_root, epochs, threads, max_batches, device, seed)
+    return recipe.run(*args)
+
+
+def lightning_mnist(data_root: str, epochs: int = 1, threads: int | None = None,
+                    max_batches: int | None = None, device: str = "cpu", seed: int = 0) -> dict:
+    return _optional_recipe("lightning_recipe", data_root, epochs, threads, max_batches, device, seed)
 
 
 def keras_mnist(data_root: str, epochs: int = 1, threads: int | None = None,
                 max_batches: int | None = None, device: str = "cpu", seed: int = 0) -> dict:
-    try:
-        from . import keras_recipe
-    except ImportError as err:
-        return {"skipped": f"{err.name} is not installed: pip install 'overfitlab[bench]'"}
-    return keras_recipe.run(data_root, epochs, threads, max_batches, device, seed)
+    return _optional_recipe("keras_recipe", data_root, epochs, threads, max_batches, device, seed)
