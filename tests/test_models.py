@@ -8,7 +8,8 @@ from torch import nn
 
 from overfitlab import OverfitlabError
 from overfitlab.fast_dropout import FastDropout
-from overfitlab.models import build_cnn, create_model, list_models, model_spec, register_model
+from overfitlab.models import (build_cnn, create_model, list_models, model_spec, pool_before_relu,
+                               register_model)
 from overfitlab.summary import summarize
 
 # The tutorial's torchsummary totals on 1×28×28 (CNN(hidden_dim=8), FCcnn, GAPcnn).
@@ -122,6 +123,57 @@ def test_forward_shapes_follow_the_table(name):
         shapes.append(tuple(x.shape[1:]))
     assert shapes == [shape for _, shape, _ in TUTORIAL_TABLES[name]]
     assert torch.equal(model(torch.zeros(2, 1, 28, 28)), x)
+
+
+def _literal_forward(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The model's layers in the order they are written, one by one."""
+    for layer in model.features:
+        x = layer(x)
+    if hasattr(model, "gap"):
+        x = model.gap(x)
+    return model.classifier(x.flatten(1))
+
+
+@pytest.mark.parametrize("name", ["seed-gap", "seed-fc"])
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+@pytest.mark.parametrize("whole_numbers", [False, True])
+def test_pooling_before_relu_gives_the_same_outputs_and_gradients_bit_for_bit(
+        name, memory_format, whole_numbers):
+    torch.manual_seed(0)
+    model = create_model(name).to(memory_format=memory_format)
+    x = torch.randn(8, 1, 28, 28)
+    if whole_numbers:  # ties within a pooling window become common: where the order could matter
+        x = x.mul(2).round()
+        with torch.no_grad():
+            for p in model.parameters():
+                p.copy_(torch.randint(-1, 2, p.shape))
+    x = x.contiguous(memory_format=memory_format)
+    results = []
+    for forward in (model, lambda t: _literal_forward(model, t)):
+        model.zero_grad(set_to_none=True)
+        out = forward(x)
+        out.square().sum().backward()
+        results.append((out.detach(), [p.grad.clone() for p in model.parameters()]))
+    (out, grads), (literal_out, literal_grads) = results
+    assert torch.equal(out, literal_out)
+    assert all(torch.equal(g, h) for g, h in zip(grads, literal_grads))
+
+
+def test_only_a_relu_directly_before_a_max_pool_moves_and_hooks_see_the_written_order():
+    model = create_model("seed-gap")
+    assert [type(m) for m in pool_before_relu(model.features)] == [nn.Conv2d, nn.MaxPool2d, nn.ReLU] * 2
+    cnn = create_model("seed-cnn").features  # a dropout between them: the order is kept
+    assert pool_before_relu(cnn) == list(cnn)
+    seen = []
+    relu = model.features[1]
+    handle = relu.register_forward_hook(lambda module, args, out: seen.append(tuple(out.shape)))
+    try:
+        order = pool_before_relu(model.features)  # the observed block as written, the other moved
+        assert [type(m) for m in order] == [nn.Conv2d, nn.ReLU, nn.MaxPool2d, nn.Conv2d, nn.MaxPool2d, nn.ReLU]
+        model(torch.zeros(2, 1, 28, 28))
+    finally:
+        handle.remove()
+    assert seen == [(2, 8, 28, 28)]  # the ReLU's declared output, before the pool
 
 
 def test_block_order_is_conv_bn_relu_dropout_maxpool():
