@@ -317,8 +317,9 @@ def summary_text(summary: dict) -> str:
     return "\n".join(f"{label:<{width}}  {value}" for label, value in rows) + "\n"
 
 
-def _finish(trainer: Trainer, recorder: RunRecorder, es: EarlyStopping | None, config: Config,
+def end_run(trainer: Trainer, recorder: RunRecorder, es: EarlyStopping | None, config: Config,
             run_dir: Path | None, reason: str, message: str) -> RunResult:
+    """The run's result, and in its folder the summary and curves: how every run ends."""
     stopped = es.stopped_epoch if es is not None else None
     best_epoch = es.best_epoch if es is not None and es.best_epoch is not None else recorder.best_epoch
     result = RunResult(config, trainer.history, trainer.model, best_epoch, stopped, reason, message,
@@ -381,23 +382,29 @@ def _fit(config, data, trainer, es, recorder, run_dir) -> RunResult:
         finally:
             recorder.flush(trainer)  # whatever ended training, the folder holds its last epoch
     except KeyboardInterrupt:
-        _finish(trainer, recorder, es, config, run_dir, "interrupted",
+        end_run(trainer, recorder, es, config, run_dir, "interrupted",
                 f"after epoch {trainer.epoch}")
         where = f": resume with `overfitlab train --resume {run_dir}`" if run_dir else ""
         raise Interrupted(f"interrupted after epoch {trainer.epoch}{where}") from None
     except Diverged as err:
-        _finish(trainer, recorder, es, config, run_dir, "diverged", str(err))
+        end_run(trainer, recorder, es, config, run_dir, "diverged", str(err))
         raise
     if es is not None and es.stopped_epoch is not None:
         reason, message = es.stop_reason.value, es.reason or ""
     else:
         reason, message = "completed", f"{config.epochs} epochs"
-    return _finish(trainer, recorder, es, config, run_dir, reason, message)
+    return end_run(trainer, recorder, es, config, run_dir, reason, message)
 
 
 def train(config: Config, run_dir: str | os.PathLike | None = None,
           callbacks: Sequence[Callback] = ()) -> RunResult:
     """Train one run. With ``run_dir`` (an empty or new folder) everything is saved there."""
+    return _fit(*start_run(config, run_dir, callbacks))
+
+
+def start_run(config: Config, run_dir: str | os.PathLike | None = None, callbacks: Sequence[Callback] = ()):
+    """What ``train`` does before the first epoch: (config, data, trainer, early stopping,
+    recorder, run folder), the folder made and its config.toml written."""
     config = resolved(config)
     path = Path(run_dir) if run_dir is not None else None
     # Data and model first: a bad --train-size or data folder fails before any file is written.
@@ -405,7 +412,7 @@ def train(config: Config, run_dir: str | os.PathLike | None = None,
     if path is not None:
         path.mkdir(parents=True, exist_ok=True)
         store.atomic_write(path / store.CONFIG, to_toml(config))
-    return _fit(config, data, trainer, es, recorder, path)
+    return config, data, trainer, es, recorder, path
 
 
 def resume(run_dir: str | os.PathLike, epochs: int | None = None,
@@ -440,7 +447,7 @@ def resume(run_dir: str | os.PathLike, epochs: int | None = None,
     if es is not None and es.stopped_epoch is not None:
         # Already stopped early: nothing to train, report what was found.
         recorder.on_fit_end(trainer)
-        return _finish(trainer, recorder, es, config, path, es.stop_reason.value, es.reason or "")
+        return end_run(trainer, recorder, es, config, path, es.stop_reason.value, es.reason or "")
     return _fit(config, data, trainer, es, recorder, path)
 
 

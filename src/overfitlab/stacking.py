@@ -1,16 +1,22 @@
 """Several seeds of one recipe trained at once: one model's layers over stacked weights.
 
-``train_seeds(config, seeds)`` builds each seed's model as its own run would
-(``torch.manual_seed(seed)`` before the weights, its training subset, batches
-from ``Generator().manual_seed(seed)``), stacks the weights with
-``torch.func.stack_module_state`` and runs every step for all of them through
-``torch.func.vmap``: each kernel launch does the work of S runs. Small CNNs
-spend most of a step launching kernels on a GPU, which is what stacking is for;
-it has not been measured on one yet. On a 2-core CPU it does not pay: a bare
-training step of 3 stacked seeds of the digits recipe was 8 % faster than three
-separate steps, but whole runs were slower (3 seeds of the ``remedies``
-baseline, one thread: 4.1 s stacked, 3.1 s one after another), the stacking of
-batches and the vmapped validation costing more than the launches saved.
+``train_seeds(config, seeds, run_dirs)`` sets each seed's run up exactly as
+``train`` would (``torch.manual_seed(seed)`` before the weights, its training
+subset, batches from ``Generator().manual_seed(seed)``, its run folder), stacks
+the weights with ``torch.func.stack_module_state`` and runs every step for all
+of them through ``torch.func.vmap``: each kernel launch does the work of S runs.
+After every epoch each member's weights and optimizer state are copied back
+into its own run, whose recorder keeps the best epoch and writes the run folder
+as ``train`` does: a member's folder is an ordinary run folder
+(``train --resume`` continues it alone).
+
+Small CNNs spend most of a step launching kernels on a GPU, which is what
+stacking is for; it has not been measured on one yet. On a 2-core CPU it does
+not pay: a bare training step of 3 stacked seeds of the digits recipe was 8 %
+faster than three separate steps, but whole runs were slower (3 seeds of the
+``remedies`` baseline, one thread: 4.1 s stacked, 3.1 s one after another), the
+stacking of batches and the vmapped validation costing more than the launches
+saved.
 
 Each member's gradient is its own loss's: the members' losses (and penalties)
 are summed, and no parameter is shared. The numbers equal separate runs up to
@@ -18,18 +24,23 @@ rounding, not bit for bit: stacked kernels (a grouped convolution) add in
 another order, and dropout masks come from vmap's random stream, not the run's.
 So this is a recipe choice to record, never a silent backend.
 
-Not supported here (refused with one line): early stopping, augmentation,
-max-norm, normalization, ``--compile`` and ``--bf16``. The result holds each
-member's History and model in memory; writing run folders and using it from
-studies is still to come.
+Each member has its own early stopping, which ends its run at the epoch its
+run would end (the stack trains on until every member has stopped, the
+stopped ones' further steps discarded), and a member whose loss stops being
+finite ends as "diverged" at that epoch, as its run would. Not supported here
+(refused with one line): augmentation, max-norm, normalization, ``--compile``
+and ``--bf16``.
 """
 
 from __future__ import annotations
 
 import copy
+import math
+import os
 import time
 from dataclasses import dataclass
-from typing import Sequence
+from pathlib import Path
+from typing import Mapping, Sequence
 
 import torch
 from torch import nn
@@ -38,25 +49,24 @@ from torch.func import functional_call, stack_module_state, vmap
 from . import data as datalib
 from .config import Config
 from .data import Scaling
+from .early_stopping import EarlyStopping
 from .errors import OverfitlabError
-from .history import History
 from .regularizers import param_groups, penalized_parameters
-from .run import build_model, loss_function, resolve_device, resolve_threads, resolved
-from .trainer import Regularization, epoch_record
+from .run import Interrupted, RunRecorder, RunResult, end_run, loss_function, resolved, start_run
+from .trainer import Regularization, Trainer, diverged_message, epoch_record
 
-UNSUPPORTED = {"early_stopping": "early stopping", "augment": "augmentation", "max_norm": "max-norm",
-               "normalize": "normalization", "compile": "--compile", "bf16": "--bf16"}
+UNSUPPORTED = {"augment": "augmentation", "max_norm": "max-norm", "normalize": "normalization",
+               "compile": "--compile", "bf16": "--bf16"}
 
 
-@dataclass
-class MemberResult:
-    seed: int
-    history: History
-    model: nn.Module  # the member's weights after the last epoch, in an ordinary model
+def refusals(config: Config | Mapping) -> list[str]:
+    """What in this recipe stacking cannot do (empty: the seeds can be stacked)."""
+    get = config.get if isinstance(config, Mapping) else lambda name: getattr(config, name)
+    return [label for name, label in UNSUPPORTED.items() if get(name)]
 
 
 def check_stackable(config: Config, seeds: Sequence[int]) -> None:
-    used = [label for name, label in UNSUPPORTED.items() if getattr(config, name)]
+    used = refusals(config)
     if used:
         raise OverfitlabError(f"seeds cannot be trained stacked with {', '.join(used)}: "
                               "train them one by one")
@@ -64,40 +74,95 @@ def check_stackable(config: Config, seeds: Sequence[int]) -> None:
         raise OverfitlabError(f"stacked training needs distinct seeds, got {list(seeds)}")
 
 
-def train_seeds(config: Config, seeds: Sequence[int]) -> list[MemberResult]:
-    """Train ``config`` once per seed, all seeds at once; the config's own seed is ignored."""
+@dataclass
+class _Member:
+    """One seed's run, set up as ``train`` sets it up; trained by the stack."""
+
+    config: Config
+    data: datalib.DataSet
+    trainer: Trainer
+    early_stopping: EarlyStopping | None
+    recorder: RunRecorder
+    run_dir: Path | None
+    diverged: str | None = None  # the message, once its loss is no longer finite
+
+    @property
+    def training(self) -> bool:
+        return self.diverged is None and not self.trainer.should_stop
+
+
+def train_seeds(config: Config, seeds: Sequence[int],
+                run_dirs: Sequence[str | os.PathLike] | None = None) -> list[RunResult]:
+    """Train ``config`` once per seed, all seeds at once (the config's own seed is ignored);
+    with ``run_dirs``, one run folder per seed. Returns each seed's RunResult, in order."""
     config = resolved(config).replace(dropout_impl="torch")  # vmap draws the masks
     seeds = list(seeds)
     check_stackable(config, seeds)
-    torch.set_num_threads(resolve_threads(config.threads))
-    device = resolve_device(config.device)
-    full = datalib.load_dataset(config.dataset, config.data_dir, config.download)
-    splits, models = [], []
-    for seed in seeds:
-        data = datalib.prepare(full, config.train_size, config.label_noise, seed)
-        torch.manual_seed(seed)  # the weights its own run would start from
-        models.append(build_model(config, data.image_shape, data.classes).to(device))
-        splits.append(data)
-    stack = _Stack(config, models, device)
-    histories = [History() for _ in seeds]
-    generators = [torch.Generator().manual_seed(seed) for seed in seeds]
-    train = [d.train.to(device) for d in splits]
-    valid = splits[0].valid.to(device)  # one validation set for every member
-    for epoch in range(1, config.epochs + 1):
-        started = time.perf_counter()
-        trained = stack.train_epoch(train, generators)
-        ended_training = time.perf_counter()
-        valid_loss, valid_acc = stack.evaluate(valid)
-        ended = time.perf_counter()
-        members = len(seeds)  # the stack's time, shared evenly: what each member cost
-        for s, history in enumerate(histories):
-            history.add_epoch(epoch_record(
-                epoch, float(trained["loss"][s]), float(trained["acc"][s]), float(trained["penalty"][s]),
-                float(valid_loss[s]), float(valid_acc[s]), config.lr, (ended_training - started) / members,
-                (ended - ended_training) / members, (ended - started) / members))
-            history.add_batches(epoch, trained["batch_loss"][s], trained["batch_acc"][s])
-    return [MemberResult(seed, history, stack.member(s, models[s]))
-            for s, (seed, history) in enumerate(zip(seeds, histories))]
+    if run_dirs is not None and len(run_dirs) != len(seeds):
+        raise OverfitlabError(f"{len(seeds)} seeds need {len(seeds)} run folders, got {len(run_dirs)}")
+    members = [_Member(*start_run(config.replace(seed=seed), run_dir))
+               for seed, run_dir in zip(seeds, run_dirs or [None] * len(seeds))]
+    for member in members:
+        if member.early_stopping is not None:
+            member.early_stopping.on_fit_start(member.trainer)
+    device = members[0].trainer.device
+    stack = _Stack(config, [m.trainer.model for m in members], device)
+    train = [m.data.train.to(device) for m in members]
+    valid = members[0].data.valid.to(device)  # the same validation set for every member
+    try:
+        for epoch in range(1, config.epochs + 1):
+            started = time.perf_counter()
+            trained = stack.train_epoch(train, [m.trainer.generator for m in members])
+            ended_training = time.perf_counter()
+            valid_loss, valid_acc = stack.evaluate(valid)
+            ended = time.perf_counter()
+            share = len(members)  # the stack's time, shared evenly: what each member cost
+            for s, member in enumerate(members):
+                if member.training:
+                    record = epoch_record(
+                        epoch, float(trained["loss"][s]), float(trained["acc"][s]),
+                        float(trained["penalty"][s]), float(valid_loss[s]), float(valid_acc[s]),
+                        config.lr, (ended_training - started) / share, (ended - ended_training) / share,
+                        (ended - started) / share)
+                    _end_epoch(member, stack, s, epoch, record, trained)
+            if not any(m.training for m in members):
+                break
+    except KeyboardInterrupt:
+        for member in members:
+            member.recorder.flush(member.trainer)
+            end_run(member.trainer, member.recorder, member.early_stopping, member.config, member.run_dir,
+                    "interrupted", f"after epoch {member.trainer.epoch}")
+        raise Interrupted(f"interrupted after epoch {members[0].trainer.epoch}") from None
+    return [_ended(member) for member in members]
+
+
+def _end_epoch(member: _Member, stack: "_Stack", s: int, epoch: int, record: dict, trained: dict) -> None:
+    """Member ``s``'s epoch, as its own run ends one: history, weights and optimizer state
+    in its trainer, its early stopping and recorder told (in the trainer's order)."""
+    trainer = member.trainer
+    trainer.history.add_epoch(record)
+    trainer.history.add_batches(epoch, trained["batch_loss"][s], trained["batch_acc"][s])
+    trainer.epoch = epoch
+    stack.copy_member(s, trainer)
+    if member.early_stopping is not None:
+        member.early_stopping.on_epoch_end(trainer, epoch, record)
+    member.recorder.on_epoch_end(trainer, epoch, record)
+    if not math.isfinite(record["train_loss"]) and not trainer.should_stop:
+        member.diverged = diverged_message(record["train_loss"], epoch)
+
+
+def _ended(member: _Member) -> RunResult:
+    """How ``train`` ends a run: the last epoch written, the best weights restored where
+    early stopping says so, the summary."""
+    member.recorder.on_fit_end(member.trainer)
+    es = member.early_stopping
+    if member.diverged is not None:
+        reason, message = "diverged", member.diverged
+    elif es is not None and es.stopped_epoch is not None:
+        reason, message = es.stop_reason.value, es.reason or ""
+    else:
+        reason, message = "completed", f"{member.config.epochs} epochs"
+    return end_run(member.trainer, member.recorder, es, member.config, member.run_dir, reason, message)
 
 
 class _Stack:
@@ -175,11 +240,18 @@ class _Stack:
             correct += (outputs.argmax(-1) == targets).sum(1).cpu()
         return loss_sum / len(split), correct.double() / len(split)
 
-    def member(self, s: int, model: nn.Module) -> nn.Module:
-        """Member ``s``'s weights and buffers copied into ``model`` (its own, unstacked)."""
-        state = {name: tensor[s].detach().clone() for name, tensor in {**self.params, **self.buffers}.items()}
-        model.load_state_dict(state)
-        return model
+    def copy_member(self, s: int, trainer: Trainer) -> None:
+        """Member ``s``'s weights, buffers and optimizer state into its own run's trainer."""
+        with torch.no_grad():
+            state = {name: tensor[s] for name, tensor in {**self.params, **self.buffers}.items()}
+            trainer.model.load_state_dict(state)
+        stacked = self.optimizer.state_dict()
+        trainer.optimizer.load_state_dict({
+            "state": {key: {name: value[s] if torch.is_tensor(value) and value.dim() > 0 else value
+                            for name, value in entry.items()}
+                      for key, entry in stacked["state"].items()},
+            "param_groups": stacked["param_groups"],
+        })
 
 
 def _optimizer(config: Config, groups: list[dict]) -> torch.optim.Optimizer:

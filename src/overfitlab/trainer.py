@@ -46,6 +46,11 @@ class Regularization:
         return sum(terms) if terms else None
 
 
+def diverged_message(train_loss: float, epoch: int) -> str:
+    return (f"training diverged: train loss is {train_loss} at epoch {epoch}; lower --lr, or add "
+            "--early-stopping (with a loss as --monitor) to stop and keep the best epoch")
+
+
 def epoch_record(epoch: int, train_loss: float, train_acc: float, train_penalty: float,
                  valid_loss: float, valid_acc: float, lr: float, train_seconds: float,
                  valid_seconds: float, epoch_seconds: float) -> dict:
@@ -187,10 +192,7 @@ class Trainer:
             for callback in self.callbacks:
                 callback.on_epoch_end(self, epoch, record)
             if not math.isfinite(record["train_loss"]) and not self.should_stop:
-                raise Diverged(
-                    f"training diverged: train loss is {record['train_loss']} at epoch {epoch}; "
-                    "lower --lr, or add --early-stopping (with a loss as --monitor) to stop "
-                    "and keep the best epoch")
+                raise Diverged(diverged_message(record["train_loss"], epoch))
         for callback in self.callbacks:
             callback.on_fit_end(self)
         return self.history
