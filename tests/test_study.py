@@ -276,6 +276,55 @@ def test_study_refuses_to_overwrite_and_resume_checks(small_study, tmp_path):
         run_study(None, runs_dir, "small", resume=True, threads=2)
 
 
+# --------------------------------------------------------------------------- stacked seeds
+STACKABLE_SPEC = make_spec({**SMALL, "batchnorm": False, "dropout": 0.0}, [
+    ("baseline", {}),
+    ("l2", {"l2": 1e-3}),
+    ("stopping", {"early_stopping": True, "patience": 1, "epochs": 4}),
+    ("augmented", {"augment": True}),  # stacking cannot: run one by one
+], seeds=[0, 1, 2])
+COMPARED = ("best_valid_loss", "best_valid_acc", "final_train_loss", "final_gap_acc", "epochs_run")
+
+
+def test_stacked_seeds_give_each_run_its_own_numbers_and_resume(tmp_path):
+    seen = []
+    stacked = run_study(STACKABLE_SPEC, tmp_path, "stacked", backend="local", workers=2, threads=1,
+                        stack_seeds=True, report=False,
+                        progress=lambda row, done, total: seen.append((done, total)))
+    alone = run_study(STACKABLE_SPEC, tmp_path, "alone", threads=1, report=False)
+    assert stacked.status == alone.status == "complete"
+    assert seen == [(i, 12) for i in range(1, 13)]
+    for ours, theirs in zip(stacked.runs, alone.runs):
+        assert ours["run_id"].split("/")[1] == theirs["run_id"].split("/")[1]
+        for key in COMPARED:
+            assert ours[key] == pytest.approx(theirs[key], abs=1e-5), (ours["run_id"], key)
+    statuses = {r["run_id"].split("/")[1]: json.loads((Path(r["run_dir"]) / "status.json").read_text())
+                for r in stacked.runs}
+    for variant in ("baseline", "l2", "stopping"):
+        assert statuses[f"{variant}-s1"]["stacked_with"] == [f"{variant}-s{s}" for s in (0, 1, 2)]
+    assert all("stacked_with" not in statuses[f"augmented-s{s}"] for s in (0, 1, 2))
+    assert json.loads((tmp_path / "stacked" / "study.json").read_text())["stack_seeds"] is True
+    with RunIndex(tmp_path / "index.sqlite") as index:
+        assert "vmap" in index.study("stacked")["environment"]["seed stacking"]
+        assert "seed stacking" not in index.study("alone")["environment"]
+
+    # One member lost: resuming trains it alone, stacked as before; the others are untouched.
+    (tmp_path / "stacked" / "l2-s1" / "status.json").unlink()
+    before = index_rows(tmp_path, "stacked")
+    resumed = run_study(None, tmp_path, "stacked", resume=True, report=False)
+    after = index_rows(tmp_path, "stacked")
+    assert [r for r in after if r["run_id"] != "stacked/l2-s1"] == \
+        [r for r in before if r["run_id"] != "stacked/l2-s1"]
+    redone = next(r for r in resumed.runs if r["run_id"] == "stacked/l2-s1")
+    original = next(r for r in stacked.runs if r["run_id"] == "stacked/l2-s1")
+    assert redone["started_at"] > original["started_at"]
+    for key in COMPARED:
+        assert redone[key] == pytest.approx(original[key], abs=1e-5), key
+    assert json.loads((tmp_path / "stacked" / "l2-s1" / "status.json").read_text())["stacked_with"] == ["l2-s1"]
+    with pytest.raises(OverfitlabError, match="trains its seeds one by one"):
+        run_study(None, tmp_path, "alone", resume=True, stack_seeds=True)
+
+
 # --------------------------------------------------------------------------- the CLI
 def test_cli_study_json_and_exit_status(tmp_path, capsys):
     spec = write(tmp_path / "spec.toml", """
@@ -330,6 +379,7 @@ def test_cli_study_without_a_spec_runs_the_remedies_preset_on_the_local_pool(mon
     (["study", "--preset", "remedies", "--backend", "local", "--workers", "64", "--threads", "64"],
      "oversubscribe"),
     (["study", "--preset", "remedies", "--lr", "-1"], "lr must be > 0"),
+    (["study", "--preset", "remedies", "--stack-seeds", "--tensorboard"], "drop --stack-seeds or --tensorboard"),
 ])
 def test_cli_study_errors_are_one_line(tmp_path, capsys, argv, message):
     assert main(argv + ["--runs-dir", str(tmp_path)]) == 2

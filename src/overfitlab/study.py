@@ -390,6 +390,68 @@ def execute_run(task: Mapping[str, Any]) -> dict:
     return run_record(task["study"], plan, run_dir)
 
 
+def execute_stacked(task: Mapping[str, Any]) -> list[dict]:
+    """Train the seeds of one variant at once (``overfitlab.stacking``) into their run
+    folders; return their index rows. Errors and Ctrl-C as ``execute_run``."""
+    from .run import Interrupted
+    from .stacking import train_seeds
+
+    runs = task["stacked"]
+    run_dirs = [Path(run["run_dir"]) for run in runs]
+    for run_dir in run_dirs:
+        if run_dir.exists():
+            shutil.rmtree(run_dir)
+        run_dir.mkdir(parents=True)
+    started_at, started = _now(), time.perf_counter()
+    try:
+        results = train_seeds(from_dict(runs[0]["plan"]["config"]), [run["plan"]["seed"] for run in runs],
+                              run_dirs)
+        statuses = [{"status": "failed", "error": result.stop_message} if result.stop_reason == "diverged"
+                    else {"status": "complete", "error": None} for result in results]
+    except Interrupted:
+        raise KeyboardInterrupt from None
+    except Exception as err:  # every member's error; the study goes on
+        status = {"status": "failed", "error": _message(err)}
+        if not isinstance(err, OverfitlabError):
+            status["traceback"] = traceback.format_exc()
+        statuses = [dict(status) for _ in runs]
+    seconds = round((time.perf_counter() - started) / len(runs), 3)  # each member's share
+    names = [run["plan"]["name"] for run in runs]
+    for run_dir, status in zip(run_dirs, statuses):
+        status.update(started_at=started_at, ended_at=_now(), seconds=seconds, stacked_with=names)
+        store.write_json(run_dir / STATUS_JSON, status)
+    return [run_record(task["study"], run["plan"], run_dir) for run, run_dir in zip(runs, run_dirs)]
+
+
+def execute_task(task: Mapping[str, Any]) -> list[dict]:
+    """A backend's unit of work, in whichever process it chose: one run, or the seeds of one
+    variant stacked. Returns the index rows of its runs."""
+    if "stacked" in task:
+        return execute_stacked(task)
+    return [execute_run(task)]
+
+
+def stacked_groups(plans: Sequence[Mapping[str, Any]], todo: Sequence[int]) -> list[tuple[list[int], bool]]:
+    """The runs to do as tasks, in the order of ``todo``: (the seeds of one variant and grid
+    value, True) where stacking can train that recipe (one seed left to redo is stacked
+    alone, as its siblings were), ([one run], False) for every other run."""
+    from .stacking import refusals
+
+    groups: dict[tuple[str, str], list[int]] = {}
+    tasks: list[tuple[list[int], bool]] = []
+    for i in todo:
+        plan = plans[i]
+        if plan.get("error") or refusals(plan["config"]):
+            tasks.append(([i], False))
+            continue
+        key = (plan["variant"], _token(plan["grid_value"]))
+        if key not in groups:
+            groups[key] = []
+            tasks.append((groups[key], True))
+        groups[key].append(i)
+    return tasks
+
+
 # --------------------------------------------------------------------------- the study
 @dataclass
 class StudyResult:
@@ -490,7 +552,8 @@ def _write_report(runs_dir: Path, name: str) -> Path:
     return write_report(runs_dir, name)
 
 
-def _load_resumed(study_dir: Path, name: str, spec: StudySpec | None, threads: int | None):
+def _load_resumed(study_dir: Path, name: str, spec: StudySpec | None, threads: int | None,
+                  stack_seeds: bool):
     if not (study_dir / STUDY_JSON).is_file():
         known = sorted(p.parent.name for p in study_dir.parent.glob(f"*/{STUDY_JSON}"))
         raise OverfitlabError(f"no study {name!r} in {study_dir.parent} to resume: "
@@ -503,6 +566,9 @@ def _load_resumed(study_dir: Path, name: str, spec: StudySpec | None, threads: i
     if threads is not None and threads != document["threads"]:
         raise OverfitlabError(f"study {name} runs with {document['threads']} threads per run "
                               f"(its numbers depend on it): resume without --threads")
+    if stack_seeds and not document.get("stack_seeds"):
+        raise OverfitlabError(f"study {name} trains its seeds one by one (its numbers depend on it): "
+                              "resume without --stack-seeds")
     return document, stored
 
 
@@ -516,21 +582,25 @@ def run_study(spec: StudySpec | None, runs_dir: str | os.PathLike, name: str | N
               backend: str = "serial", workers: int | None = None, threads: int | None = None,
               address: str | None = None, resume: bool = False,
               progress: Callable[[dict, int, int], None] | None = None,
-              tensorboard: bool = False, report: bool = True) -> StudyResult:
+              tensorboard: bool = False, report: bool = True, stack_seeds: bool = False) -> StudyResult:
     """Run (or with ``resume``, finish) a study into ``runs_dir/name``; record it in the index.
 
     ``threads`` (torch threads per run) defaults to the base recipe's, else 1 on
     the parallel backends and every core on ``serial``. ``progress(row, done,
     total)`` is called as each run ends. With ``report``, the HTML report is
     written at the end (``overfitlab.report``). ``spec`` may be None when resuming.
+    With ``stack_seeds``, the seeds of each variant that stacking can train are
+    trained at once (``overfitlab.stacking``: for GPUs; numbers equal up to
+    rounding); a resumed study keeps the choice it was started with.
     """
     runs_dir = Path(runs_dir).resolve()
     if resume:
         if not name:
             raise OverfitlabError("resuming needs the study's name: pass --resume NAME")
         study_dir = runs_dir / store.check_name(name)
-        document, spec = _load_resumed(study_dir, name, spec, threads)
+        document, spec = _load_resumed(study_dir, name, spec, threads, stack_seeds)
         threads, plans = document["threads"], document["runs"]
+        stack_seeds = bool(document.get("stack_seeds"))
     else:
         if spec is None:
             raise OverfitlabError("a study needs a spec: pass SPEC.toml or --preset")
@@ -544,6 +614,8 @@ def run_study(spec: StudySpec | None, runs_dir: str | os.PathLike, name: str | N
         threads = backends.resources(backend, workers, threads or spec.base.get("threads"),
                                      address=address).threads
         plans = [_absolute_data_dir(p.to_dict()) for p in expand(spec, threads=threads)]
+    if tensorboard and stack_seeds:
+        raise OverfitlabError("stacked seeds cannot log to TensorBoard: drop --stack-seeds or --tensorboard")
     if tensorboard:
         from .tensorboard import require_tensorboard
 
@@ -553,7 +625,7 @@ def run_study(spec: StudySpec | None, runs_dir: str | os.PathLike, name: str | N
     try:
         with _study_lock(study_dir, name):
             return _run(_Study(name, spec, study_dir, runs_dir, plans, document), index,
-                        backend, workers, threads, address, progress, tensorboard, report)
+                        backend, workers, threads, address, progress, tensorboard, report, stack_seeds)
     finally:
         index.close()
 
@@ -576,7 +648,7 @@ class _Study:
 
 
 def _run(study: _Study, index: RunIndex, backend_name: str, workers: int | None, threads: int,
-         address: str | None, progress, tensorboard: bool, report: bool) -> StudyResult:
+         address: str | None, progress, tensorboard: bool, report: bool, stack_seeds: bool) -> StudyResult:
     started = time.perf_counter()
     previous_wall = (study.document or {}).get("wall_seconds") or 0.0
     records = [run_record(study.name, p, study.run_dir(p)) for p in study.plans]
@@ -585,34 +657,45 @@ def _run(study: _Study, index: RunIndex, backend_name: str, workers: int | None,
         records[i] = planned_record(study.name, study.plans[i], study.run_dir(study.plans[i]))
     # Longest runs first, so that no worker is left with a long run while the others idle.
     todo.sort(key=lambda i: -expected_cost(study.plans[i]))
-    sized = backends.resources(backend_name, workers, threads, len(todo) or 1, address)
+    planned = stacked_groups(study.plans, todo) if stack_seeds else [([i], False) for i in todo]
+    groups = [group for group, _ in planned]
+    sized = backends.resources(backend_name, workers, threads, len(groups) or 1, address)
     record: dict[str, Any] = {
         "name": study.name, "spec": study.spec.to_dict(),
         "created_at": study.document["created_at"] if study.document else _now(),
         "seeds": list(study.spec.seeds), "backend": sized.backend, "workers": sized.workers,
-        "threads": sized.threads, "wall_seconds": previous_wall, "status": "running",
+        "threads": sized.threads, "stack_seeds": stack_seeds, "wall_seconds": previous_wall,
+        "status": "running",
     }
-    tasks = [{"study": study.name, "plan": study.plans[i], "run_dir": str(study.run_dir(study.plans[i])),
-              "tensorboard": tensorboard} for i in todo]
+
+    def run_task(i: int) -> dict:
+        return {"study": study.name, "plan": study.plans[i], "run_dir": str(study.run_dir(study.plans[i])),
+                "tensorboard": tensorboard}
+
+    tasks = [{"study": study.name, "stacked": [run_task(i) for i in group]} if stacked else run_task(group[0])
+             for group, stacked in planned]
 
     def on_start(position: int) -> None:
-        index.upsert_run({**records[todo[position]], "status": "running", "started_at": _now()})
+        index.upsert_runs([{**records[i], "status": "running", "started_at": _now()} for i in groups[position]])
 
     done = len(records) - len(todo)
     try:
         with backends.create(sized, address) as backend:
             record["environment"] = environment(sized, _device_of(study.plans), backend.versions())
+            if stack_seeds:  # in the index and the report, where the backend is
+                record["environment"]["seed stacking"] = "the seeds of each variant at once (torch.func.vmap)"
             study.save(index, record)
             index.upsert_runs([{**r, "position": i} for i, r in enumerate(records)])
-            for position, row, error in backend.execute(execute_run, tasks, on_start):
-                i = todo[position]
+            for position, rows, error in backend.execute(execute_task, tasks, on_start):
+                group = groups[position]
                 if error is not None:  # the worker itself failed, not the run's training
-                    row = {**records[i], "status": "failed", "error": _message(error)}
-                records[i] = row
-                index.upsert_run(row)
-                done += 1
-                if progress is not None:
-                    progress(row, done, len(records))
+                    rows = [{**records[i], "status": "failed", "error": _message(error)} for i in group]
+                for i, row in zip(group, rows):
+                    records[i] = row
+                    index.upsert_run(row)
+                    done += 1
+                    if progress is not None:
+                        progress(row, done, len(records))
     except KeyboardInterrupt:
         # The backend has stopped its workers by now: the folders say what got done.
         from .run import Interrupted

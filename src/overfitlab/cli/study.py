@@ -88,7 +88,8 @@ def run(args: argparse.Namespace) -> int:
         lambda row, done, total: print(progress_line(row, done, total), file=sys.stderr, flush=True))
     result = run_study(spec, args.runs_dir, name, backend=args.backend, workers=args.workers,
                        threads=overrides.get("threads"), address=args.address,
-                       resume=bool(args.resume), progress=progress, tensorboard=args.tensorboard)
+                       resume=bool(args.resume), progress=progress, tensorboard=args.tensorboard,
+                       stack_seeds=args.stack_seeds)
     if args.json:
         print(json.dumps(result.to_dict()))
     else:
@@ -123,6 +124,10 @@ def add_parser(subparsers) -> None:
                         help="finish an interrupted study: complete runs are kept, the others redone")
     parser.add_argument("--tensorboard", action="store_true",
                         help="also write TensorBoard logs to each run folder's tb/")
+    parser.add_argument("--stack-seeds", action="store_true",
+                        help="train the seeds of each variant at once (torch.func.vmap over stacked "
+                        "weights; for GPUs, slower on CPU; numbers equal up to rounding). Variants "
+                        "with augmentation, max-norm or normalization run one by one")
     add_output_flags(parser)
     # The study sets each run's seed; --threads is the threads per run.
     add_config_flags(parser, skip=("seed",))
