@@ -3,6 +3,7 @@
     python -m benchmarks                   # everything, default repeats (~15 min on 2 cores)
     python -m benchmarks --quick           # every code path in a couple of minutes, numbers meaningless
     python -m benchmarks --only mnist gap  # some benchmarks: mnist, gap, study, memory
+    python -m benchmarks --only stacking --device cuda   # seeds stacked with vmap (not in the default run)
     python -m benchmarks --repeats 5 --threads 2
 
 Measure on a quiet machine: anything else running shifts every figure (the
@@ -17,18 +18,21 @@ import sys
 import time
 from pathlib import Path
 
-from . import gap_preset, mnist_recipe, peak_memory, remedies_study
+from . import gap_preset, mnist_recipe, peak_memory, remedies_study, stacked_seeds
 from .harness import BenchmarkError, Comparison, format_table, machine, write_json
 from .options import Options
 
-BENCHMARKS = {"mnist": mnist_recipe, "gap": gap_preset, "study": remedies_study, "memory": peak_memory}
+BENCHMARKS = {"mnist": mnist_recipe, "gap": gap_preset, "study": remedies_study, "memory": peak_memory,
+              "stacking": stacked_seeds}
+# Stacking is for GPUs: on request only (--only stacking), not in the default run.
+DEFAULT = ("mnist", "gap", "study", "memory")
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     defaults = Options()
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", nargs="+", choices=list(BENCHMARKS), metavar="NAME",
-                        help=f"benchmarks to run: {', '.join(BENCHMARKS)} (default: all)")
+                        help=f"benchmarks to run: {', '.join(BENCHMARKS)} (default: {', '.join(DEFAULT)})")
     parser.add_argument("--quick", action="store_true",
                         help="smoke check: 30 batches an epoch, 2-epoch study, 1 repeat, no warm-up")
     parser.add_argument("--repeats", type=int, default=defaults.repeats,
@@ -129,7 +133,7 @@ def _jsonable(value):
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     opts = options_from(args)
-    names = args.only or list(BENCHMARKS)
+    names = args.only or list(DEFAULT)
     about = machine()
     print(f"machine: {about['cpu']}, {about['cores']} cores, torch {about['torch']}; "
           f"load average {about['load_average'][0]:.2f}" + ("  (--quick)" if opts.quick else ""))

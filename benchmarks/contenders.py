@@ -91,7 +91,7 @@ def overfitlab_api(config: dict[str, Any], save: bool = True) -> dict:
 
 
 def overfitlab_study(preset: str, seeds: int, backend: str, workers: int | None = None,
-                     threads: int | None = None, base: dict | None = None) -> dict:
+                     threads: int | None = None, base: dict | None = None, stack_seeds: bool = False) -> dict:
     """A built-in study through ``overfitlab.study.run_study``, in a temporary runs folder."""
     from overfitlab import study
 
@@ -101,7 +101,7 @@ def overfitlab_study(preset: str, seeds: int, backend: str, workers: int | None 
     with tempfile.TemporaryDirectory(prefix="bench-study-") as tmp:
         started = time.perf_counter()
         result = study.run_study(spec, tmp, "bench", backend=backend, workers=workers,
-                                 threads=threads, report=False)
+                                 threads=threads, report=False, stack_seeds=stack_seeds)
         seconds = time.perf_counter() - started
     if result.failed:
         raise RuntimeError(f"{len(result.failed)} runs failed: {result.failed[0]['error']}")

@@ -1,0 +1,54 @@
+"""(e) Seeds stacked with ``vmap`` against seeds one by one: the ``remedies`` study on digits.
+
+Both contenders run ``run_study(backend="serial")`` on ``--device`` with the
+threads of the largest ``--threads``, in fresh processes, alternated; one with
+``stack_seeds=True`` (``overfitlab study --stack-seeds``). Stacking exists for
+GPUs, where a small CNN's step is mostly kernel launches; on a CPU it is
+expected to lose. Not part of the default suite: ``--only stacking``
+(``--device cuda`` where there is a GPU). The stacked runs' metrics equal the
+one-by-one runs' up to rounding (dropout masks come from another random
+stream, so variants with dropout differ more): the largest difference in best
+valid accuracy is printed beside.
+"""
+
+from __future__ import annotations
+
+from .harness import Comparison, Contender, alternate, run_worker
+from .options import Options
+
+NAME = "stacked_seeds"
+TITLE = "(e) remedies study on digits, seeds stacked vs one by one"
+
+
+def run(opts: Options, log=print) -> dict:
+    threads = max(opts.threads)
+    base = {"device": opts.device, **({"epochs": opts.study_epochs} if opts.study_epochs else {})}
+
+    def study(stack: bool):
+        def run_it(warm: bool) -> dict:
+            kwargs = {"preset": "remedies", "seeds": 1 if warm else opts.study_seeds, "backend": "serial",
+                      "threads": threads, "base": {**base, "epochs": 1} if warm else base,
+                      "stack_seeds": stack}
+            result = run_worker("overfitlab_study", kwargs, threads, timeout=opts.timeout)
+            return {**result.output, "wall_seconds": result.wall_seconds}
+
+        return run_it
+
+    contenders = [Contender("seeds one by one", study(False), baseline=True),
+                  Contender("seeds stacked", study(True))]
+    title = f"{TITLE}, {opts.study_seeds} seeds, {opts.device}, {threads} thread{'s' if threads > 1 else ''}"
+    log(title)
+    comparison = alternate(title, contenders, opts.repeats, opts.warmup, metrics=("seconds",),
+                           shown=("best_valid_acc_mean", "wall_seconds"), log=log)
+    agreement = largest_difference(comparison, contenders)
+    log(f"  largest |Δ best valid acc| of a run, stacked vs one by one: {agreement}")
+    return {"comparisons": [comparison], "largest_acc_difference": agreement}
+
+
+def largest_difference(comparison: Comparison, contenders: list[Contender]) -> float | None:
+    """Over every repeat and run: the largest difference in best valid accuracy."""
+    alone = comparison.runs.get(contenders[0].name, [])
+    stacked = comparison.runs.get(contenders[1].name, [])
+    gaps = [abs(a["per_run"][name][1] - s["per_run"][name][1])
+            for a, s in zip(alone, stacked) for name in a["per_run"]]
+    return max(gaps) if gaps else None
