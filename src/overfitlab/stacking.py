@@ -11,12 +11,13 @@ as ``train`` does: a member's folder is an ordinary run folder
 (``train --resume`` continues it alone).
 
 Small CNNs spend most of a step launching kernels on a GPU, which is what
-stacking is for; it has not been measured on one yet. On a 2-core CPU it does
-not pay: a bare training step of 3 stacked seeds of the digits recipe was 8 %
-faster than three separate steps, but whole runs were slower (3 seeds of the
-``remedies`` baseline, one thread: 4.1 s stacked, 3.1 s one after another), the
-stacking of batches and the vmapped validation costing more than the launches
-saved.
+stacking is for; it has not been measured on one yet (``python -m benchmarks
+--only stacking --device cuda`` does). On a 2-core CPU it does not pay: a bare
+training step of 3 stacked seeds of the digits recipe was 8 % faster than three
+separate steps, but whole runs were slower (the ``remedies`` study, 3 seeds,
+serial, 2 threads: 54.3 s stacked, 44.5 s one by one), the stacking of batches,
+the vmapped validation and copying each member back costing more than the
+launches saved.
 
 Each member's gradient is its own loss's: the members' losses (and penalties)
 are summed, and no parameter is shared. The numbers equal separate runs up to
