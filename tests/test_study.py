@@ -325,6 +325,19 @@ def test_stacked_seeds_give_each_run_its_own_numbers_and_resume(tmp_path):
         run_study(None, tmp_path, "alone", resume=True, stack_seeds=True)
 
 
+def test_a_stacked_variant_that_fails_fails_each_of_its_runs_and_the_study_goes_on(tmp_path):
+    spec = make_spec({**SMALL, "batchnorm": False, "dropout": 0.0}, [
+        ("baseline", {}), ("too-many", {"train_size": 10 ** 6}), ("diverges", {"lr": 1e12})], seeds=[0, 1])
+    result = run_study(spec, tmp_path, "failing", threads=1, stack_seeds=True, report=False)
+    status = {r["run_id"].split("/")[1]: (r["status"], r["error"] or "") for r in result.runs}
+    assert status["baseline-s0"] == status["baseline-s1"] == ("complete", "")
+    for seed in (0, 1):
+        assert status[f"too-many-s{seed}"][0] == "failed" and "1000000" in status[f"too-many-s{seed}"][1]
+        assert status[f"diverges-s{seed}"][0] == "failed"
+        assert status[f"diverges-s{seed}"][1].startswith("training diverged")
+    assert result.status == "failed"
+
+
 # --------------------------------------------------------------------------- the CLI
 def test_cli_study_json_and_exit_status(tmp_path, capsys):
     spec = write(tmp_path / "spec.toml", """

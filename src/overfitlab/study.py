@@ -350,6 +350,20 @@ def _message(err: BaseException) -> str:
     return f"{type(err).__name__}: {err}"
 
 
+def _fresh_folder(run_dir: Path) -> None:
+    if run_dir.exists():  # a partial run of an interrupted study: redone from scratch
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True)
+
+
+def _failed(err: Exception) -> dict[str, Any]:
+    """The status of a run that raised: the error, and its traceback where it is a bug."""
+    status = {"status": "failed", "error": _message(err)}
+    if not isinstance(err, OverfitlabError):
+        status["traceback"] = traceback.format_exc()
+    return status
+
+
 def execute_run(task: Mapping[str, Any]) -> dict:
     """Train one planned run into its folder and return its index row.
 
@@ -361,9 +375,7 @@ def execute_run(task: Mapping[str, Any]) -> dict:
     from .run import Interrupted, train
 
     plan, run_dir = task["plan"], Path(task["run_dir"])
-    if run_dir.exists():  # a partial run of an interrupted study: redone from scratch
-        shutil.rmtree(run_dir)
-    run_dir.mkdir(parents=True)
+    _fresh_folder(run_dir)
     started_at, started = _now(), time.perf_counter()
     status: dict[str, Any] = {"status": "complete", "error": None}
     try:
@@ -382,9 +394,7 @@ def execute_run(task: Mapping[str, Any]) -> dict:
     except Interrupted:
         raise KeyboardInterrupt from None
     except Exception as err:  # recorded as the run's error; the study goes on
-        status = {"status": "failed", "error": _message(err)}
-        if not isinstance(err, OverfitlabError):
-            status["traceback"] = traceback.format_exc()
+        status = _failed(err)
     status.update(started_at=started_at, ended_at=_now(), seconds=round(time.perf_counter() - started, 3))
     store.write_json(run_dir / STATUS_JSON, status)
     return run_record(task["study"], plan, run_dir)
@@ -399,9 +409,7 @@ def execute_stacked(task: Mapping[str, Any]) -> list[dict]:
     runs = task["stacked"]
     run_dirs = [Path(run["run_dir"]) for run in runs]
     for run_dir in run_dirs:
-        if run_dir.exists():
-            shutil.rmtree(run_dir)
-        run_dir.mkdir(parents=True)
+        _fresh_folder(run_dir)
     started_at, started = _now(), time.perf_counter()
     try:
         results = train_seeds(from_dict(runs[0]["plan"]["config"]), [run["plan"]["seed"] for run in runs],
@@ -411,10 +419,7 @@ def execute_stacked(task: Mapping[str, Any]) -> list[dict]:
     except Interrupted:
         raise KeyboardInterrupt from None
     except Exception as err:  # every member's error; the study goes on
-        status = {"status": "failed", "error": _message(err)}
-        if not isinstance(err, OverfitlabError):
-            status["traceback"] = traceback.format_exc()
-        statuses = [dict(status) for _ in runs]
+        statuses = [_failed(err) for _ in runs]
     seconds = round((time.perf_counter() - started) / len(runs), 3)  # each member's share
     names = [run["plan"]["name"] for run in runs]
     for run_dir, status in zip(run_dirs, statuses):
