@@ -132,3 +132,30 @@ def test_each_member_stops_early_where_its_run_stops():
             assert torch.allclose(a, b, atol=1e-4)  # the best epoch's weights, restored
         stops.append(member.stopped_epoch)
     assert len(set(stops)) > 1, stops  # members stopped at different epochs
+
+
+def test_ctrl_c_leaves_each_member_a_folder_that_resumes(tmp_path, monkeypatch):
+    from overfitlab import stacking
+    from overfitlab.run import Interrupted
+
+    calls = []
+    evaluate = stacking._Stack.evaluate
+
+    def interrupted_in_epoch_3(self, split):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return evaluate(self, split)
+
+    monkeypatch.setattr(stacking._Stack, "evaluate", interrupted_in_epoch_3)
+    config = Config(train_size=120, epochs=4, hidden=4, threads=1, batchnorm=False, dropout=0.0)
+    with pytest.raises(Interrupted, match="after epoch 2"):
+        train_seeds(config, [0, 1], [tmp_path / "a", tmp_path / "b"])
+    monkeypatch.undo()
+    for folder, seed in (("a", 0), ("b", 1)):
+        summary = json.loads((tmp_path / folder / store.SUMMARY_JSON).read_text())
+        assert (summary["stop_reason"], summary["epochs_run"]) == ("interrupted", 2)
+        finished = resume(tmp_path / folder)
+        alone = _separate(config, seed)
+        assert [e["valid_loss"] for e in finished.history.epochs] == \
+            pytest.approx([e["valid_loss"] for e in alone.history.epochs], abs=1e-5)

@@ -130,6 +130,9 @@ def train_seeds(config: Config, seeds: Sequence[int],
                 break
     except KeyboardInterrupt:
         for member in members:
+            if not member.training:  # stopped early or diverged before: its run is over
+                _ended(member)
+                continue
             member.recorder.flush(member.trainer)
             end_run(member.trainer, member.recorder, member.early_stopping, member.config, member.run_dir,
                     "interrupted", f"after epoch {member.trainer.epoch}")
