@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from overfitlab.config import Config
-from overfitlab.data import DataSet, Split
+from overfitlab.data import Split
 from overfitlab.models import create_model
 from overfitlab.run import build_optimizer, keep_freed_memory, memory_format_for, resolve_threads, train
 from overfitlab.trainer import Trainer
