@@ -117,13 +117,17 @@ def resolved(config: Config) -> Config:
 
 def build_optimizer(config: Config, model: nn.Module) -> torch.optim.Optimizer:
     groups = param_groups(model, config.weight_decay, include_all=config.penalize_all)
+    return optimizer_for(config, groups, flat=all(p.device.type == "cpu" for p in model.parameters()))
+
+
+def optimizer_for(config: Config, groups: list[dict], flat: bool) -> torch.optim.Optimizer:
+    """The config's optimizer over these parameter groups; with ``flat``, Adam is FlatAdam."""
     # foreach: one multi-tensor kernel per operation instead of a Python loop over the
     # parameters; on CPU FlatAdam goes further, one call per group; both bit for bit the
     # plain loop's updates. fused=True is faster than foreach but its numbers differ.
-    on_cpu = all(p.device.type == "cpu" for p in model.parameters())
     if config.optimizer in ("adam", "adamw"):
         decoupled = config.optimizer == "adamw"
-        if on_cpu:
+        if flat:
             return FlatAdam(groups, lr=config.lr, decoupled_weight_decay=decoupled)
         optimizer = torch.optim.AdamW if decoupled else torch.optim.Adam
         return optimizer(groups, lr=config.lr, foreach=True)
@@ -389,11 +393,14 @@ def _fit(config, data, trainer, es, recorder, run_dir) -> RunResult:
     except Diverged as err:
         end_run(trainer, recorder, es, config, run_dir, "diverged", str(err))
         raise
+    return end_run(trainer, recorder, es, config, run_dir, *finished(es, config))
+
+
+def finished(es: EarlyStopping | None, config: Config) -> tuple[str, str]:
+    """Why a run that trained to its end ended: (reason, message) for its summary."""
     if es is not None and es.stopped_epoch is not None:
-        reason, message = es.stop_reason.value, es.reason or ""
-    else:
-        reason, message = "completed", f"{config.epochs} epochs"
-    return end_run(trainer, recorder, es, config, run_dir, reason, message)
+        return es.stop_reason.value, es.reason or ""
+    return "completed", f"{config.epochs} epochs"
 
 
 def train(config: Config, run_dir: str | os.PathLike | None = None,
@@ -447,7 +454,7 @@ def resume(run_dir: str | os.PathLike, epochs: int | None = None,
     if es is not None and es.stopped_epoch is not None:
         # Already stopped early: nothing to train, report what was found.
         recorder.on_fit_end(trainer)
-        return end_run(trainer, recorder, es, config, path, es.stop_reason.value, es.reason or "")
+        return end_run(trainer, recorder, es, config, path, *finished(es, config))
     return _fit(config, data, trainer, es, recorder, path)
 
 

@@ -53,7 +53,8 @@ from .data import Scaling
 from .early_stopping import EarlyStopping
 from .errors import OverfitlabError
 from .regularizers import param_groups, penalized_parameters
-from .run import Interrupted, RunRecorder, RunResult, end_run, loss_function, resolved, start_run
+from .run import (Interrupted, RunRecorder, RunResult, end_run, finished, loss_function, optimizer_for,
+                  resolved, start_run)
 from .trainer import Regularization, Trainer, diverged_message, epoch_record
 
 UNSUPPORTED = {"augment": "augmentation", "max_norm": "max-norm", "normalize": "normalization",
@@ -160,13 +161,8 @@ def _ended(member: _Member) -> RunResult:
     early stopping says so, the summary."""
     member.recorder.on_fit_end(member.trainer)
     es = member.early_stopping
-    if member.diverged is not None:
-        reason, message = "diverged", member.diverged
-    elif es is not None and es.stopped_epoch is not None:
-        reason, message = es.stop_reason.value, es.reason or ""
-    else:
-        reason, message = "completed", f"{member.config.epochs} epochs"
-    return end_run(member.trainer, member.recorder, es, member.config, member.run_dir, reason, message)
+    ending = ("diverged", member.diverged) if member.diverged is not None else finished(es, member.config)
+    return end_run(member.trainer, member.recorder, es, member.config, member.run_dir, *ending)
 
 
 class _Stack:
@@ -190,7 +186,7 @@ class _Stack:
                   for group in param_groups(models[0], config.weight_decay, config.penalize_all)]
         self.penalized = [self.params[names[id(p)]]
                           for p in penalized_parameters(models[0], config.penalize_all)]
-        self.optimizer = _optimizer(config, groups)
+        self.optimizer = optimizer_for(config, groups, flat=False)  # torch's foreach update of the stacks
 
     def _penalty(self) -> torch.Tensor:
         """Per member: the single run's penalty (the sum over members is what is minimized)."""
@@ -256,11 +252,3 @@ class _Stack:
                       for key, entry in stacked["state"].items()},
             "param_groups": stacked["param_groups"],
         })
-
-
-def _optimizer(config: Config, groups: list[dict]) -> torch.optim.Optimizer:
-    if config.optimizer in ("adam", "adamw"):
-        cls = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
-        return cls(groups, lr=config.lr, foreach=True)
-    return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov,
-                           foreach=True)
