@@ -230,3 +230,14 @@ def test_nan_loss_with_early_stopping_stops_cleanly(tmp_path):
     assert (summary["stop_reason"], summary["stopped_epoch"], summary["epochs_run"]) == ("non_finite", 1, 1)
     assert summary["best"] is None and summary["last"]["valid_loss"] is None
     assert json.loads((tmp_path / "summary.json").read_text()) == summary
+
+
+def test_a_training_set_smaller_than_one_batch_is_a_user_error(tmp_path):
+    from overfitlab.stacking import train_seeds
+
+    config = Config(train_size=20, batch_size=32, epochs=1, hidden=4, threads=1, batchnorm=False, dropout=0.0)
+    message = "no full batch: 20 training images < batch size 32; pass a smaller --batch-size"
+    with pytest.raises(OverfitlabError, match=message):
+        train(config, tmp_path / "run")
+    with pytest.raises(OverfitlabError, match=message):
+        train_seeds(config, [0, 1])

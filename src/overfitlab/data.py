@@ -249,6 +249,16 @@ def batch_count(n: int, batch_size: int, drop_last: bool) -> int:
     return n // batch_size if drop_last else math.ceil(n / batch_size)
 
 
+def epoch_batches(n: int, batch_size: int, max_batches: int | None = None) -> int:
+    """Batches in a training epoch: the full ones (drop_last, as the tutorial), at most
+    ``max_batches``; one-line error when not even one is full."""
+    batches = batch_count(n, batch_size, drop_last=True)
+    if batches == 0:
+        raise OverfitlabError(f"no full batch: {n} training images < batch size {batch_size}; "
+                              "pass a smaller --batch-size")
+    return batches if max_batches is None else min(batches, max_batches)
+
+
 def train_batches(split: Split, batch_size: int, generator: torch.Generator,
                   drop_last: bool = True) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Shuffled uint8 batches from one seeded permutation (drop_last as the tutorial)."""

@@ -196,11 +196,7 @@ class _Stack:
     def train_epoch(self, splits: list[datalib.Split], generators: list[torch.Generator]) -> dict:
         self.base.train()
         size = self.config.batch_size
-        batches = datalib.batch_count(len(splits[0]), size, drop_last=True)
-        if self.config.max_batches is not None:
-            batches = min(batches, self.config.max_batches)
-        if batches == 0:
-            raise OverfitlabError(f"no full batch: {len(splits[0])} training images < batch size {size}")
+        batches = datalib.epoch_batches(len(splits[0]), size, self.config.max_batches)
         orders = [torch.randperm(len(split), generator=g).to(split.labels.device)
                   for split, g in zip(splits, generators)]
         losses = torch.empty(self.size, batches)

@@ -108,9 +108,7 @@ class Trainer:
     def train_epoch(self, split: Split) -> dict:
         """One pass over shuffled batches; returns sample-weighted means and per-batch lists."""
         self.model.train()
-        self.batches_per_epoch = datalib.batch_count(len(split), self.batch_size, drop_last=True)
-        if self.max_batches is not None:
-            self.batches_per_epoch = min(self.batches_per_epoch, self.max_batches)
+        self.batches_per_epoch = datalib.epoch_batches(len(split), self.batch_size, self.max_batches)
         # Filled in place: one host sync per epoch, not per step. A list of per-step
         # scalar tensors would pin small blocks among each step's large ones and grow
         # the heap ~100 KB a step (an MNIST epoch: +300 MB resident).
@@ -139,10 +137,6 @@ class Trainer:
                 penalty_sum += penalty.detach()
             for callback in self.callbacks:
                 callback.on_batch_end(self, batch, loss)
-        if not sizes:
-            raise OverfitlabError(
-                f"no full batch: {len(split)} training images < batch size {self.batch_size}; "
-                "pass a smaller --batch-size")
         size = torch.tensor(sizes, dtype=torch.float64)
         batch_loss = losses[:len(sizes)].double().cpu()
         batch_correct = corrects[:len(sizes)].double().cpu()
