@@ -1,4 +1,4 @@
-"""Contenders shared by the MNIST benchmarks: the tutorial, overfitlab's API and CLI, other frameworks."""
+"""Contenders shared by the benchmarks: the tutorial, overfitlab's API, CLI and studies, other frameworks."""
 
 from __future__ import annotations
 
@@ -71,6 +71,20 @@ def overfitlab_cli(opts: Options, threads: int, config: dict) -> Contender:
                 "valid_acc": summary["last"]["valid_acc"], "wall_seconds": wall, "max_rss_mib": rss}
 
     return Contender("overfitlab CLI", run)
+
+
+def remedies_study(opts: Options, name: str, threads: int, base: dict | None = None,
+                   baseline: bool = False, **options) -> Contender:
+    """``run_study`` on the ``remedies`` preset in a fresh process, ``opts.study_seeds`` seeds
+    (warm-up: one seed, one epoch); ``options`` go to ``run_study`` (backend, workers, ...)."""
+
+    def run(warm: bool) -> dict:
+        kwargs = {"preset": "remedies", "seeds": 1 if warm else opts.study_seeds, "threads": threads,
+                  "base": {**(base or {}), "epochs": 1} if warm else base, **options}
+        result = run_worker("overfitlab_study", kwargs, threads, timeout=opts.timeout)
+        return {**result.output, "wall_seconds": result.wall_seconds}
+
+    return Contender(name, run, baseline=baseline)
 
 
 # Lightning and Keras are reference points, not targets: two repeats at most keep the

@@ -211,6 +211,8 @@ def machine() -> dict[str, Any]:
     """What the figures were measured on."""
     import torch
 
+    from overfitlab.backends import available_cores
+
     model = platform.processor() or ""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -219,12 +221,8 @@ def machine() -> dict[str, Any]:
                 break
     except OSError:
         pass
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:
-        cores = os.cpu_count()
     return {
-        "cpu": model, "cores": cores, "platform": platform.platform(),
+        "cpu": model, "cores": available_cores(), "platform": platform.platform(),
         "python": platform.python_version(), "torch": torch.__version__,
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "load_average": os.getloadavg(),

@@ -16,8 +16,10 @@ and reports the local/serial speed-up beside.
 
 from __future__ import annotations
 
-import os
 
+from overfitlab.backends import available_cores
+
+from .common import remedies_study
 from .harness import Comparison, Contender, alternate, run_worker
 from .options import Options
 
@@ -25,18 +27,11 @@ NAME = "remedies_study"
 TITLE = "(c) remedies study on digits"
 
 
-def _cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
-
-
 def run(opts: Options, log=print) -> dict:
     base = {"epochs": opts.study_epochs} if opts.study_epochs else None
     plans = run_worker("plans", {"preset": "remedies", "seeds": opts.study_seeds, "base": base,
                                  "threads": 1}).output["plans"]
-    cores = _cores()
+    cores = available_cores()
     tutorial_threads = max(opts.threads)
 
     def tutorial(warm: bool) -> dict:
@@ -45,19 +40,10 @@ def run(opts: Options, log=print) -> dict:
                             tutorial_threads, timeout=opts.timeout)
         return {**result.output, "wall_seconds": result.wall_seconds}
 
-    def study(backend: str, workers: int | None):
-        def run_it(warm: bool) -> dict:
-            kwargs = {"preset": "remedies", "seeds": 1 if warm else opts.study_seeds,
-                      "backend": backend, "workers": workers, "threads": 1,
-                      "base": {"epochs": 1} if warm else base}
-            result = run_worker("overfitlab_study", kwargs, 1, timeout=opts.timeout)
-            return {**result.output, "wall_seconds": result.wall_seconds}
-
-        return run_it
-
     contenders = [Contender(f"tutorial loop × {len(plans)} runs", tutorial, baseline=True),
-                  Contender("study serial, 1 thread", study("serial", None)),
-                  Contender(f"study local, {cores} workers × 1 thread", study("local", cores))]
+                  remedies_study(opts, "study serial, 1 thread", 1, base, backend="serial"),
+                  remedies_study(opts, f"study local, {cores} workers × 1 thread", 1, base,
+                                 backend="local", workers=cores)]
     title = f"{TITLE}: {len(plans)} runs ({opts.study_seeds} seed{'s' if opts.study_seeds > 1 else ''})"
     log(title)
     comparison = alternate(title, contenders, opts.repeats, opts.warmup, metrics=("seconds",),

@@ -13,7 +13,8 @@ valid accuracy is printed beside.
 
 from __future__ import annotations
 
-from .harness import Comparison, Contender, alternate, run_worker
+from .common import remedies_study
+from .harness import Comparison, Contender, alternate
 from .options import Options
 
 NAME = "stacked_seeds"
@@ -24,19 +25,9 @@ def run(opts: Options, log=print) -> dict:
     threads = max(opts.threads)
     base = {"device": opts.device, **({"epochs": opts.study_epochs} if opts.study_epochs else {})}
 
-    def study(stack: bool):
-        def run_it(warm: bool) -> dict:
-            kwargs = {"preset": "remedies", "seeds": 1 if warm else opts.study_seeds, "backend": "serial",
-                      "threads": threads, "base": {**base, "epochs": 1} if warm else base,
-                      "stack_seeds": stack}
-            result = run_worker("overfitlab_study", kwargs, threads, timeout=opts.timeout)
-            return {**result.output, "wall_seconds": result.wall_seconds}
-
-        return run_it
-
-    contenders = [Contender("seeds one by one", study(False), baseline=True),
-                  Contender("seeds stacked", study(True))]
-    title = f"{TITLE}, {opts.study_seeds} seeds, {opts.device}, {threads} thread{'s' if threads > 1 else ''}"
+    contenders = [remedies_study(opts, "seeds one by one", threads, base, baseline=True, backend="serial"),
+                  remedies_study(opts, "seeds stacked", threads, base, backend="serial", stack_seeds=True)]
+    title = f"{TITLE}, {opts.study_seeds} seed{'s' if opts.study_seeds > 1 else ''}, {opts.device}, {threads} thread{'s' if threads > 1 else ''}"
     log(title)
     comparison = alternate(title, contenders, opts.repeats, opts.warmup, metrics=("seconds",),
                            shown=("best_valid_acc_mean", "wall_seconds"), log=log)
