@@ -18,20 +18,34 @@ from typing import Any
 def _totals(epochs: list[dict]) -> dict[str, float]:
     train = sum(e["train_seconds"] for e in epochs)
     valid = sum(e["valid_seconds"] for e in epochs)
-    return {"train_seconds": train, "valid_seconds": valid, "epoch_seconds": train + valid,
-            "epochs": len(epochs)}
+    return {
+        "train_seconds": train,
+        "valid_seconds": valid,
+        "epoch_seconds": train + valid,
+        "epochs": len(epochs),
+    }
 
 
 # --------------------------------------------------------------------------- the tutorial
-def tutorial_mnist(data_root: str, epochs: int = 1, threads: int | None = None,
-                   max_batches: int | None = None, model: str = "cnn", device: str = "auto",
-                   seed: int = 0) -> dict:
+def tutorial_mnist(
+    data_root: str,
+    epochs: int = 1,
+    threads: int | None = None,
+    max_batches: int | None = None,
+    model: str = "cnn",
+    device: str = "auto",
+    seed: int = 0,
+) -> dict:
     from . import tutorial_loop
 
     history = tutorial_loop.run_mnist(data_root, epochs, threads, max_batches, model, device, seed)
     last = history[-1]
-    return {**_totals(history), "train_acc": last["train_acc"], "valid_acc": last["valid_acc"],
-            "valid_loss": last["valid_loss"]}
+    return {
+        **_totals(history),
+        "train_acc": last["train_acc"],
+        "valid_acc": last["valid_acc"],
+        "valid_loss": last["valid_loss"],
+    }
 
 
 def tutorial_digits_runs(plans: list[dict], threads: int | None = None, device: str = "cpu") -> dict:
@@ -63,13 +77,20 @@ def tutorial_digits_runs(plans: list[dict], threads: int | None = None, device: 
         torch.manual_seed(config.seed)
         model = build_model(config, data.image_shape, data.classes).to(device)
         loaders = tutorial_loop.array_loaders(
-            data.train.images[:, 0].numpy(), data.train.labels.numpy(),
-            data.valid.images[:, 0].numpy(), data.valid.labels.numpy())
+            data.train.images[:, 0].numpy(),
+            data.train.labels.numpy(),
+            data.valid.images[:, 0].numpy(),
+            data.valid.labels.numpy(),
+        )
         history = tutorial_loop.train(model, *loaders, config.epochs, torch.device(device))
         seconds += _totals(history)["epoch_seconds"]
         accs.append(max(e["valid_acc"] for e in history))
-    return {"epoch_seconds": seconds, "seconds": time.perf_counter() - started, "runs": len(plans),
-            "best_valid_acc_mean": sum(accs) / len(accs)}
+    return {
+        "epoch_seconds": seconds,
+        "seconds": time.perf_counter() - started,
+        "runs": len(plans),
+        "best_valid_acc_mean": sum(accs) / len(accs),
+    }
 
 
 # --------------------------------------------------------------------------- overfitlab
@@ -83,15 +104,28 @@ def overfitlab_api(config: dict[str, Any], save: bool = True) -> dict:
         result = train(Config(**config), Path(tmp) / "run" if save else None)
     seconds = time.perf_counter() - started
     history = result.history
-    epochs = [{"train_seconds": t, "valid_seconds": v}
-              for t, v in zip(history.column("train_seconds"), history.column("valid_seconds"))]
-    return {**_totals(epochs), "train_acc": history[-1]["train_acc"],
-            "valid_acc": history[-1]["valid_acc"], "valid_loss": history[-1]["valid_loss"],
-            "call_seconds": seconds}
+    epochs = [
+        {"train_seconds": t, "valid_seconds": v}
+        for t, v in zip(history.column("train_seconds"), history.column("valid_seconds"))
+    ]
+    return {
+        **_totals(epochs),
+        "train_acc": history[-1]["train_acc"],
+        "valid_acc": history[-1]["valid_acc"],
+        "valid_loss": history[-1]["valid_loss"],
+        "call_seconds": seconds,
+    }
 
 
-def overfitlab_study(preset: str, seeds: int, backend: str, workers: int | None = None,
-                     threads: int | None = None, base: dict | None = None, stack_seeds: bool = False) -> dict:
+def overfitlab_study(
+    preset: str,
+    seeds: int,
+    backend: str,
+    workers: int | None = None,
+    threads: int | None = None,
+    base: dict | None = None,
+    stack_seeds: bool = False,
+) -> dict:
     """A built-in study through ``overfitlab.study.run_study``, in a temporary runs folder."""
     from overfitlab import study
 
@@ -100,16 +134,31 @@ def overfitlab_study(preset: str, seeds: int, backend: str, workers: int | None 
         spec = spec.with_base(base)
     with tempfile.TemporaryDirectory(prefix="bench-study-") as tmp:
         started = time.perf_counter()
-        result = study.run_study(spec, tmp, "bench", backend=backend, workers=workers,
-                                 threads=threads, report=False, stack_seeds=stack_seeds)
+        result = study.run_study(
+            spec,
+            tmp,
+            "bench",
+            backend=backend,
+            workers=workers,
+            threads=threads,
+            report=False,
+            stack_seeds=stack_seeds,
+        )
         seconds = time.perf_counter() - started
     if result.failed:
         raise RuntimeError(f"{len(result.failed)} runs failed: {result.failed[0]['error']}")
-    per_run = {r["run_id"].split("/", 1)[1]: [r["best_valid_loss"], r["best_valid_acc"], r["epochs_run"]]
-               for r in result.runs}
+    per_run = {
+        r["run_id"].split("/", 1)[1]: [r["best_valid_loss"], r["best_valid_acc"], r["epochs_run"]]
+        for r in result.runs
+    }
     accs = [acc for _, acc, _ in per_run.values()]
-    return {"seconds": seconds, "wall_seconds": result.wall_seconds, "runs": len(result.runs),
-            "best_valid_acc_mean": sum(accs) / len(accs), "per_run": per_run}
+    return {
+        "seconds": seconds,
+        "wall_seconds": result.wall_seconds,
+        "runs": len(result.runs),
+        "best_valid_acc_mean": sum(accs) / len(accs),
+        "per_run": per_run,
+    }
 
 
 def plans(preset: str, seeds: int, base: dict | None = None, threads: int | None = None) -> dict:
@@ -134,11 +183,23 @@ def _optional_recipe(module: str, *args) -> dict:
     return recipe.run(*args)
 
 
-def lightning_mnist(data_root: str, epochs: int = 1, threads: int | None = None,
-                    max_batches: int | None = None, device: str = "cpu", seed: int = 0) -> dict:
+def lightning_mnist(
+    data_root: str,
+    epochs: int = 1,
+    threads: int | None = None,
+    max_batches: int | None = None,
+    device: str = "cpu",
+    seed: int = 0,
+) -> dict:
     return _optional_recipe("lightning_recipe", data_root, epochs, threads, max_batches, device, seed)
 
 
-def keras_mnist(data_root: str, epochs: int = 1, threads: int | None = None,
-                max_batches: int | None = None, device: str = "cpu", seed: int = 0) -> dict:
+def keras_mnist(
+    data_root: str,
+    epochs: int = 1,
+    threads: int | None = None,
+    max_batches: int | None = None,
+    device: str = "cpu",
+    seed: int = 0,
+) -> dict:
     return _optional_recipe("keras_recipe", data_root, epochs, threads, max_batches, device, seed)

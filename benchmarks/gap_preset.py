@@ -24,7 +24,13 @@ def run(opts: Options, log=print) -> dict:
     contenders = [common.tutorial(opts, threads, "gap"), common.overfitlab_api(opts, threads, config)]
     title = f"{TITLE}, {threads} thread{'s' if threads > 1 else ''}"
     log(title)
-    comparison = alternate(title, contenders, opts.repeats, opts.warmup,
-                           metrics=("epoch_seconds", "train_seconds", "valid_seconds"),
-                           shown=("valid_acc", "wall_seconds"), log=log)
+    comparison = alternate(
+        title,
+        contenders,
+        opts.repeats,
+        opts.warmup,
+        metrics=("epoch_seconds", "train_seconds", "valid_seconds"),
+        shown=("valid_acc", "wall_seconds"),
+        log=log,
+    )
     return {"comparisons": [comparison]}

@@ -38,9 +38,9 @@ class Skipped(Exception):
 # --------------------------------------------------------------------------- processes
 @dataclass
 class ProcessResult:
-    output: dict          # what the worker function returned (or parsed from a command)
-    wall_seconds: float   # process start to exit, imports included
-    max_rss_mib: float    # peak resident memory of the process
+    output: dict  # what the worker function returned (or parsed from a command)
+    wall_seconds: float  # process start to exit, imports included
+    max_rss_mib: float  # peak resident memory of the process
 
 
 def _wait(proc: subprocess.Popen, started: float, timeout: float | None) -> tuple[int, float, float]:
@@ -59,8 +59,12 @@ def _wait(proc: subprocess.Popen, started: float, timeout: float | None) -> tupl
         time.sleep(0.01)
 
 
-def run_process(argv: Sequence[str], env: dict | None = None, timeout: float | None = None,
-                cwd: str | os.PathLike | None = None) -> tuple[str, float, float]:
+def run_process(
+    argv: Sequence[str],
+    env: dict | None = None,
+    timeout: float | None = None,
+    cwd: str | os.PathLike | None = None,
+) -> tuple[str, float, float]:
     """Run a command; its stdout, wall seconds and peak RSS (MiB). Raises on a non-zero exit."""
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         started = time.perf_counter()
@@ -86,8 +90,13 @@ def worker_env(threads: int | None = None, extra: dict | None = None) -> dict:
     return env
 
 
-def run_worker(function: str, kwargs: dict, threads: int | None = None, env: dict | None = None,
-               timeout: float | None = None) -> ProcessResult:
+def run_worker(
+    function: str,
+    kwargs: dict,
+    threads: int | None = None,
+    env: dict | None = None,
+    timeout: float | None = None,
+) -> ProcessResult:
     """Call ``benchmarks.contenders.<function>(**kwargs)`` in a fresh process."""
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         result_path = Path(tmp) / "result.json"
@@ -113,8 +122,8 @@ class Comparison:
     """The repeats of every contender of one benchmark setting, and their medians."""
 
     title: str
-    metrics: Sequence[str]           # keys compared against the baseline (seconds: lower is better)
-    shown: Sequence[str] = ()        # keys printed beside, without a ratio (accuracy, ...)
+    metrics: Sequence[str]  # keys compared against the baseline (seconds: lower is better)
+    shown: Sequence[str] = ()  # keys printed beside, without a ratio (accuracy, ...)
     runs: dict[str, list[dict]] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
     baseline: str | None = None
@@ -131,18 +140,30 @@ class Comparison:
         base = medians.get(self.baseline or "", {})
         out = {}
         for name, values in medians.items():
-            out[name] = {k: values[k] / base[k] for k in self.metrics
-                         if k in values and base.get(k)}
+            out[name] = {k: values[k] / base[k] for k in self.metrics if k in values and base.get(k)}
         return out
 
     def to_dict(self) -> dict:
-        return {"title": self.title, "baseline": self.baseline, "metrics": list(self.metrics),
-                "runs": self.runs, "medians": self.medians(), "ratios": self.ratios(),
-                "skipped": self.skipped}
+        return {
+            "title": self.title,
+            "baseline": self.baseline,
+            "metrics": list(self.metrics),
+            "runs": self.runs,
+            "medians": self.medians(),
+            "ratios": self.ratios(),
+            "skipped": self.skipped,
+        }
 
 
-def alternate(title: str, contenders: Sequence[Contender], repeats: int, warmup: int,
-              metrics: Sequence[str], shown: Sequence[str] = (), log=print) -> Comparison:
+def alternate(
+    title: str,
+    contenders: Sequence[Contender],
+    repeats: int,
+    warmup: int,
+    metrics: Sequence[str],
+    shown: Sequence[str] = (),
+    log=print,
+) -> Comparison:
     """Warm-up runs, then ``repeats`` rounds in which every contender runs once, in turn."""
     comparison = Comparison(title, metrics, shown)
     live = []
@@ -194,8 +215,12 @@ def format_table(comparison: Comparison) -> str:
         if len(row) == 1:
             lines.append("  " + row[0])
         else:
-            lines.append("  " + "  ".join(cell.ljust(w) if i == 0 else cell.rjust(w)
-                                          for i, (cell, w) in enumerate(zip(row, widths))))
+            lines.append(
+                "  "
+                + "  ".join(
+                    cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths))
+                )
+            )
     return "\n".join(lines)
 
 
@@ -204,7 +229,9 @@ def _fmt(key: str, value: float) -> str:
         return f"{value:.4f}"
     if "mib" in key:
         return f"{value:.0f}"
-    return f"{value:.3f}" if isinstance(value, float) and not math.isclose(value, round(value)) else f"{value:g}"
+    return (
+        f"{value:.3f}" if isinstance(value, float) and not math.isclose(value, round(value)) else f"{value:g}"
+    )
 
 
 def machine() -> dict[str, Any]:
@@ -222,8 +249,11 @@ def machine() -> dict[str, Any]:
     except OSError:
         pass
     return {
-        "cpu": model, "cores": available_cores(), "platform": platform.platform(),
-        "python": platform.python_version(), "torch": torch.__version__,
+        "cpu": model,
+        "cores": available_cores(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "load_average": os.getloadavg(),
     }

@@ -60,27 +60,46 @@ class EpochTimer(L.Callback):
         self._validated = time.perf_counter()
 
     def on_train_epoch_end(self, trainer, module):
-        self.epochs.append({"train_seconds": self._validating - self._started,
-                            "valid_seconds": self._validated - self._validating})
+        self.epochs.append(
+            {
+                "train_seconds": self._validating - self._started,
+                "valid_seconds": self._validated - self._validating,
+            }
+        )
 
 
-def run(data_root: str, epochs: int, threads: int | None, max_batches: int | None,
-        device: str, seed: int) -> dict:
+def run(
+    data_root: str, epochs: int, threads: int | None, max_batches: int | None, device: str, seed: int
+) -> dict:
     if threads:
         torch.set_num_threads(threads)
     L.seed_everything(seed, verbose=False)
     train_loader, valid_loader = tutorial_loop.mnist_loaders(data_root)
     timer = EpochTimer()
     trainer = L.Trainer(
-        max_epochs=epochs, accelerator="gpu" if device == "cuda" else "cpu", devices=1,
-        logger=False, enable_checkpointing=False, enable_progress_bar=False,
-        enable_model_summary=False, num_sanity_val_steps=0, callbacks=[timer],
-        limit_train_batches=max_batches or 1.0, limit_val_batches=max_batches or 1.0)
+        max_epochs=epochs,
+        accelerator="gpu" if device == "cuda" else "cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        callbacks=[timer],
+        limit_train_batches=max_batches or 1.0,
+        limit_val_batches=max_batches or 1.0,
+    )
     module = TutorialModule()
     trainer.fit(module, train_loader, valid_loader)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     train = sum(e["train_seconds"] for e in timer.epochs)
     valid = sum(e["valid_seconds"] for e in timer.epochs)
-    return {"train_seconds": train, "valid_seconds": valid, "epoch_seconds": train + valid,
-            "epochs": len(timer.epochs), "train_acc": metrics.get("train_acc"),
-            "valid_acc": metrics.get("valid_acc"), "valid_loss": metrics.get("valid_loss")}
+    return {
+        "train_seconds": train,
+        "valid_seconds": valid,
+        "epoch_seconds": train + valid,
+        "epochs": len(timer.epochs),
+        "train_acc": metrics.get("train_acc"),
+        "valid_acc": metrics.get("valid_acc"),
+        "valid_loss": metrics.get("valid_loss"),
+    }

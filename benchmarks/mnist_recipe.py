@@ -23,18 +23,27 @@ def run(opts: Options, log=print) -> dict:
     comparisons = []
     for threads in opts.threads:
         config = common.mnist_config(opts, threads, "seed-cnn", hidden=16)
-        contenders = [common.tutorial(opts, threads, "cnn"),
-                      common.overfitlab_api(opts, threads, config)]
+        contenders = [common.tutorial(opts, threads, "cnn"), common.overfitlab_api(opts, threads, config)]
         # The command line and the other frameworks at the largest thread count only:
         # they take a third of the suite's time per thread count.
         if threads == max(opts.threads):
             contenders.append(common.overfitlab_cli(opts, threads, config))
         if opts.frameworks and threads == max(opts.threads):
-            contenders += [common.framework(opts, threads, "Lightning", "lightning_mnist"),
-                           common.framework(opts, threads, "Keras 3 (torch)", "keras_mnist")]
+            contenders += [
+                common.framework(opts, threads, "Lightning", "lightning_mnist"),
+                common.framework(opts, threads, "Keras 3 (torch)", "keras_mnist"),
+            ]
         title = f"{TITLE}, {threads} thread{'s' if threads > 1 else ''}"
         log(title)
-        comparisons.append(alternate(title, contenders, opts.repeats, opts.warmup,
-                                     metrics=("train_seconds", "valid_seconds"),
-                                     shown=("valid_acc", "wall_seconds", "max_rss_mib"), log=log))
+        comparisons.append(
+            alternate(
+                title,
+                contenders,
+                opts.repeats,
+                opts.warmup,
+                metrics=("train_seconds", "valid_seconds"),
+                shown=("valid_acc", "wall_seconds", "max_rss_mib"),
+                log=log,
+            )
+        )
     return {"comparisons": comparisons}

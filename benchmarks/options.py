@@ -8,8 +8,12 @@ from pathlib import Path
 
 from .harness import REPO
 
-MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
-               "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+MNIST_FILES = (
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+)
 
 
 def default_data_root() -> Path:
@@ -32,15 +36,15 @@ def has_mnist(root: Path) -> bool:
 @dataclass
 class Options:
     data_root: Path = field(default_factory=default_data_root)
-    repeats: int = 3             # measured runs per contender
-    warmup: int = 1              # short unmeasured runs per contender first
-    threads: tuple[int, ...] = (2, 1)   # benchmark (a); the others use max(threads)
+    repeats: int = 3  # measured runs per contender
+    warmup: int = 1  # short unmeasured runs per contender first
+    threads: tuple[int, ...] = (2, 1)  # benchmark (a); the others use max(threads)
     device: str = "cpu"
-    max_batches: int | None = None      # per epoch: smoke runs only (--quick)
-    study_seeds: int = 1         # seeds of the remedies study in benchmark (c)
-    study_epochs: int | None = None     # None: the preset's epochs
-    frameworks: bool = True      # Lightning and Keras when installed
-    timeout: float = 1800.0      # seconds, per process
+    max_batches: int | None = None  # per epoch: smoke runs only (--quick)
+    study_seeds: int = 1  # seeds of the remedies study in benchmark (c)
+    study_epochs: int | None = None  # None: the preset's epochs
+    frameworks: bool = True  # Lightning and Keras when installed
+    timeout: float = 1800.0  # seconds, per process
     quick: bool = False
 
     @property
@@ -49,6 +53,16 @@ class Options:
 
     def quick_version(self) -> "Options":
         """A smoke check of every code path in about two minutes: numbers are not comparable."""
-        return Options(data_root=self.data_root, repeats=1, warmup=0, threads=self.threads[:1],
-                       device=self.device, max_batches=30, study_seeds=1, study_epochs=2,
-                       frameworks=self.frameworks, timeout=self.timeout, quick=True)
+        return Options(
+            data_root=self.data_root,
+            repeats=1,
+            warmup=0,
+            threads=self.threads[:1],
+            device=self.device,
+            max_batches=30,
+            study_seeds=1,
+            study_epochs=2,
+            frameworks=self.frameworks,
+            timeout=self.timeout,
+            quick=True,
+        )

@@ -25,12 +25,25 @@ def run(opts: Options, log=print) -> dict:
         return {"skipped": f"MNIST not found under {opts.data_root}: pass --data-root"}
     threads = max(opts.threads)
     config = common.mnist_config(opts, threads, "seed-cnn", hidden=16)
-    contenders = [common.tutorial(opts, threads, "cnn"),
-                  common.overfitlab_api(opts, threads, config),
-                  common.overfitlab_cli(opts, threads, config)]
+    contenders = [
+        common.tutorial(opts, threads, "cnn"),
+        common.overfitlab_api(opts, threads, config),
+        common.overfitlab_cli(opts, threads, config),
+    ]
     log(TITLE)
-    comparison = alternate(TITLE, contenders, 1, 0, metrics=("max_rss_mib",),
-                           shown=("run_max_rss_mib", "epoch_seconds", "valid_acc"), log=log)
+    comparison = alternate(
+        TITLE,
+        contenders,
+        1,
+        0,
+        metrics=("max_rss_mib",),
+        shown=("run_max_rss_mib", "epoch_seconds", "valid_acc"),
+        log=log,
+    )
     peaks = {name: max(r["max_rss_mib"] for r in runs) for name, runs in comparison.runs.items()}
-    return {"comparisons": [comparison], "peak_mib": peaks, "limit_mib": LIMIT_MIB,
-            "under_limit": {name: peak < LIMIT_MIB for name, peak in peaks.items()}}
+    return {
+        "comparisons": [comparison],
+        "peak_mib": peaks,
+        "limit_mib": LIMIT_MIB,
+        "under_limit": {name: peak < LIMIT_MIB for name, peak in peaks.items()},
+    }

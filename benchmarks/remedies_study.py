@@ -29,25 +29,40 @@ TITLE = "(c) remedies study on digits"
 
 def run(opts: Options, log=print) -> dict:
     base = {"epochs": opts.study_epochs} if opts.study_epochs else None
-    plans = run_worker("plans", {"preset": "remedies", "seeds": opts.study_seeds, "base": base,
-                                 "threads": 1}).output["plans"]
+    plans = run_worker(
+        "plans", {"preset": "remedies", "seeds": opts.study_seeds, "base": base, "threads": 1}
+    ).output["plans"]
     cores = available_cores()
     tutorial_threads = max(opts.threads)
 
     def tutorial(warm: bool) -> dict:
         chosen = plans[:1] if warm else plans
-        result = run_worker("tutorial_digits_runs", {"plans": chosen, "threads": tutorial_threads},
-                            tutorial_threads, timeout=opts.timeout)
+        result = run_worker(
+            "tutorial_digits_runs",
+            {"plans": chosen, "threads": tutorial_threads},
+            tutorial_threads,
+            timeout=opts.timeout,
+        )
         return {**result.output, "wall_seconds": result.wall_seconds}
 
-    contenders = [Contender(f"tutorial loop × {len(plans)} runs", tutorial, baseline=True),
-                  remedies_study(opts, "study serial, 1 thread", 1, base, backend="serial"),
-                  remedies_study(opts, f"study local, {cores} workers × 1 thread", 1, base,
-                                 backend="local", workers=cores)]
+    contenders = [
+        Contender(f"tutorial loop × {len(plans)} runs", tutorial, baseline=True),
+        remedies_study(opts, "study serial, 1 thread", 1, base, backend="serial"),
+        remedies_study(
+            opts, f"study local, {cores} workers × 1 thread", 1, base, backend="local", workers=cores
+        ),
+    ]
     title = f"{TITLE}: {len(plans)} runs ({opts.study_seeds} seed{'s' if opts.study_seeds > 1 else ''})"
     log(title)
-    comparison = alternate(title, contenders, opts.repeats, opts.warmup, metrics=("seconds",),
-                           shown=("best_valid_acc_mean", "wall_seconds"), log=log)
+    comparison = alternate(
+        title,
+        contenders,
+        opts.repeats,
+        opts.warmup,
+        metrics=("seconds",),
+        shown=("best_valid_acc_mean", "wall_seconds"),
+        log=log,
+    )
     return {"comparisons": [comparison], "local_vs_serial": local_vs_serial(comparison, contenders)}
 
 
@@ -57,7 +72,13 @@ def local_vs_serial(comparison: Comparison, contenders: list[Contender]) -> dict
     local = comparison.runs.get(contenders[2].name, [])
     identical = [s["per_run"] == lo["per_run"] for s, lo in zip(serial, local)]
     medians = comparison.medians()
-    ratio = (medians[contenders[1].name]["seconds"] / medians[contenders[2].name]["seconds"]
-             if serial and local else None)
-    return {"speedup": ratio, "identical_metrics": all(identical) if identical else None,
-            "repeats_compared": len(identical)}
+    ratio = (
+        medians[contenders[1].name]["seconds"] / medians[contenders[2].name]["seconds"]
+        if serial and local
+        else None
+    )
+    return {
+        "speedup": ratio,
+        "identical_metrics": all(identical) if identical else None,
+        "repeats_compared": len(identical),
+    }

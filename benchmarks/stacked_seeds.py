@@ -25,12 +25,21 @@ def run(opts: Options, log=print) -> dict:
     threads = max(opts.threads)
     base = {"device": opts.device, **({"epochs": opts.study_epochs} if opts.study_epochs else {})}
 
-    contenders = [remedies_study(opts, "seeds one by one", threads, base, baseline=True, backend="serial"),
-                  remedies_study(opts, "seeds stacked", threads, base, backend="serial", stack_seeds=True)]
+    contenders = [
+        remedies_study(opts, "seeds one by one", threads, base, baseline=True, backend="serial"),
+        remedies_study(opts, "seeds stacked", threads, base, backend="serial", stack_seeds=True),
+    ]
     title = f"{TITLE}, {opts.study_seeds} seed{'s' if opts.study_seeds > 1 else ''}, {opts.device}, {threads} thread{'s' if threads > 1 else ''}"
     log(title)
-    comparison = alternate(title, contenders, opts.repeats, opts.warmup, metrics=("seconds",),
-                           shown=("best_valid_acc_mean", "wall_seconds"), log=log)
+    comparison = alternate(
+        title,
+        contenders,
+        opts.repeats,
+        opts.warmup,
+        metrics=("seconds",),
+        shown=("best_valid_acc_mean", "wall_seconds"),
+        log=log,
+    )
     agreement = largest_difference(comparison, contenders)
     log(f"  largest |Δ best valid acc| of a run, stacked vs one by one: {agreement}")
     return {"comparisons": [comparison], "largest_acc_difference": agreement}
@@ -40,6 +49,9 @@ def largest_difference(comparison: Comparison, contenders: list[Contender]) -> f
     """Over every repeat and run: the largest difference in best valid accuracy."""
     alone = comparison.runs.get(contenders[0].name, [])
     stacked = comparison.runs.get(contenders[1].name, [])
-    gaps = [abs(a["per_run"][name][1] - s["per_run"][name][1])
-            for a, s in zip(alone, stacked) for name in a["per_run"]]
+    gaps = [
+        abs(a["per_run"][name][1] - s["per_run"][name][1])
+        for a, s in zip(alone, stacked)
+        for name in a["per_run"]
+    ]
     return max(gaps) if gaps else None

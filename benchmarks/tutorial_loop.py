@@ -30,14 +30,13 @@ from torch.utils.data import DataLoader, Dataset  # 딥러닝 학습 데이터�
 # ============================================================================ copied
 # Set hyperparameters
 Config = {
-    'batch_size': 32,
-    'learning_rate': 0.01,
-    'epochs': 10,
+    "batch_size": 32,
+    "learning_rate": 0.01,
+    "epochs": 10,
 }
 
 
 class CNN(nn.Module):
-
     def __init__(self, in_dim=1, hidden_dim=8, out_dim=10):
         super(CNN, self).__init__()
         self.features = nn.Sequential(
@@ -50,15 +49,15 @@ class CNN(nn.Module):
             # dropout layer
             nn.Dropout(0.1),
             nn.MaxPool2d(kernel_size=2, stride=2),
-            nn.Conv2d(hidden_dim, hidden_dim*2, kernel_size=3, stride=1, padding=1),
-            nn.BatchNorm2d(hidden_dim*2),
+            nn.Conv2d(hidden_dim, hidden_dim * 2, kernel_size=3, stride=1, padding=1),
+            nn.BatchNorm2d(hidden_dim * 2),
             nn.ReLU(),
             nn.Dropout(0.1),
             nn.MaxPool2d(kernel_size=2, stride=2),
         )
 
         self.classifier = nn.Sequential(
-            nn.Linear(7 * 7 * hidden_dim*2, 100),
+            nn.Linear(7 * 7 * hidden_dim * 2, 100),
             nn.ReLU(),
             nn.Linear(100, out_dim),
         )
@@ -105,8 +104,10 @@ class GAPcnn(nn.Module):
 
 def cal_accuracy(outputs, labels):
     outputs = torch.argmax(outputs, dim=1)
-    correct = (outputs == labels).sum()/len(outputs)
+    correct = (outputs == labels).sum() / len(outputs)
     return correct
+
+
 # ============================================================================ end copied
 
 
@@ -130,14 +131,14 @@ def mnist_loaders(data_root: str):
 
     train_loader = DataLoader(
         dataset=train_set,
-        batch_size=Config['batch_size'],
+        batch_size=Config["batch_size"],
         shuffle=True,
         drop_last=True,
     )
 
     valid_loader = DataLoader(
         dataset=valid_set,
-        batch_size=Config['batch_size'],
+        batch_size=Config["batch_size"],
         shuffle=True,
         drop_last=True,
     )
@@ -161,18 +162,33 @@ class ArrayImages(Dataset):
 
 def array_loaders(train_images, train_labels, valid_images, valid_labels):
     """The tutorial's loader settings over in-memory arrays (the digits benchmark)."""
-    train_loader = DataLoader(dataset=ArrayImages(train_images, train_labels),
-                              batch_size=Config['batch_size'], shuffle=True, drop_last=True)
-    valid_loader = DataLoader(dataset=ArrayImages(valid_images, valid_labels),
-                              batch_size=Config['batch_size'], shuffle=True, drop_last=True)
+    train_loader = DataLoader(
+        dataset=ArrayImages(train_images, train_labels),
+        batch_size=Config["batch_size"],
+        shuffle=True,
+        drop_last=True,
+    )
+    valid_loader = DataLoader(
+        dataset=ArrayImages(valid_images, valid_labels),
+        batch_size=Config["batch_size"],
+        shuffle=True,
+        drop_last=True,
+    )
     return train_loader, valid_loader
 
 
-def train(model, train_loader, valid_loader, epochs: int, device: torch.device,
-          max_batches: int | None = None, verbose: bool = False) -> list[dict]:
+def train(
+    model,
+    train_loader,
+    valid_loader,
+    epochs: int,
+    device: torch.device,
+    max_batches: int | None = None,
+    verbose: bool = False,
+) -> list[dict]:
     """The tutorial's loop; one dict per epoch with its timings and printed metrics."""
     loss_func = nn.CrossEntropyLoss()
-    optimizer = optim.Adam(model.parameters(), lr=Config['learning_rate'])
+    optimizer = optim.Adam(model.parameters(), lr=Config["learning_rate"])
     say = print if verbose else (lambda *args, **kw: None)  # bench: printing is optional
     epochs_out = []  # bench
 
@@ -205,9 +221,9 @@ def train(model, train_loader, valid_loader, epochs: int, device: torch.device,
         trained = time.perf_counter()  # bench
         train_batches = batch + 1  # bench
 
-        say(f"# Epoch: {epoch+1}/{epochs}")
+        say(f"# Epoch: {epoch + 1}/{epochs}")
         say(f"# Training phase {'-' * 50}")
-        say(f'loss: {train_loss/(batch+1):.3f}, accuracy: {train_acc/(batch+1):.3f}')
+        say(f"loss: {train_loss / (batch + 1):.3f}, accuracy: {train_acc / (batch + 1):.3f}")
         say(f"{'-' * 70}")
         # -------------------------------------------------------------------------
 
@@ -233,31 +249,40 @@ def train(model, train_loader, valid_loader, epochs: int, device: torch.device,
         validated = time.perf_counter()  # bench
 
         say(f"# Validation phase {'-' * 50}")
-        say(f'loss: {valid_loss/(batch+1):.3f}, accuracy: {valid_acc/(batch+1):.3f}')
+        say(f"loss: {valid_loss / (batch + 1):.3f}, accuracy: {valid_acc / (batch + 1):.3f}")
         say(f"{'-' * 70}\n")
         # ======================================================================== end copied
-        epochs_out.append({
-            "epoch": epoch + 1,
-            "train_seconds": trained - started,
-            "valid_seconds": validated - validating,
-            "train_loss": train_loss / train_batches,
-            "train_acc": train_acc / train_batches,
-            "valid_loss": valid_loss / (batch + 1),
-            "valid_acc": valid_acc / (batch + 1),
-        })
+        epochs_out.append(
+            {
+                "epoch": epoch + 1,
+                "train_seconds": trained - started,
+                "valid_seconds": validated - validating,
+                "train_loss": train_loss / train_batches,
+                "train_acc": train_acc / train_batches,
+                "valid_loss": valid_loss / (batch + 1),
+                "valid_acc": valid_acc / (batch + 1),
+            }
+        )
     return epochs_out
 
 
-def run_mnist(data_root: str, epochs: int = 1, threads: int | None = None,
-              max_batches: int | None = None, model: str = "cnn", device: str = "auto",
-              seed: int | None = None, verbose: bool = False) -> list[dict]:
+def run_mnist(
+    data_root: str,
+    epochs: int = 1,
+    threads: int | None = None,
+    max_batches: int | None = None,
+    model: str = "cnn",
+    device: str = "auto",
+    seed: int | None = None,
+    verbose: bool = False,
+) -> list[dict]:
     """The tutorial on MNIST: its CNN (hidden 16) or its GAPcnn, ``epochs`` epochs."""
     if threads:
         torch.set_num_threads(threads)
     if seed is not None:
         torch.manual_seed(seed)
     # The tutorial's device line; "cpu" or "cuda" force one.
-    device = torch.device(('cuda' if torch.cuda.is_available() else 'cpu') if device == "auto" else device)
+    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device)
     train_loader, valid_loader = mnist_loaders(data_root)
     if model == "cnn":
         net = CNN(in_dim=1, hidden_dim=16, out_dim=10).to(device)

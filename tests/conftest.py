@@ -12,8 +12,12 @@ import torch
 
 # ../shared/data from the project's root: official MNIST and Fashion-MNIST bytes, read-only.
 SHARED_DATA = Path(__file__).parents[1].parent / "shared" / "data"
-MNIST_RAW = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
-             "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+MNIST_RAW = (
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+)
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -54,8 +58,9 @@ def cli_command(*args: str) -> list[str]:
 
 def run_overfitlab(cwd: Path, *args: str, timeout: float = 180) -> subprocess.CompletedProcess:
     """Run the command in ``cwd`` with one thread; stdout and stderr captured as text."""
-    return subprocess.run(cli_command(*args), cwd=cwd, env=cli_env(), capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        cli_command(*args), cwd=cwd, env=cli_env(), capture_output=True, text=True, timeout=timeout
+    )
 
 
 @pytest.fixture

@@ -29,8 +29,11 @@ needs_ray = pytest.mark.skipif(not HAVE_RAY, reason="ray is not installed (pip i
 
 # Dropout and augmentation draw random numbers every step: the strictest test of "same seed,
 # same numbers" across processes.
-SPEC = make_spec({"train_size": 120, "epochs": 2, "hidden": 4, "batch_size": 40},
-                 [("baseline", {}), ("noisy", {"dropout": 0.3, "augment": True})], seeds=[0, 1])
+SPEC = make_spec(
+    {"train_size": 120, "epochs": 2, "hidden": 4, "batch_size": 40},
+    [("baseline", {}), ("noisy", {"dropout": 0.3, "augment": True})],
+    seeds=[0, 1],
+)
 TIMING = {"started_at", "ended_at", "seconds", "run_dir"}
 TIMING_COLUMNS = {"train_seconds", "valid_seconds", "epoch_seconds"}
 
@@ -47,14 +50,20 @@ def test_local_defaults_to_one_thread_per_run_and_a_run_per_core():
     assert resources("ray", address="10.0.0.1:6379", runs=50, cores=2).workers == 50  # the cluster schedules
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(backend="local", workers=2, threads=2, cores=2), "oversubscribe the 2 cores.*--workers 1 or --threads 1"),
-    (dict(backend="ray", workers=3, threads=1, cores=2), "oversubscribe"),
-    (dict(backend="serial", workers=2, cores=2), "--workers needs --backend local or ray"),
-    (dict(backend="local", address="x:1", cores=2), "--address joins a Ray cluster: add --backend ray"),
-    (dict(backend="dask", cores=2), "unknown backend 'dask': choose one of serial, local, ray"),
-    (dict(backend="local", workers=0, cores=2), "--workers must be ≥ 1"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (
+            dict(backend="local", workers=2, threads=2, cores=2),
+            "oversubscribe the 2 cores.*--workers 1 or --threads 1",
+        ),
+        (dict(backend="ray", workers=3, threads=1, cores=2), "oversubscribe"),
+        (dict(backend="serial", workers=2, cores=2), "--workers needs --backend local or ray"),
+        (dict(backend="local", address="x:1", cores=2), "--address joins a Ray cluster: add --backend ray"),
+        (dict(backend="dask", cores=2), "unknown backend 'dask': choose one of serial, local, ray"),
+        (dict(backend="local", workers=0, cores=2), "--workers must be ≥ 1"),
+    ],
+)
 def test_bad_resources_are_one_line_errors(kwargs, message):
     with pytest.raises(OverfitlabError, match=message):
         resources(**kwargs)
@@ -102,7 +111,9 @@ def histories(runs_dir: Path, study: str) -> dict[str, list]:
     out = {}
     for path in sorted((runs_dir / study).glob("*/history.json")):
         data = json.loads(path.read_text())
-        out[path.parent.name] = [{k: v for k, v in e.items() if k not in TIMING_COLUMNS} for e in data["epochs"]]
+        out[path.parent.name] = [
+            {k: v for k, v in e.items() if k not in TIMING_COLUMNS} for e in data["epochs"]
+        ]
         out[path.parent.name + "/batches"] = data["batches"]
     return out
 
@@ -157,13 +168,27 @@ def test_ray_cluster_on_loopback_gives_the_serial_numbers(tmp_path, serial_refer
     # lives and dies inside the test, and the client below must not need the head's token.
     monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "OMP_NUM_THREADS": "1"}
-    subprocess.run([ray_cli, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}",
-                    "--num-cpus=2", "--include-dashboard=false", "--disable-usage-stats"],
-                   check=True, env=env, capture_output=True, timeout=120)
+    subprocess.run(
+        [
+            ray_cli,
+            "start",
+            "--head",
+            "--node-ip-address=127.0.0.1",
+            f"--port={port}",
+            "--num-cpus=2",
+            "--include-dashboard=false",
+            "--disable-usage-stats",
+        ],
+        check=True,
+        env=env,
+        capture_output=True,
+        timeout=120,
+    )
     try:
         started = time.perf_counter()
-        result = run_study(SPEC, tmp_path, "same", backend="ray", address=f"127.0.0.1:{port}",
-                           threads=1, report=False)
+        result = run_study(
+            SPEC, tmp_path, "same", backend="ray", address=f"127.0.0.1:{port}", threads=1, report=False
+        )
         assert time.perf_counter() - started < 300
     finally:
         subprocess.run([ray_cli, "stop", "--force"], env=env, capture_output=True, timeout=120)

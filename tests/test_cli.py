@@ -14,8 +14,18 @@ import pytest
 from conftest import MNIST_RAW, SHARED_DATA, cli_command, cli_env, run_overfitlab
 
 TIMINGS = {"train_seconds", "valid_seconds", "epoch_seconds"}
-SUMMARY_KEYS = {"best", "last", "best_epoch", "stopped_epoch", "epochs_run", "stop_reason", "stop_message",
-                "train_seconds", "params", "run_dir"}
+SUMMARY_KEYS = {
+    "best",
+    "last",
+    "best_epoch",
+    "stopped_epoch",
+    "epochs_run",
+    "stop_reason",
+    "stop_message",
+    "train_seconds",
+    "params",
+    "run_dir",
+}
 METRIC_KEYS = {"train_loss", "train_acc", "valid_loss", "valid_acc"}
 # seed-cnn on 8×8 digits, by hand: conv 1→8 (80) + BN (16) + conv 8→16 (1,168) + BN (32)
 # + linear 16·2·2→100 (6,500) + linear 100→10 (1,010).
@@ -37,11 +47,21 @@ def setup_file(name: str, text: str):
 
 BAD_INPUTS = {
     # id: (arguments, text stderr must hold, setup)
-    "wrong-data-dir": (["train", "--dataset", "mnist", "--data-dir", "nowhere", "--no-download"],
-                       "mnist not found under nowhere/MNIST/raw", None),
-    "corrupt-idx": (["train", "--dataset", "mnist", "--data-dir", "data"],
-                    "are corrupt or truncated", setup_corrupt_mnist),
-    "unknown-dataset": (["train", "--dataset", "imagenet"], "unknown dataset 'imagenet': choose one of", None),
+    "wrong-data-dir": (
+        ["train", "--dataset", "mnist", "--data-dir", "nowhere", "--no-download"],
+        "mnist not found under nowhere/MNIST/raw",
+        None,
+    ),
+    "corrupt-idx": (
+        ["train", "--dataset", "mnist", "--data-dir", "data"],
+        "are corrupt or truncated",
+        setup_corrupt_mnist,
+    ),
+    "unknown-dataset": (
+        ["train", "--dataset", "imagenet"],
+        "unknown dataset 'imagenet': choose one of",
+        None,
+    ),
     "unknown-model": (["train", "--model", "resnet"], "unknown model 'resnet': choose one of", None),
     "unknown-optimizer": (["train", "--optimizer", "rmsprop"], "unknown optimizer 'rmsprop'", None),
     "dropout-1": (["train", "--dropout", "1.0"], "dropout must be in [0, 1)", None),
@@ -49,14 +69,35 @@ BAD_INPUTS = {
     "lr-negative": (["train", "--lr", "-1"], "lr must be > 0, got -1.0", None),
     "patience-negative": (["train", "--patience", "-1"], "patience must be ≥ 0", None),
     "train-size-too-big": (["train", "--train-size", "100000"], "pass at most 1347", None),
-    "malformed-toml": (["train", "--config", "bad.toml"], "bad.toml is not valid TOML",
-                       setup_file("bad.toml", "[optim]\nlr = = 0.1\n")),
-    "unknown-toml-key": (["train", "--config", "typo.toml"], "unknown key 'dropuot' in typo.toml: valid keys are",
-                         setup_file("typo.toml", "dropuot = 0.5\n")),
+    "malformed-toml": (
+        ["train", "--config", "bad.toml"],
+        "bad.toml is not valid TOML",
+        setup_file("bad.toml", "[optim]\nlr = = 0.1\n"),
+    ),
+    "unknown-toml-key": (
+        ["train", "--config", "typo.toml"],
+        "unknown key 'dropuot' in typo.toml: valid keys are",
+        setup_file("typo.toml", "dropuot = 0.5\n"),
+    ),
     "unknown-flag": (["train", "--dropuot", "0.5"], "(did you mean --dropout?)", None),
     "not-a-number": (["train", "--lr", "fast"], "invalid float value: 'fast'", None),
-    "diverged": (["train", "--model", "seed-fc", "--optimizer", "sgd", "--lr", "1e6", "--train-size", "96",
-                  "--epochs", "2"], "training diverged: train loss is nan at epoch 1", None),
+    "diverged": (
+        [
+            "train",
+            "--model",
+            "seed-fc",
+            "--optimizer",
+            "sgd",
+            "--lr",
+            "1e6",
+            "--train-size",
+            "96",
+            "--epochs",
+            "2",
+        ],
+        "training diverged: train loss is nan at epoch 1",
+        None,
+    ),
     "resume-missing": (["train", "--resume", "runs/nothing"], "run folder runs/nothing not found", None),
     "summary-unknown-model": (["summary", "resnet"], "unknown model 'resnet'", None),
     "summary-bad-input": (["summary", "seed-cnn", "--input", "28,28"], "bad --input '28,28'", None),
@@ -138,14 +179,23 @@ def test_train_json_prints_the_documented_summary(tmp_path, run_cli):
     assert summary["params"] == DIGITS_SEED_CNN_PARAMS == 8_806
     assert summary["train_seconds"] == pytest.approx(sum(r["epoch_seconds"] for r in epochs), abs=1e-3)
     assert json.loads((run_dir / "summary.json").read_text()) == summary
-    assert {p.name for p in run_dir.iterdir()} == {"config.toml", "history.csv", "history.json", "best.pt",
-                                                   "last.pt", "summary.json", "summary.txt", "curves.png"}
+    assert {p.name for p in run_dir.iterdir()} == {
+        "config.toml",
+        "history.csv",
+        "history.json",
+        "best.pt",
+        "last.pt",
+        "summary.json",
+        "summary.txt",
+        "curves.png",
+    }
     # The same name again is refused, in one line, and the first run is untouched.
     again = run_cli("train", "--name", "first", *flags)
     assert again.returncode == 2
     assert again.stderr.strip().splitlines() == [
         "overfitlab: error: run folder runs/first already exists: pass another --name, "
-        "or --resume runs/first to continue it"]
+        "or --resume runs/first to continue it"
+    ]
     assert json.loads((run_dir / "summary.json").read_text()) == summary
 
 
@@ -187,9 +237,15 @@ def metric_columns(run_dir: Path):
 def test_sigint_then_resume_matches_an_uninterrupted_run(tmp_path, run_cli):
     # Ctrl-C as a terminal sends it, even where the tests run in the background (a
     # non-interactive shell starts background jobs with SIGINT ignored, and children inherit that).
-    process = subprocess.Popen(cli_command("train", "--name", "cut", *FLAGS), cwd=tmp_path, env=cli_env(),
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    process = subprocess.Popen(
+        cli_command("train", "--name", "cut", *FLAGS),
+        cwd=tmp_path,
+        env=cli_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     history = tmp_path / "runs" / "cut" / "history.json"
     deadline = time.monotonic() + 120
     while not history.exists() and process.poll() is None and time.monotonic() < deadline:
@@ -204,7 +260,9 @@ def test_sigint_then_resume_matches_an_uninterrupted_run(tmp_path, run_cli):
     assert lines[0].endswith("resume with `overfitlab train --resume runs/cut`")
     stopped_at = len(json.loads(history.read_text())["epochs"])
     assert 1 <= stopped_at < 25
-    assert json.loads((tmp_path / "runs" / "cut" / "summary.json").read_text())["stop_reason"] == "interrupted"
+    assert (
+        json.loads((tmp_path / "runs" / "cut" / "summary.json").read_text())["stop_reason"] == "interrupted"
+    )
     row = index_row(tmp_path / "runs", "cut")
     assert row["status"] == "failed" and row["error"].startswith("interrupted: after epoch")
     assert row["epochs_run"] == stopped_at
@@ -227,18 +285,22 @@ def test_the_command_line_and_the_package_start_without_torch():
     every public name still resolves, to the object its module defines."""
     import sys
 
-    code = ("import sys, overfitlab, overfitlab.cli as cli\n"
-            "cli.build_parser()\n"
-            "assert 'torch' not in sys.modules, 'torch imported at start-up'\n"
-            "import importlib\n"
-            "for name in overfitlab.__all__:\n"
-            "    module = importlib.import_module('overfitlab.' + overfitlab._EXPORTS[name])\n"
-            "    assert getattr(overfitlab, name) is getattr(module, name), name\n"
-            "print('ok')\n")
-    done = subprocess.run([sys.executable, "-c", code], env=cli_env(), capture_output=True, text=True,
-                          timeout=120)
+    code = (
+        "import sys, overfitlab, overfitlab.cli as cli\n"
+        "cli.build_parser()\n"
+        "assert 'torch' not in sys.modules, 'torch imported at start-up'\n"
+        "import importlib\n"
+        "for name in overfitlab.__all__:\n"
+        "    module = importlib.import_module('overfitlab.' + overfitlab._EXPORTS[name])\n"
+        "    assert getattr(overfitlab, name) is getattr(module, name), name\n"
+        "print('ok')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=cli_env(), capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "ok"
-    help_text = subprocess.run(cli_command("--help"), env=cli_env(), capture_output=True, text=True,
-                               timeout=60)
+    help_text = subprocess.run(
+        cli_command("--help"), env=cli_env(), capture_output=True, text=True, timeout=60
+    )
     assert help_text.returncode == 0 and "study" in help_text.stdout

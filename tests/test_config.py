@@ -14,16 +14,53 @@ from overfitlab.config import FIELDS, apply_overrides, from_dict, to_dict
 # Every field away from its default (and valid), so a field that to_toml forgets, or puts
 # in the wrong section, breaks the round trip.
 EVERYTHING_CHANGED = dict(
-    dataset="mnist", data_dir='/data/"odd" dir\\with\ttab\nand newline é', download=False,
-    train_size=300, label_noise=0.2, augment=True, normalize=True, batch_size=64,
-    valid_batch_size=500, model="seed-fc", hidden=16, blocks=3, batchnorm=True, dropout=0.25,
-    head="gap", fc_width=50, optimizer="sgd", lr=0.1 + 0.2, momentum=0.5, nesterov=True, epochs=7,
-    label_smoothing=0.1, l1=1e-5, l2=3e-4, weight_decay=1e-20, penalize_all=True, max_norm=3.0,
-    early_stopping=True, monitor="valid_acc", mode="max", patience=0, min_delta=0.001,
-    min_delta_mode="rel", baseline=-0.5, start_from_epoch=2, restore_best=False,
-    check_finite=False, stopping_threshold=0.99, divergence_threshold=0.05, seed=123,
-    device="cpu", threads=1, dropout_impl="torch", memory_format="channels_last", max_batches=5,
-    bf16=True, compile=True,
+    dataset="mnist",
+    data_dir='/data/"odd" dir\\with\ttab\nand newline é',
+    download=False,
+    train_size=300,
+    label_noise=0.2,
+    augment=True,
+    normalize=True,
+    batch_size=64,
+    valid_batch_size=500,
+    model="seed-fc",
+    hidden=16,
+    blocks=3,
+    batchnorm=True,
+    dropout=0.25,
+    head="gap",
+    fc_width=50,
+    optimizer="sgd",
+    lr=0.1 + 0.2,
+    momentum=0.5,
+    nesterov=True,
+    epochs=7,
+    label_smoothing=0.1,
+    l1=1e-5,
+    l2=3e-4,
+    weight_decay=1e-20,
+    penalize_all=True,
+    max_norm=3.0,
+    early_stopping=True,
+    monitor="valid_acc",
+    mode="max",
+    patience=0,
+    min_delta=0.001,
+    min_delta_mode="rel",
+    baseline=-0.5,
+    start_from_epoch=2,
+    restore_best=False,
+    check_finite=False,
+    stopping_threshold=0.99,
+    divergence_threshold=0.05,
+    seed=123,
+    device="cpu",
+    threads=1,
+    dropout_impl="torch",
+    memory_format="channels_last",
+    max_batches=5,
+    bf16=True,
+    compile=True,
 )
 
 
@@ -33,9 +70,11 @@ def test_everything_changed_covers_every_field_with_a_new_value():
     assert all(getattr(default, k) != v for k, v in EVERYTHING_CHANGED.items())
 
 
-@pytest.mark.parametrize("config", [Config(), Config(**EVERYTHING_CHANGED),
-                                    Config(lr=1e-7, baseline=0.0, train_size=1, l2=float("1e300"))],
-                         ids=["default", "everything", "extremes"])
+@pytest.mark.parametrize(
+    "config",
+    [Config(), Config(**EVERYTHING_CHANGED), Config(lr=1e-7, baseline=0.0, train_size=1, l2=float("1e300"))],
+    ids=["default", "everything", "extremes"],
+)
 def test_toml_round_trip(config, tmp_path):
     path = tmp_path / "run.toml"
     path.write_text(to_toml(config), encoding="utf-8")
@@ -46,15 +85,21 @@ def test_toml_round_trip(config, tmp_path):
 
 def test_toml_has_the_sections_and_omits_none():
     text = to_toml(Config())
-    assert re.findall(r"^\[(\w+)\]$", text, re.M) == ["data", "model", "optim", "regularization",
-                                                       "early_stopping", "run"]
+    assert re.findall(r"^\[(\w+)\]$", text, re.M) == [
+        "data",
+        "model",
+        "optim",
+        "regularization",
+        "early_stopping",
+        "run",
+    ]
     assert "hidden" not in text and "data_dir" not in text  # None: the preset's or default value
     assert "lr = 0.01" in text
 
 
 def test_flat_toml_keys_and_int_for_float(tmp_path):
     path = tmp_path / "flat.toml"
-    path.write_text('lr = 1\ndropout = 0\ntrain-size = 200\n[early_stopping]\npatience = 2\n')
+    path.write_text("lr = 1\ndropout = 0\ntrain-size = 200\n[early_stopping]\npatience = 2\n")
     config = load_toml(path)
     assert config == Config(lr=1.0, dropout=0.0, train_size=200, patience=2)
     assert type(config.lr) is float
@@ -86,22 +131,27 @@ def test_key_in_the_wrong_section_is_unknown(tmp_path):
 
 
 def test_unknown_override_names_the_valid_keys():
-    with pytest.raises(OverfitlabError, match=r"unknown key 'learning_rate' in overrides: valid keys are .*\blr\b"):
+    with pytest.raises(
+        OverfitlabError, match=r"unknown key 'learning_rate' in overrides: valid keys are .*\blr\b"
+    ):
         apply_overrides(Config(), {"learning_rate": 0.1})
 
 
 # ---------------------------------------------------------------- types
-@pytest.mark.parametrize("key, value, expected", [
-    ("epochs", "ten", "epochs must be int"),
-    ("epochs", 2.5, "epochs must be int"),
-    ("epochs", True, "epochs must be int"),
-    ("lr", "0.1", "lr must be float"),
-    ("lr", True, "lr must be float"),
-    ("augment", 1, "augment must be bool"),
-    ("dataset", 3, "dataset must be str"),
-    ("hidden", "8", "hidden must be int or omitted"),
-    ("lr", None, "lr must be float"),
-])
+@pytest.mark.parametrize(
+    "key, value, expected",
+    [
+        ("epochs", "ten", "epochs must be int"),
+        ("epochs", 2.5, "epochs must be int"),
+        ("epochs", True, "epochs must be int"),
+        ("lr", "0.1", "lr must be float"),
+        ("lr", True, "lr must be float"),
+        ("augment", 1, "augment must be bool"),
+        ("dataset", 3, "dataset must be str"),
+        ("hidden", "8", "hidden must be int or omitted"),
+        ("lr", None, "lr must be float"),
+    ],
+)
 def test_wrong_types_are_named(key, value, expected):
     with pytest.raises(OverfitlabError, match=re.escape(expected)):
         apply_overrides(Config(), {key: value})
@@ -168,9 +218,18 @@ def test_out_of_range_values_raise_a_helpful_error(key, value, fragments, tmp_pa
         Config().replace(**{key: value})
 
 
-@pytest.mark.parametrize("key, value", [("dropout", 1.0), ("lr", 0.0), ("patience", -1),
-                                        ("label_noise", 2.0), ("optimizer", "rmsprop"),
-                                        ("model", "resnet"), ("head", "attention")])
+@pytest.mark.parametrize(
+    "key, value",
+    [
+        ("dropout", 1.0),
+        ("lr", 0.0),
+        ("patience", -1),
+        ("label_noise", 2.0),
+        ("optimizer", "rmsprop"),
+        ("model", "resnet"),
+        ("head", "attention"),
+    ],
+)
 def test_train_rejects_a_bad_config_before_training(key, value, tmp_path):
     """A Config built directly is checked when a run starts, and nothing is written."""
     config = dataclasses.replace(Config(train_size=64, epochs=1, threads=1), **{key: value})
@@ -182,14 +241,26 @@ def test_train_rejects_a_bad_config_before_training(key, value, tmp_path):
 def test_train_size_larger_than_the_data(tmp_path):
     run_dir = tmp_path / "run"
     run_dir.mkdir()  # as `overfitlab train` makes it
-    with pytest.raises(OverfitlabError, match=r"train size 100000 is larger than the 1347 training "
-                                              r"images: pass at most 1347"):
+    with pytest.raises(
+        OverfitlabError,
+        match=r"train size 100000 is larger than the 1347 training "
+        r"images: pass at most 1347",
+    ):
         train(Config(train_size=100_000, epochs=1, threads=1), run_dir)
     assert list(run_dir.iterdir()) == []  # so the same --name can be used again
 
 
 def test_boundary_values_are_accepted():
-    config = apply_overrides(Config(), {"dropout": 0.0, "label_noise": 1.0, "patience": 0,
-                                        "momentum": 0.0, "lr": 1e-12, "label_smoothing": 0.0})
+    config = apply_overrides(
+        Config(),
+        {
+            "dropout": 0.0,
+            "label_noise": 1.0,
+            "patience": 0,
+            "momentum": 0.0,
+            "lr": 1e-12,
+            "label_smoothing": 0.0,
+        },
+    )
     assert (config.dropout, config.label_noise, config.patience) == (0.0, 1.0, 0)
     assert apply_overrides(Config(), {"dropout": 0.999}).dropout == 0.999

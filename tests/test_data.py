@@ -14,8 +14,17 @@ from PIL import Image
 from torchvision import transforms
 
 from overfitlab import OverfitlabError
-from overfitlab.data import (DataSet, Scaling, Split, add_label_noise, augment, load_dataset, prepare,
-                             stratified_indices, train_batches)
+from overfitlab.data import (
+    DataSet,
+    Scaling,
+    Split,
+    add_label_noise,
+    augment,
+    load_dataset,
+    prepare,
+    stratified_indices,
+    train_batches,
+)
 from conftest import MNIST_RAW
 
 to_tensor = transforms.ToTensor()
@@ -46,7 +55,9 @@ def test_digits_split_is_stratified_450_valid(digits):
     assert len(digits.valid) == 450 and len(digits.train) == 1347  # 25 % rounded up, as train_test_split
     expected_valid = largest_remainder(counts, 450)
     assert digits.valid.labels.bincount(minlength=10).tolist() == expected_valid
-    assert digits.train.labels.bincount(minlength=10).tolist() == [c - v for c, v in zip(counts, expected_valid)]
+    assert digits.train.labels.bincount(minlength=10).tolist() == [
+        c - v for c, v in zip(counts, expected_valid)
+    ]
     assert digits.classes == 10 and digits.image_shape == (1, 8, 8)
     assert digits.train.images.dtype == torch.uint8 and digits.train.labels.dtype == torch.int64
 
@@ -90,20 +101,38 @@ def test_mnist_batches_equal_to_tensor_on_the_same_images(mnist, shared_data):
     perm = torch.randperm(len(reference), generator=torch.Generator().manual_seed(seed))
     batches = train_batches(mnist.train, batch_size, torch.Generator().manual_seed(seed))
     for b, (images, labels) in zip(range(3), batches):
-        idx = perm[b * batch_size:(b + 1) * batch_size].tolist()
+        idx = perm[b * batch_size : (b + 1) * batch_size].tolist()
         expected = torch.stack([reference[i][0] for i in idx])
         assert torch.equal(Scaling()(images), expected)
         assert labels.tolist() == [reference[i][1] for i in idx]
     valid = MNIST(root=str(shared_data), train=False, download=False, transform=to_tensor)
-    assert torch.equal(Scaling()(mnist.valid.images[-5:]), torch.stack([valid[i][0] for i in range(9995, 10000)]))
+    assert torch.equal(
+        Scaling()(mnist.valid.images[-5:]), torch.stack([valid[i][0] for i in range(9995, 10000)])
+    )
 
 
 @pytest.mark.real_data
 def test_mnist_from_shared_data(mnist):
-    assert (len(mnist.train), len(mnist.valid), mnist.classes, mnist.image_shape) == (60000, 10000, 10, (1, 28, 28))
+    assert (len(mnist.train), len(mnist.valid), mnist.classes, mnist.image_shape) == (
+        60000,
+        10000,
+        10,
+        (1, 28, 28),
+    )
     assert mnist.train.labels[:10].tolist() == [5, 0, 4, 1, 9, 2, 1, 3, 1, 4]
     assert mnist.valid.labels[:10].tolist() == [7, 2, 1, 0, 4, 1, 4, 9, 5, 9]
-    assert mnist.train.labels.bincount().tolist() == [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
+    assert mnist.train.labels.bincount().tolist() == [
+        5923,
+        6742,
+        5958,
+        6131,
+        5842,
+        5421,
+        5918,
+        6265,
+        5851,
+        5949,
+    ]
     assert mnist.valid.labels.bincount().tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
     x = mnist.train.images.double() / 255
     assert float(x.mean()) == pytest.approx(0.1307, abs=5e-5)
@@ -125,9 +154,10 @@ def copy_mnist(shared_data, root, truncate: str | None = None, keep: int = 0):
 
 
 @pytest.mark.real_data
-@pytest.mark.parametrize("name, keep", [("train-images-idx3-ubyte", 1_000_016),
-                                        ("train-images-idx3-ubyte", 2),
-                                        ("t10k-labels-idx1-ubyte", 108)])
+@pytest.mark.parametrize(
+    "name, keep",
+    [("train-images-idx3-ubyte", 1_000_016), ("train-images-idx3-ubyte", 2), ("t10k-labels-idx1-ubyte", 108)],
+)
 @pytest.mark.parametrize("download", [False, True])
 def test_truncated_idx_file_is_a_user_error(shared_data, tmp_path, name, keep, download):
     raw = copy_mnist(shared_data, tmp_path, truncate=name, keep=keep)
@@ -152,12 +182,15 @@ def test_unknown_dataset():
 
 
 # ---------------------------------------------------------------- stratified subsets
-@pytest.mark.parametrize("counts, size, quota", [
-    ([50, 30, 20], 10, [5, 3, 2]),
-    ([7, 7, 6], 10, [4, 3, 3]),        # 3.5, 3.5, 3.0: the one spare seat goes to the first tie
-    ([1, 1, 1, 97], 4, [0, 0, 0, 4]),  # 0.04 ×3 and 3.88: the largest remainder wins
-    ([3, 9], 12, [3, 9]),              # everything
-])
+@pytest.mark.parametrize(
+    "counts, size, quota",
+    [
+        ([50, 30, 20], 10, [5, 3, 2]),
+        ([7, 7, 6], 10, [4, 3, 3]),  # 3.5, 3.5, 3.0: the one spare seat goes to the first tie
+        ([1, 1, 1, 97], 4, [0, 0, 0, 4]),  # 0.04 ×3 and 3.88: the largest remainder wins
+        ([3, 9], 12, [3, 9]),  # everything
+    ],
+)
 def test_stratified_indices_by_hand(counts, size, quota):
     labels = torch.cat([torch.full((c,), k) for k, c in enumerate(counts)])
     labels = labels[torch.randperm(len(labels), generator=torch.Generator().manual_seed(1))]
@@ -219,12 +252,15 @@ def numbered_split(n: int) -> Split:
     return Split(torch.arange(n, dtype=torch.uint8).view(n, 1, 1, 1), torch.arange(n))
 
 
-@pytest.mark.parametrize("n, batch_size, drop_last, sizes", [
-    (100, 32, True, [32, 32, 32]),
-    (100, 32, False, [32, 32, 32, 4]),
-    (96, 32, True, [32, 32, 32]),
-    (31, 32, True, []),
-])
+@pytest.mark.parametrize(
+    "n, batch_size, drop_last, sizes",
+    [
+        (100, 32, True, [32, 32, 32]),
+        (100, 32, False, [32, 32, 32, 4]),
+        (96, 32, True, [32, 32, 32]),
+        (31, 32, True, []),
+    ],
+)
 def test_train_batches_count_and_cover(n, batch_size, drop_last, sizes):
     batches = list(train_batches(numbered_split(n), batch_size, torch.Generator().manual_seed(0), drop_last))
     assert [len(labels) for _, labels in batches] == sizes

@@ -103,7 +103,9 @@ def test_min_delta_rel_min_mode():
 
 
 def test_min_delta_rel_max_mode():
-    es, stop, _ = run([1.0, 1.05, 1.2, 1.25, 1.3], mode="max", patience=2, min_delta=0.1, min_delta_mode="rel")
+    es, stop, _ = run(
+        [1.0, 1.05, 1.2, 1.25, 1.3], mode="max", patience=2, min_delta=0.1, min_delta_mode="rel"
+    )
     # 1.05 <= 1.1 no; 1.2 > 1.1 yes; 1.25, 1.3 <= 1.32 no
     assert stop == 5 and es.best_epoch == 3
 
@@ -248,7 +250,9 @@ def test_order_thresholds_before_patience():
 
 
 def test_thresholds_ignore_nan_when_not_checking_finite():
-    es, stop, _ = run([1.0, NAN], patience=5, check_finite=False, stopping_threshold=0.5, divergence_threshold=2.0)
+    es, stop, _ = run(
+        [1.0, NAN], patience=5, check_finite=False, stopping_threshold=0.5, divergence_threshold=2.0
+    )
     assert stop is None
 
 
@@ -520,10 +524,17 @@ def test_keras_parity_hand_picked(keras):
     runs = 0
     for values in HAND_PICKED:
         epochs = list(range(1, len(values) + 1))
-        for (mode, monitor), patience, min_delta, start in itertools.product(MODES, PATIENCES, MIN_DELTAS, STARTS):
+        for (mode, monitor), patience, min_delta, start in itertools.product(
+            MODES, PATIENCES, MIN_DELTAS, STARTS
+        ):
             for baseline in _baselines(values, mode, monitor):
                 options = dict(
-                    monitor=monitor, mode=mode, patience=patience, min_delta=min_delta, baseline=baseline, start=start
+                    monitor=monitor,
+                    mode=mode,
+                    patience=patience,
+                    min_delta=min_delta,
+                    baseline=baseline,
+                    start=start,
                 )
                 runs += 1
                 bad = _compare(keras, values, epochs, options)
@@ -550,7 +561,12 @@ def test_keras_parity_random_walks(keras):
             first = int(rng.integers(-5, 5))
             epochs = [first + 3 * i for i in range(n)]  # any increasing numbering
             options = dict(
-                monitor=monitor, mode=mode, patience=patience, min_delta=min_delta, baseline=baseline, start=start
+                monitor=monitor,
+                mode=mode,
+                patience=patience,
+                min_delta=min_delta,
+                baseline=baseline,
+                start=start,
             )
             bad = _compare(keras, values, epochs, options)
             if bad:

@@ -30,12 +30,15 @@ def small_split(n: int = 96, size: int = 28, seed: int = 0) -> Split:
 
 
 # --------------------------------------------------------------------------- optimizers
-@pytest.mark.parametrize("recipe", [
-    dict(optimizer="adam"),
-    dict(optimizer="adam", weight_decay=1e-3),
-    dict(optimizer="adamw", weight_decay=0.1),
-    dict(optimizer="sgd", momentum=0.9, nesterov=True, weight_decay=1e-3, lr=0.05),
-])
+@pytest.mark.parametrize(
+    "recipe",
+    [
+        dict(optimizer="adam"),
+        dict(optimizer="adam", weight_decay=1e-3),
+        dict(optimizer="adamw", weight_decay=0.1),
+        dict(optimizer="sgd", momentum=0.9, nesterov=True, weight_decay=1e-3, lr=0.05),
+    ],
+)
 def test_foreach_optimizer_updates_equal_the_single_tensor_loop_bit_for_bit(recipe):
     config = Config(**recipe)
     torch.manual_seed(0)
@@ -43,16 +46,31 @@ def test_foreach_optimizer_updates_equal_the_single_tensor_loop_bit_for_bit(reci
     reference = copy.deepcopy(model)
     ours = build_optimizer(config, model)
     # torch's plain per-parameter loop, same groups (decay only on weights).
-    theirs_cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}[config.optimizer]
-    groups = [{**g, "params": [dict(reference.named_parameters())[n] for n, p in model.named_parameters()
-                               if any(p is q for q in g["params"])]} for g in ours.param_groups]
+    theirs_cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}[
+        config.optimizer
+    ]
+    groups = [
+        {
+            **g,
+            "params": [
+                dict(reference.named_parameters())[n]
+                for n, p in model.named_parameters()
+                if any(p is q for q in g["params"])
+            ],
+        }
+        for g in ours.param_groups
+    ]
     extra = {"momentum": config.momentum, "nesterov": config.nesterov} if config.optimizer == "sgd" else {}
-    theirs = theirs_cls([{"params": g["params"], "weight_decay": g["weight_decay"]} for g in groups],
-                        lr=config.lr, foreach=False, **extra)
+    theirs = theirs_cls(
+        [{"params": g["params"], "weight_decay": g["weight_decay"]} for g in groups],
+        lr=config.lr,
+        foreach=False,
+        **extra,
+    )
     split = small_split()
     for step in range(12):
-        x = split.images[step * 8:(step + 1) * 8].float() / 255
-        y = split.labels[step * 8:(step + 1) * 8]
+        x = split.images[step * 8 : (step + 1) * 8].float() / 255
+        y = split.labels[step * 8 : (step + 1) * 8]
         for net, opt in ((model, ours), (reference, theirs)):
             opt.zero_grad()
             F.cross_entropy(net(x), y).backward()
@@ -64,8 +82,8 @@ def test_foreach_optimizer_updates_equal_the_single_tensor_loop_bit_for_bit(reci
 def _train_steps(model, optimizer, steps, start=0):
     split = small_split()
     for step in range(start, start + steps):
-        x = split.images[(step % 12) * 8:(step % 12 + 1) * 8].float() / 255
-        y = split.labels[(step % 12) * 8:(step % 12 + 1) * 8]
+        x = split.images[(step % 12) * 8 : (step % 12 + 1) * 8].float() / 255
+        y = split.labels[(step % 12) * 8 : (step % 12 + 1) * 8]
         optimizer.zero_grad()
         F.cross_entropy(model(x), y).backward()
         optimizer.step()
@@ -124,8 +142,10 @@ def test_auto_memory_format_is_channels_last_on_cpu_only():
     assert memory_format_for(config, torch.device("cpu")) == torch.channels_last
     assert memory_format_for(config.replace(dataset="mnist"), torch.device("cpu")) == torch.channels_last
     assert memory_format_for(config, torch.device("cuda")) == torch.contiguous_format
-    assert memory_format_for(config.replace(memory_format="contiguous"), torch.device("cpu")) == \
-        torch.contiguous_format
+    assert (
+        memory_format_for(config.replace(memory_format="contiguous"), torch.device("cpu"))
+        == torch.contiguous_format
+    )
 
 
 def _history(memory_format: str, **recipe) -> dict[str, list[float]]:
@@ -133,10 +153,13 @@ def _history(memory_format: str, **recipe) -> dict[str, list[float]]:
     return {k: result.history.column(k) for k in ("train_loss", "train_acc", "valid_loss", "valid_acc")}
 
 
-@pytest.mark.parametrize("recipe", [
-    dict(model="seed-cnn", hidden=8, batchnorm=False, dropout=0.2),  # dropout: masks in logical order
-    dict(model="seed-gap"),
-])
+@pytest.mark.parametrize(
+    "recipe",
+    [
+        dict(model="seed-cnn", hidden=8, batchnorm=False, dropout=0.2),  # dropout: masks in logical order
+        dict(model="seed-gap"),
+    ],
+)
 def test_channels_last_and_contiguous_give_the_same_history(recipe):
     contiguous, channels_last = _history("contiguous", **recipe), _history("channels_last", **recipe)
     for column in contiguous:
@@ -165,8 +188,8 @@ def _plain_validation(model: torch.nn.Module, split: Split) -> tuple[float, floa
     loss_sum, correct = 0.0, 0
     with torch.no_grad():
         for start in range(0, len(split), 32):
-            x = split.images[start:start + 32].float() / 255
-            y = split.labels[start:start + 32]
+            x = split.images[start : start + 32].float() / 255
+            y = split.labels[start : start + 32]
             out = model(x)
             loss_sum += F.cross_entropy(out.double(), y, reduction="sum").item()
             correct += int((out.argmax(1) == y).sum())
@@ -184,8 +207,12 @@ def test_inference_mode_validation_equals_a_plain_no_grad_loop(valid_batch_size,
     split = small_split(301, seed=3)
     expected_loss, expected_acc = _plain_validation(copy.deepcopy(model), split)
     model = model.to(memory_format=memory_format)
-    trainer = Trainer(model, torch.optim.SGD(model.parameters(), lr=0.0),
-                      valid_batch_size=valid_batch_size, memory_format=memory_format)
+    trainer = Trainer(
+        model,
+        torch.optim.SGD(model.parameters(), lr=0.0),
+        valid_batch_size=valid_batch_size,
+        memory_format=memory_format,
+    )
     loss, acc = trainer.evaluate(split)
     assert acc == expected_acc
     assert loss == pytest.approx(expected_loss, rel=1e-6)
@@ -210,8 +237,12 @@ def test_keeping_freed_memory_stops_validation_page_faults():
         pytest.skip("not glibc")
     assert keep_freed_memory()
     model = create_model("seed-cnn", hidden=16).to(memory_format=torch.channels_last)
-    trainer = Trainer(model, torch.optim.SGD(model.parameters(), lr=0.0), valid_batch_size=250,
-                      memory_format=torch.channels_last)
+    trainer = Trainer(
+        model,
+        torch.optim.SGD(model.parameters(), lr=0.0),
+        valid_batch_size=250,
+        memory_format=torch.channels_last,
+    )
     split = small_split(1000)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # other tests' runs may have set more; worker threads have their own heaps

@@ -44,7 +44,7 @@ def test_keep_rate_matches_nn_dropout_within_binomial_bound(p):
 
 def test_quantized_p_is_within_two_to_the_minus_17():
     for p in np.linspace(0, 0.99, 397):
-        assert abs(quantized_p(float(p)) - p) <= 2.0 ** -17
+        assert abs(quantized_p(float(p)) - p) <= 2.0**-17
     assert quantized_p(0.5) == 0.5  # an exact multiple of 2⁻¹⁶ is unchanged
 
 
@@ -166,7 +166,7 @@ def test_tiny_p_keeps_everything_and_near_one_is_refused():
     with pytest.raises(ValueError):
         FastDropout(-0.1)
     with pytest.raises(ValueError):
-        FastDropout(1 - 2.0 ** -18)  # rounds to p' = 1: every element would be dropped
+        FastDropout(1 - 2.0**-18)  # rounds to p' = 1: every element would be dropped
 
 
 def test_odd_sizes_use_a_partial_last_word():

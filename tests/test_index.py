@@ -13,13 +13,46 @@ from overfitlab.index import RUN_COLUMNS, RunIndex, run_metrics
 from overfitlab.study import make_spec, run_study
 
 RUN_KEYS = {
-    "run_id", "study", "variant", "seed", "grid_field", "grid_value", "config", "status", "error",
-    "started_at", "ended_at", "seconds", "epochs_run", "best_epoch", "stopped_epoch", "stop_reason",
-    "final_epoch", "best_valid_acc", "best_valid_loss", "final_train_acc", "final_valid_acc",
-    "final_train_loss", "final_valid_loss", "final_gap_acc", "final_gap_loss", "params", "run_dir",
+    "run_id",
+    "study",
+    "variant",
+    "seed",
+    "grid_field",
+    "grid_value",
+    "config",
+    "status",
+    "error",
+    "started_at",
+    "ended_at",
+    "seconds",
+    "epochs_run",
+    "best_epoch",
+    "stopped_epoch",
+    "stop_reason",
+    "final_epoch",
+    "best_valid_acc",
+    "best_valid_loss",
+    "final_train_acc",
+    "final_valid_acc",
+    "final_train_loss",
+    "final_valid_loss",
+    "final_gap_acc",
+    "final_gap_loss",
+    "params",
+    "run_dir",
 }
-STUDY_KEYS = {"name", "spec", "created_at", "seeds", "backend", "workers", "threads", "wall_seconds",
-              "status", "environment"}
+STUDY_KEYS = {
+    "name",
+    "spec",
+    "created_at",
+    "seeds",
+    "backend",
+    "workers",
+    "threads",
+    "wall_seconds",
+    "status",
+    "environment",
+}
 
 
 def row(run_id: str, **values) -> dict:
@@ -29,11 +62,27 @@ def row(run_id: str, **values) -> dict:
 
 def test_rows_have_exactly_the_documented_keys_and_round_trip(tmp_path):
     with RunIndex(tmp_path / "index.sqlite") as index:
-        index.upsert_run(row("s/a-s0", variant="a", seed=0, grid_field="train_size", grid_value=300,
-                             config={"lr": 0.01, "train_size": None}, best_valid_acc=0.5,
-                             final_gap_loss=math.nan))
-        index.upsert_study({"name": "s", "spec": {"variants": [{"name": "a"}]}, "seeds": [0, 1],
-                            "environment": {"torch": "x"}, "workers": 2})
+        index.upsert_run(
+            row(
+                "s/a-s0",
+                variant="a",
+                seed=0,
+                grid_field="train_size",
+                grid_value=300,
+                config={"lr": 0.01, "train_size": None},
+                best_valid_acc=0.5,
+                final_gap_loss=math.nan,
+            )
+        )
+        index.upsert_study(
+            {
+                "name": "s",
+                "spec": {"variants": [{"name": "a"}]},
+                "seeds": [0, 1],
+                "environment": {"torch": "x"},
+                "workers": 2,
+            }
+        )
         (got,) = index.runs()
         assert set(got) == RUN_KEYS == set(RUN_COLUMNS)
         # JSON columns come back as Python values; "300" would come back as int even as TEXT
@@ -93,13 +142,17 @@ def epochs(*rows):
     return [dict(zip(keys, r)) for r in rows]
 
 
-HISTORY = epochs((1, 1.0, 0.5, 0.9, 0.6), (2, 0.5, 0.8, 0.7, 0.75), (3, 0.2, 0.95, 0.8, 0.8),
-                 (4, 0.1, 1.0, 0.95, 0.78))
+HISTORY = epochs(
+    (1, 1.0, 0.5, 0.9, 0.6), (2, 0.5, 0.8, 0.7, 0.75), (3, 0.2, 0.95, 0.8, 0.8), (4, 0.1, 1.0, 0.95, 0.78)
+)
 
 
 def test_metrics_without_early_stopping_are_the_last_epoch():
-    m = run_metrics({"best_epoch": 2, "stopped_epoch": None, "stop_reason": "completed", "params": 7},
-                    HISTORY, {"early_stopping": False})
+    m = run_metrics(
+        {"best_epoch": 2, "stopped_epoch": None, "stop_reason": "completed", "params": 7},
+        HISTORY,
+        {"early_stopping": False},
+    )
     assert m["final_epoch"] == 4 and m["epochs_run"] == 4 and m["params"] == 7
     assert m["best_valid_acc"] == 0.8 and m["best_valid_loss"] == 0.7  # each its own best epoch
     assert (m["final_train_acc"], m["final_valid_acc"]) == (1.0, 0.78)
@@ -129,8 +182,15 @@ def test_metrics_skip_non_finite_values():
 def _writer(path: str, prefix: str, count: int) -> None:
     index = RunIndex(path)
     for i in range(count):  # one transaction each: the worst case for lock contention
-        index.upsert_run({"run_id": f"{prefix}/r{i}", "study": prefix, "status": "complete",
-                          "seed": i, "best_valid_acc": i / count})
+        index.upsert_run(
+            {
+                "run_id": f"{prefix}/r{i}",
+                "study": prefix,
+                "status": "complete",
+                "seed": i,
+                "best_valid_acc": i / count,
+            }
+        )
     index.close()
 
 
@@ -156,12 +216,24 @@ def comparable(rows):
 
 
 def test_rebuild_from_folders_equals_the_index_the_study_wrote(tmp_path):
-    spec = make_spec({"train_size": 100, "epochs": 2, "hidden": 4, "batch_size": 50},
-                     [("baseline", {}), ("es", {"early_stopping": True, "patience": 1}),
-                      ("bad", {"batch_size": 500})], seeds=[3, 5])
+    spec = make_spec(
+        {"train_size": 100, "epochs": 2, "hidden": 4, "batch_size": 50},
+        [("baseline", {}), ("es", {"early_stopping": True, "patience": 1}), ("bad", {"batch_size": 500})],
+        seeds=[3, 5],
+    )
     run_study(spec, tmp_path, "one", threads=1, report=False)
-    run_study(make_spec({"train_size": 100, "epochs": 1, "hidden": 4}, [("baseline", {})], seeds=1,
-                        grid=("l2", [0.0, 0.01])), tmp_path, "two", threads=1, report=False)
+    run_study(
+        make_spec(
+            {"train_size": 100, "epochs": 1, "hidden": 4},
+            [("baseline", {})],
+            seeds=1,
+            grid=("l2", [0.0, 0.01]),
+        ),
+        tmp_path,
+        "two",
+        threads=1,
+        report=False,
+    )
     with RunIndex(tmp_path / "index.sqlite") as index:
         before_runs, before_studies = index.runs(), index.studies()
     assert len(before_runs) == 6 + 2

@@ -8,8 +8,14 @@ from torch import nn
 
 from overfitlab import OverfitlabError
 from overfitlab.fast_dropout import FastDropout
-from overfitlab.models import (build_cnn, create_model, list_models, model_spec, pool_before_relu,
-                               register_model)
+from overfitlab.models import (
+    build_cnn,
+    create_model,
+    list_models,
+    model_spec,
+    pool_before_relu,
+    register_model,
+)
 from overfitlab.summary import summarize
 
 # The tutorial's torchsummary totals on 1×28×28 (CNN(hidden_dim=8), FCcnn, GAPcnn).
@@ -34,7 +40,7 @@ def hand_count(name: str, in_shape=(1, 28, 28), classes: int = 10, **overrides) 
     channels, height, width = in_shape
     total = 0
     for block in range(spec.blocks):
-        out = spec.hidden * 2 ** block
+        out = spec.hidden * 2**block
         total += conv(3, channels, out) + (bn(out) if spec.batchnorm else 0)
         channels, height, width = out, height // 2, width // 2
     flat = channels if spec.head == "gap" else channels * height * width
@@ -43,7 +49,9 @@ def hand_count(name: str, in_shape=(1, 28, 28), classes: int = 10, **overrides) 
 
 def test_tutorial_totals_by_hand():
     # Written out layer by layer, as the tutorial's tables list them.
-    assert conv(3, 1, 8) + bn(8) + conv(3, 8, 16) + bn(16) + linear(7 * 7 * 16, 100) + linear(100, 10) == 80_806
+    assert (
+        conv(3, 1, 8) + bn(8) + conv(3, 8, 16) + bn(16) + linear(7 * 7 * 16, 100) + linear(100, 10) == 80_806
+    )
     assert conv(3, 1, 8) + conv(3, 8, 16) + linear(7 * 7 * 16, 100) + linear(100, 10) == 80_758
     assert conv(3, 1, 8) + conv(3, 8, 16) + linear(16, 100) + linear(100, 10) == 3_958
 
@@ -62,8 +70,9 @@ def test_presets_of_the_tutorial_exist():
 
 
 @pytest.mark.parametrize("name", list_models())
-@pytest.mark.parametrize("overrides", [{}, {"hidden": 16}, {"blocks": 3, "head": "gap"},
-                                       {"batchnorm": True, "fc_width": 32}])
+@pytest.mark.parametrize(
+    "overrides", [{}, {"hidden": 16}, {"blocks": 3, "head": "gap"}, {"batchnorm": True, "fc_width": 32}]
+)
 def test_summary_totals_equal_the_model_parameters(name, overrides):
     stats = summarize(name, (1, 28, 28), 10, **overrides)
     model = create_model(name, (1, 28, 28), 10, **overrides)
@@ -75,22 +84,42 @@ def test_summary_totals_equal_the_model_parameters(name, overrides):
 # torchsummary's tables in the tutorial: (layer type, output shape without the batch, params).
 TUTORIAL_TABLES = {
     "seed-cnn": [
-        ("Conv2d", (8, 28, 28), 80), ("BatchNorm2d", (8, 28, 28), 16), ("ReLU", (8, 28, 28), 0),
-        ("Dropout", (8, 28, 28), 0), ("MaxPool2d", (8, 14, 14), 0),
-        ("Conv2d", (16, 14, 14), 1_168), ("BatchNorm2d", (16, 14, 14), 32), ("ReLU", (16, 14, 14), 0),
-        ("Dropout", (16, 14, 14), 0), ("MaxPool2d", (16, 7, 7), 0),
-        ("Linear", (100,), 78_500), ("ReLU", (100,), 0), ("Linear", (10,), 1_010),
+        ("Conv2d", (8, 28, 28), 80),
+        ("BatchNorm2d", (8, 28, 28), 16),
+        ("ReLU", (8, 28, 28), 0),
+        ("Dropout", (8, 28, 28), 0),
+        ("MaxPool2d", (8, 14, 14), 0),
+        ("Conv2d", (16, 14, 14), 1_168),
+        ("BatchNorm2d", (16, 14, 14), 32),
+        ("ReLU", (16, 14, 14), 0),
+        ("Dropout", (16, 14, 14), 0),
+        ("MaxPool2d", (16, 7, 7), 0),
+        ("Linear", (100,), 78_500),
+        ("ReLU", (100,), 0),
+        ("Linear", (10,), 1_010),
     ],
     "seed-fc": [
-        ("Conv2d", (8, 28, 28), 80), ("ReLU", (8, 28, 28), 0), ("MaxPool2d", (8, 14, 14), 0),
-        ("Conv2d", (16, 14, 14), 1_168), ("ReLU", (16, 14, 14), 0), ("MaxPool2d", (16, 7, 7), 0),
-        ("Linear", (100,), 78_500), ("ReLU", (100,), 0), ("Linear", (10,), 1_010),
+        ("Conv2d", (8, 28, 28), 80),
+        ("ReLU", (8, 28, 28), 0),
+        ("MaxPool2d", (8, 14, 14), 0),
+        ("Conv2d", (16, 14, 14), 1_168),
+        ("ReLU", (16, 14, 14), 0),
+        ("MaxPool2d", (16, 7, 7), 0),
+        ("Linear", (100,), 78_500),
+        ("ReLU", (100,), 0),
+        ("Linear", (10,), 1_010),
     ],
     "seed-gap": [
-        ("Conv2d", (8, 28, 28), 80), ("ReLU", (8, 28, 28), 0), ("MaxPool2d", (8, 14, 14), 0),
-        ("Conv2d", (16, 14, 14), 1_168), ("ReLU", (16, 14, 14), 0), ("MaxPool2d", (16, 7, 7), 0),
+        ("Conv2d", (8, 28, 28), 80),
+        ("ReLU", (8, 28, 28), 0),
+        ("MaxPool2d", (8, 14, 14), 0),
+        ("Conv2d", (16, 14, 14), 1_168),
+        ("ReLU", (16, 14, 14), 0),
+        ("MaxPool2d", (16, 7, 7), 0),
         ("AdaptiveAvgPool2d", (16, 1, 1), 0),
-        ("Linear", (100,), 1_700), ("ReLU", (100,), 0), ("Linear", (10,), 1_010),
+        ("Linear", (100,), 1_700),
+        ("ReLU", (100,), 0),
+        ("Linear", (10,), 1_010),
     ],
 }
 
@@ -138,7 +167,8 @@ def _literal_forward(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
 @pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
 @pytest.mark.parametrize("whole_numbers", [False, True])
 def test_pooling_before_relu_gives_the_same_outputs_and_gradients_bit_for_bit(
-        name, memory_format, whole_numbers):
+    name, memory_format, whole_numbers
+):
     torch.manual_seed(0)
     model = create_model(name).to(memory_format=memory_format)
     x = torch.randn(8, 1, 28, 28)
@@ -169,7 +199,14 @@ def test_only_a_relu_directly_before_a_max_pool_moves_and_hooks_see_the_written_
     handle = relu.register_forward_hook(lambda module, args, out: seen.append(tuple(out.shape)))
     try:
         order = pool_before_relu(model.features)  # the observed block as written, the other moved
-        assert [type(m) for m in order] == [nn.Conv2d, nn.ReLU, nn.MaxPool2d, nn.Conv2d, nn.MaxPool2d, nn.ReLU]
+        assert [type(m) for m in order] == [
+            nn.Conv2d,
+            nn.ReLU,
+            nn.MaxPool2d,
+            nn.Conv2d,
+            nn.MaxPool2d,
+            nn.ReLU,
+        ]
         model(torch.zeros(2, 1, 28, 28))
     finally:
         handle.remove()
@@ -190,7 +227,9 @@ def test_tutorial_cnn_settings():
     model = create_model("seed-cnn")
     convs = [m for m in model.features if isinstance(m, nn.Conv2d)]
     assert [(c.in_channels, c.out_channels, c.kernel_size, c.stride, c.padding) for c in convs] == [
-        (1, 8, (3, 3), (1, 1), (1, 1)), (8, 16, (3, 3), (1, 1), (1, 1))]
+        (1, 8, (3, 3), (1, 1), (1, 1)),
+        (8, 16, (3, 3), (1, 1), (1, 1)),
+    ]
     assert [m.p for m in model.features if isinstance(m, nn.Dropout)] == [0.1, 0.1]
     pools = [m for m in model.features if isinstance(m, nn.MaxPool2d)]
     assert all(p.kernel_size == 2 and p.stride == 2 for p in pools)
@@ -208,10 +247,12 @@ def test_builder_takes_the_input_shape(name, in_shape):
 def test_digits_and_cifar_counts_by_hand():
     # 8×8 → 4×4 → 2×2: the FC head sees 16·2·2 = 64 inputs.
     assert sum(p.numel() for p in create_model("seed-fc", (1, 8, 8)).parameters()) == (
-        conv(3, 1, 8) + conv(3, 8, 16) + linear(64, 100) + linear(100, 10))
+        conv(3, 1, 8) + conv(3, 8, 16) + linear(64, 100) + linear(100, 10)
+    )
     # 3×32×32 → 16·8·8 = 1024 inputs.
     assert sum(p.numel() for p in create_model("seed-cnn", (3, 32, 32)).parameters()) == (
-        conv(3, 3, 8) + bn(8) + conv(3, 8, 16) + bn(16) + linear(1024, 100) + linear(100, 10))
+        conv(3, 3, 8) + bn(8) + conv(3, 8, 16) + bn(16) + linear(1024, 100) + linear(100, 10)
+    )
 
 
 def test_none_overrides_keep_the_preset():

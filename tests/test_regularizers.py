@@ -8,8 +8,7 @@ from torch import nn
 
 from overfitlab import Config, train
 from overfitlab.models import create_model
-from overfitlab.regularizers import (apply_max_norm, l1_penalty, l2_penalty, param_groups,
-                                     penalized_parameters)
+from overfitlab.regularizers import apply_max_norm, l1_penalty, l2_penalty, param_groups, penalized_parameters
 
 
 def random_weights(seed: int = 0) -> list[torch.Tensor]:
@@ -86,8 +85,9 @@ def test_include_all_decays_every_parameter():
 
 
 # ---------------------------------------------------------------- L2 in the loss vs weight decay
-BASE = dict(train_size=160, epochs=2, batch_size=32, batchnorm=False, dropout=0.0, threads=1,
-            device="cpu", seed=3)  # 5 steps an epoch, the same batches in every run
+BASE = dict(
+    train_size=160, epochs=2, batch_size=32, batchnorm=False, dropout=0.0, threads=1, device="cpu", seed=3
+)  # 5 steps an epoch, the same batches in every run
 LAM = 0.01
 
 
@@ -102,8 +102,7 @@ def max_difference(a: dict, b: dict) -> float:
 @pytest.fixture(scope="module")
 def sgd_runs():
     sgd = dict(optimizer="sgd", momentum=0.0, lr=0.05)
-    return (final_weights(**sgd, l2=LAM), final_weights(**sgd, weight_decay=2 * LAM),
-            final_weights(**sgd))
+    return (final_weights(**sgd, l2=LAM), final_weights(**sgd, weight_decay=2 * LAM), final_weights(**sgd))
 
 
 def test_l2_in_loss_with_plain_sgd_equals_sgd_weight_decay_two_lambda(sgd_runs):
@@ -116,9 +115,11 @@ def test_l2_in_loss_with_plain_sgd_equals_sgd_weight_decay_two_lambda(sgd_runs):
 @pytest.fixture(scope="module")
 def adam_runs():
     adam = dict(lr=0.01)
-    return (final_weights(optimizer="adam", l2=LAM, **adam),
-            final_weights(optimizer="adam", weight_decay=2 * LAM, **adam),
-            final_weights(optimizer="adamw", weight_decay=2 * LAM, **adam))
+    return (
+        final_weights(optimizer="adam", l2=LAM, **adam),
+        final_weights(optimizer="adam", weight_decay=2 * LAM, **adam),
+        final_weights(optimizer="adamw", weight_decay=2 * LAM, **adam),
+    )
 
 
 def test_adam_coupled_weight_decay_two_lambda_equals_l2_lambda_in_loss(adam_runs):
@@ -158,8 +159,12 @@ def test_max_norm_bounds_every_unit_and_leaves_small_units_alone(max_norm):
         assert torch.equal(new[under], old[under])  # bit for bit
         over = ~under
         # Rescaled units keep their direction and end on the bound.
-        torch.testing.assert_close(unit_norms(new[over]), torch.full((int(over.sum()),), max_norm,
-                                                                     dtype=torch.float64), rtol=1e-6, atol=0)
+        torch.testing.assert_close(
+            unit_norms(new[over]),
+            torch.full((int(over.sum()),), max_norm, dtype=torch.float64),
+            rtol=1e-6,
+            atol=0,
+        )
         cos = torch.nn.functional.cosine_similarity(new[over].flatten(1), old[over].flatten(1), dim=1)
         assert (cos > 1 - 1e-6).all()
         assert torch.equal(layer.bias.detach(), biases[id(layer)])

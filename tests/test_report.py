@@ -33,8 +33,13 @@ def build_tiny_study(runs_dir: Path) -> Path:
     """
     from overfitlab.study import make_spec, run_study
 
-    spec = make_spec(TINY, [*VARIANTS, (BROKEN, {"dropout": 1.5})], seeds=list(SEEDS), name="tiny",
-                     description="tiny <study> & test")
+    spec = make_spec(
+        TINY,
+        [*VARIANTS, (BROKEN, {"dropout": 1.5})],
+        seeds=list(SEEDS),
+        name="tiny",
+        description="tiny <study> & test",
+    )
     run_study(spec, runs_dir, "tiny", backend="serial", threads=1, report=False)
     return runs_dir
 
@@ -128,14 +133,18 @@ def test_paired_difference_equals_hand_computation(tiny, page):
         assert float(cell["low"]) == pytest.approx(low, rel=1e-9)
         t = mean / (s / math.sqrt(len(d)))
         assert float(cell["p"]) == pytest.approx(2 * scipy_stats.t.sf(abs(t), len(d) - 1), rel=1e-9)
-    [reduction] = [c for c in cells if c.get("compare-metric") == "gap_reduction"
-                   and c["variant"] == "dropout"]
+    [reduction] = [
+        c for c in cells if c.get("compare-metric") == "gap_reduction" and c["variant"] == "dropout"
+    ]
     assert float(reduction["value"]) == pytest.approx(-mean, abs=1e-15)
 
 
 def test_per_run_numbers_equal_the_rows(tiny, page):
-    cells = {(c["run-id"], c["metric"]): float(c["value"]) for c in parse(page).cells if "run-id" in c
-             and "metric" in c}
+    cells = {
+        (c["run-id"], c["metric"]): float(c["value"])
+        for c in parse(page).cells
+        if "run-id" in c and "metric" in c
+    }
     for row in tiny.rows:
         if row["status"] == "complete":
             assert cells[(row["run_id"], "best_valid_acc")] == row["best_valid_acc"]
@@ -158,13 +167,29 @@ def test_page_is_self_contained(page):
 def test_user_strings_are_escaped(tiny, page):
     assert "tiny &lt;study&gt; &amp; test" in page  # the spec's description
     hostile = "x<script>alert(1)</script>&\"'"
-    rows = [dict(r, variant=hostile if r["variant"] == "dropout" else r["variant"],
-                 run_id=r["run_id"] + hostile, error=hostile, stop_reason=hostile) for r in tiny.rows]
-    study = dict(tiny.study, environment={hostile: hostile},
-                 spec=dict(tiny.study["spec"], description=hostile, base={"dataset": hostile},
-                           variants=[{"name": hostile, "overrides": {"model": hostile}}]))
-    evil = render_report(StudyData(hostile, study, rows, {r["run_id"]: h for r, h in
-                                                          zip(rows, tiny.histories.values())}))
+    rows = [
+        dict(
+            r,
+            variant=hostile if r["variant"] == "dropout" else r["variant"],
+            run_id=r["run_id"] + hostile,
+            error=hostile,
+            stop_reason=hostile,
+        )
+        for r in tiny.rows
+    ]
+    study = dict(
+        tiny.study,
+        environment={hostile: hostile},
+        spec=dict(
+            tiny.study["spec"],
+            description=hostile,
+            base={"dataset": hostile},
+            variants=[{"name": hostile, "overrides": {"model": hostile}}],
+        ),
+    )
+    evil = render_report(
+        StudyData(hostile, study, rows, {r["run_id"]: h for r, h in zip(rows, tiny.histories.values())})
+    )
     assert "<script>" not in evil and "alert(1)</" not in evil
     assert "x&lt;script&gt;alert(1)&lt;/script&gt;&amp;&quot;&#x27;" in evil
     assert parse(evil).tags.count("script") == 0
@@ -185,10 +210,30 @@ def test_report_names_question_failures_and_cannot_tell_apart(tiny, page):
 
 
 def test_learning_curve_lines_are_the_seed_means():
-    a = History([{"epoch": e, "train_loss": 1 / e, "valid_loss": 1.2 / e, "train_acc": 0.5 + 0.1 * e,
-                  "valid_acc": 0.4 + 0.1 * e} for e in (1, 2, 3)])
-    b = History([{"epoch": e, "train_loss": 2 / e, "valid_loss": 2.2 / e, "train_acc": 0.3 + 0.1 * e,
-                  "valid_acc": 0.2 + 0.1 * e} for e in (1, 2)])
+    a = History(
+        [
+            {
+                "epoch": e,
+                "train_loss": 1 / e,
+                "valid_loss": 1.2 / e,
+                "train_acc": 0.5 + 0.1 * e,
+                "valid_acc": 0.4 + 0.1 * e,
+            }
+            for e in (1, 2, 3)
+        ]
+    )
+    b = History(
+        [
+            {
+                "epoch": e,
+                "train_loss": 2 / e,
+                "valid_loss": 2.2 / e,
+                "train_acc": 0.3 + 0.1 * e,
+                "valid_acc": 0.2 + 0.1 * e,
+            }
+            for e in (1, 2)
+        ]
+    )
     columns = ("train_loss", "valid_loss", "train_acc", "valid_acc")
     fig = learning_curves_figure({"baseline": {c: mean_curve([a, b], c) for c in columns}})
     acc_ax = fig.axes[1]
@@ -198,13 +243,17 @@ def test_learning_curve_lines_are_the_seed_means():
 
 
 def test_gap_figure_draws_each_interval():
-    rows = [("baseline", describe([0.2, 0.25, 0.3])), ("dropout", describe([0.1, 0.12, 0.2])),
-            ("single", describe([0.05]))]
+    rows = [
+        ("baseline", describe([0.2, 0.25, 0.3])),
+        ("dropout", describe([0.1, 0.12, 0.2])),
+        ("single", describe([0.05])),
+    ]
     fig = gap_figure(rows, "baseline")
     ax = fig.axes[0]
     segments = [c for c in ax.collections if hasattr(c, "get_segments")]
-    spans = sorted(tuple(np.round(sorted((seg[0][0], seg[1][0])), 9)) for col in segments
-                   for seg in col.get_segments())
+    spans = sorted(
+        tuple(np.round(sorted((seg[0][0], seg[1][0])), 9)) for col in segments for seg in col.get_segments()
+    )
     expected = sorted(tuple(np.round((s.low, s.high), 9)) for _, s in rows[:2])
     assert spans == expected
     labels = [t.get_text() for t in ax.get_yticklabels()]
@@ -215,8 +264,14 @@ def test_grid_figure_plots_valid_accuracy_against_grid_value():
     def summary(mean):
         return Summary(3, mean, 0.01, mean - 0.02, mean + 0.02)
 
-    by_value = {size: {"final_train_acc": summary(0.99), "final_valid_acc": summary(0.6 + size / 1000),
-                       "final_gap_acc": summary(0.39 - size / 1000)} for size in (100, 200, 400)}
+    by_value = {
+        size: {
+            "final_train_acc": summary(0.99),
+            "final_valid_acc": summary(0.6 + size / 1000),
+            "final_gap_acc": summary(0.39 - size / 1000),
+        }
+        for size in (100, 200, 400)
+    }
     fig = grid_figure({"baseline": by_value}, "train_size", "baseline")
     acc_ax = fig.axes[0]
     solid = [line for line in acc_ax.get_lines() if line.get_linestyle() == "-"]
@@ -231,14 +286,35 @@ def test_grid_study_pairs_on_grid_value_and_draws_the_grid(tmp_path):
         for size in (100, 1000):
             for seed in (0, 1, 2):
                 gap = 0.3 - size / 10000 + shift + 0.01 * seed * (1 if variant == "l2" else 2)
-                rows.append(dict(run_id=f"{variant}-{size}-{seed}", variant=variant, seed=seed,
-                                 grid_field="train_size", grid_value=size, status="complete",
-                                 final_gap_acc=gap, final_train_acc=1.0, final_valid_acc=1.0 - gap,
-                                 best_valid_acc=1.0 - gap, best_valid_loss=0.3, final_gap_loss=0.1,
-                                 best_epoch=2, stopped_epoch=None, final_epoch=3, epochs_run=3,
-                                 params=100, seconds=1.0, run_dir=None))
-    study = {"spec": {"variants": [{"name": "baseline", "overrides": {}}, {"name": "l2", "overrides": {"l2": 1e-3}}],
-                      "grid": {"field": "train_size", "values": [100, 1000]}}}
+                rows.append(
+                    dict(
+                        run_id=f"{variant}-{size}-{seed}",
+                        variant=variant,
+                        seed=seed,
+                        grid_field="train_size",
+                        grid_value=size,
+                        status="complete",
+                        final_gap_acc=gap,
+                        final_train_acc=1.0,
+                        final_valid_acc=1.0 - gap,
+                        best_valid_acc=1.0 - gap,
+                        best_valid_loss=0.3,
+                        final_gap_loss=0.1,
+                        best_epoch=2,
+                        stopped_epoch=None,
+                        final_epoch=3,
+                        epochs_run=3,
+                        params=100,
+                        seconds=1.0,
+                        run_dir=None,
+                    )
+                )
+    study = {
+        "spec": {
+            "variants": [{"name": "baseline", "overrides": {}}, {"name": "l2", "overrides": {"l2": 1e-3}}],
+            "grid": {"field": "train_size", "values": [100, 1000]},
+        }
+    }
     page = render_report(StudyData("grid", study, rows))
     cells = parse(page).cells
     per_size = [c for c in cells if c.get("run-metric") == "final_gap_acc" and c["variant"] == "l2"]
@@ -275,11 +351,15 @@ def test_curve_figures_group_a_grid_by_value_or_by_variant():
     one = [("baseline", 100), ("baseline", 300)]
     figures = curve_figures(one, {k: {} for k in one}, "train_size")
     assert [(t, list(p)) for t, p in figures] == [
-        ("baseline by train_size", ["train_size = 100", "train_size = 300"])]
+        ("baseline by train_size", ["train_size = 100", "train_size = 300"])
+    ]
     two = one + [("l2", 100), ("l2", 300)]
     figures = curve_figures(two, {k: {} for k in two if k != ("l2", 300)}, "train_size")
     assert [(t, list(p)) for t, p in figures] == [
-        ("train_size = 100", ["baseline", "l2"]), ("train_size = 300", ["baseline"])]
+        ("train_size = 100", ["baseline", "l2"]),
+        ("train_size = 300", ["baseline"]),
+    ]
     plain = [("baseline", None), ("l2", None)]
     assert [(t, list(p)) for t, p in curve_figures(plain, {k: {} for k in plain}, None)] == [
-        ("", ["baseline", "l2"])]
+        ("", ["baseline", "l2"])
+    ]

@@ -22,13 +22,16 @@ from overfitlab.report import write_report
 
 from test_report import SEEDS, VARIANTS, build_tiny_study
 
-webdriver = pytest.importorskip("selenium.webdriver", reason="selenium not installed: pip install 'selenium>=4'")
+webdriver = pytest.importorskip(
+    "selenium.webdriver", reason="selenium not installed: pip install 'selenium>=4'"
+)
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
 pytestmark = pytest.mark.skipif(
     not (CHROMIUM and CHROMEDRIVER),
-    reason="headless Chromium absent: apt-get install -y chromium chromium-driver")
+    reason="headless Chromium absent: apt-get install -y chromium chromium-driver",
+)
 
 PHONE = {"width": 390, "height": 844, "deviceScaleFactor": 1, "mobile": True}
 
@@ -50,10 +53,19 @@ def browser(tmp_path_factory):
 
     options = Options()
     options.binary_location = CHROMIUM
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--disable-dev-shm-usage", "--window-size=1200,900",
-                 f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}"):
+    for flag in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        "--window-size=1200,900",
+        f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}",
+    ):
         options.add_argument(flag)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
@@ -85,8 +97,7 @@ def test_renders_with_no_console_error_and_no_request(browser, report):
     urls = requested_urls(browser)
     assert report.as_uri() in urls
     assert all(u == report.as_uri() or u.startswith("data:image/png;base64,") for u in urls), urls
-    images = browser.execute_script(
-        "return [...document.images].map(i => [i.complete, i.naturalWidth])")
+    images = browser.execute_script("return [...document.images].map(i => [i.complete, i.naturalWidth])")
     assert len(images) >= 2 and all(done and width > 100 for done, width in images)
     assert "Which remedies close the over-fitting gap" in browser.find_element("tag name", "body").text
 
@@ -97,7 +108,8 @@ def test_fits_a_phone_width(browser, report):
         open_page(browser, report)
         widths = browser.execute_script(
             "return [window.innerWidth, document.documentElement.scrollWidth, document.body.scrollWidth,"
-            " Math.max(...[...document.images].map(i => i.getBoundingClientRect().right))]")
+            " Math.max(...[...document.images].map(i => i.getBoundingClientRect().right))]"
+        )
         inner, page_width, body_width, image_right = widths
         assert inner == PHONE["width"]
         assert page_width <= inner and body_width <= inner, widths
@@ -105,7 +117,8 @@ def test_fits_a_phone_width(browser, report):
         # Wide tables scroll inside their own box instead of widening the page.
         overflowing = browser.execute_script(
             "return [...document.querySelectorAll('.scroll')].filter(d => d.scrollWidth > d.clientWidth)"
-            ".map(d => getComputedStyle(d).overflowX)")
+            ".map(d => getComputedStyle(d).overflowX)"
+        )
         assert overflowing and set(overflowing) == {"auto"}
     finally:
         browser.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
@@ -115,7 +128,8 @@ def test_numbers_on_screen_equal_the_index(browser, report, runs_dir):
     open_page(browser, report)
     cells = browser.execute_script(
         "return [...document.querySelectorAll('[data-run-metric], [data-run-id][data-metric]')]"
-        ".map(e => Object.assign({text: e.textContent}, e.dataset))")
+        ".map(e => Object.assign({text: e.textContent}, e.dataset))"
+    )
     with RunIndex(runs_dir / "index.sqlite") as index:
         rows = [r for r in index.runs("tiny") if r["status"] == "complete"]
     assert len(rows) == len(VARIANTS) * len(SEEDS)

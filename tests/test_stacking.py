@@ -24,8 +24,18 @@ def _separate(config: Config, seed: int):
 def test_each_member_follows_its_own_run():
     """Same initial weights, subset and batch order as the single run; penalties, AdamW's
     decoupled decay and the no-decay groups apply per member."""
-    config = Config(train_size=120, epochs=3, hidden=4, threads=1, batchnorm=False, dropout=0.0,
-                    l1=1e-4, l2=3e-4, optimizer="adamw", weight_decay=0.1)
+    config = Config(
+        train_size=120,
+        epochs=3,
+        hidden=4,
+        threads=1,
+        batchnorm=False,
+        dropout=0.0,
+        l1=1e-4,
+        l2=3e-4,
+        optimizer="adamw",
+        weight_decay=0.1,
+    )
     members = train_seeds(config, [0, 1, 2])
     assert [m.config.seed for m in members] == [0, 1, 2]
     for member in members:
@@ -34,10 +44,12 @@ def test_each_member_follows_its_own_run():
         for ours, theirs in zip(member.history.epochs, alone.history.epochs):
             for key in COMPARED:
                 assert ours[key] == pytest.approx(theirs[key], abs=1e-5), key
-        assert [(b["epoch"], b["batch"]) for b in member.history.batches] == \
-            [(b["epoch"], b["batch"]) for b in alone.history.batches]
-        assert [b["loss"] for b in member.history.batches] == \
-            pytest.approx([b["loss"] for b in alone.history.batches], abs=1e-5)
+        assert [(b["epoch"], b["batch"]) for b in member.history.batches] == [
+            (b["epoch"], b["batch"]) for b in alone.history.batches
+        ]
+        assert [b["loss"] for b in member.history.batches] == pytest.approx(
+            [b["loss"] for b in alone.history.batches], abs=1e-5
+        )
         assert [b["acc"] for b in member.history.batches] == [b["acc"] for b in alone.history.batches]
         for (name, a), b in zip(member.model.state_dict().items(), alone.model.state_dict().values()):
             assert torch.allclose(a, b, atol=1e-5), name
@@ -118,16 +130,30 @@ def test_a_member_whose_loss_is_not_finite_ends_diverged(tmp_path):
 
 
 def test_each_member_stops_early_where_its_run_stops():
-    config = Config(train_size=120, epochs=10, hidden=4, threads=1, batchnorm=False, dropout=0.0, lr=0.1,
-                    early_stopping=True, patience=1, restore_best=True)
+    config = Config(
+        train_size=120,
+        epochs=10,
+        hidden=4,
+        threads=1,
+        batchnorm=False,
+        dropout=0.0,
+        lr=0.1,
+        early_stopping=True,
+        patience=1,
+        restore_best=True,
+    )
     members = train_seeds(config, [0, 1, 2, 3])
     stops = []
     for member in members:
         alone = _separate(config, member.config.seed)
-        assert (member.stopped_epoch, member.best_epoch, member.stop_reason) == \
-            (alone.stopped_epoch, alone.best_epoch, alone.stop_reason)
-        assert [e["valid_loss"] for e in member.history.epochs] == \
-            pytest.approx([e["valid_loss"] for e in alone.history.epochs], rel=1e-4)
+        assert (member.stopped_epoch, member.best_epoch, member.stop_reason) == (
+            alone.stopped_epoch,
+            alone.best_epoch,
+            alone.stop_reason,
+        )
+        assert [e["valid_loss"] for e in member.history.epochs] == pytest.approx(
+            [e["valid_loss"] for e in alone.history.epochs], rel=1e-4
+        )
         for a, b in zip(member.model.state_dict().values(), alone.model.state_dict().values()):
             assert torch.allclose(a, b, atol=1e-4)  # the best epoch's weights, restored
         stops.append(member.stopped_epoch)
@@ -157,5 +183,6 @@ def test_ctrl_c_leaves_each_member_a_folder_that_resumes(tmp_path, monkeypatch):
         assert (summary["stop_reason"], summary["epochs_run"]) == ("interrupted", 2)
         finished = resume(tmp_path / folder)
         alone = _separate(config, seed)
-        assert [e["valid_loss"] for e in finished.history.epochs] == \
-            pytest.approx([e["valid_loss"] for e in alone.history.epochs], abs=1e-5)
+        assert [e["valid_loss"] for e in finished.history.epochs] == pytest.approx(
+            [e["valid_loss"] for e in alone.history.epochs], abs=1e-5
+        )

@@ -10,19 +10,43 @@ from scipy import stats as scipy_stats
 
 from overfitlab import stats
 from overfitlab.history import History
-from overfitlab.stats import (baseline_name, compare, compare_all, describe, gap_reduction,
-                              group_summaries, mean_curve, metric_value, rank_by_gap, t_quantile,
-                              variant_order)
+from overfitlab.stats import (
+    baseline_name,
+    compare,
+    compare_all,
+    describe,
+    gap_reduction,
+    group_summaries,
+    mean_curve,
+    metric_value,
+    rank_by_gap,
+    t_quantile,
+    variant_order,
+)
 
 # Student t 97.5% quantiles from a printed table (df = 1, 2, 4, 9).
 T_TABLE = {2: 12.7062, 3: 4.3027, 5: 2.7764, 10: 2.2622}
 
 
 def row(variant, seed, gap, acc=0.9, grid=None, status="complete", **extra):
-    base = dict(run_id=f"{variant}-{grid}-{seed}", variant=variant, seed=seed, grid_field=None,
-                grid_value=grid, status=status, final_gap_acc=gap, best_valid_acc=acc,
-                best_valid_loss=0.3, final_gap_loss=0.1, best_epoch=3, stopped_epoch=None,
-                final_epoch=5, epochs_run=5, params=1000, seconds=1.5)
+    base = dict(
+        run_id=f"{variant}-{grid}-{seed}",
+        variant=variant,
+        seed=seed,
+        grid_field=None,
+        grid_value=grid,
+        status=status,
+        final_gap_acc=gap,
+        best_valid_acc=acc,
+        best_valid_loss=0.3,
+        final_gap_loss=0.1,
+        best_epoch=3,
+        stopped_epoch=None,
+        final_epoch=5,
+        epochs_run=5,
+        params=1000,
+        seconds=1.5,
+    )
     base.update(extra)
     return base
 
@@ -96,12 +120,16 @@ def test_paired_difference_matches_hand_computation():
 
 def test_pairs_match_on_seed_and_grid_value_and_drop_unmatched():
     base = [row("baseline", s, 0.2 + 0.01 * s, grid=g) for s in (0, 1) for g in (100, 200)]
-    remedy = [row("l2", s, 0.1 + 0.01 * s + (0.05 if g == 200 else 0), grid=g)
-              for s in (0, 1, 2) for g in (100, 200)]
+    remedy = [
+        row("l2", s, 0.1 + 0.01 * s + (0.05 if g == 200 else 0), grid=g)
+        for s in (0, 1, 2)
+        for g in (100, 200)
+    ]
     got = compare(base, remedy, "final_gap_acc")
     assert got.n == 4  # seed 2 has no baseline
-    expected = np.mean([(0.1 + 0.01 * s + (0.05 if g == 200 else 0)) - (0.2 + 0.01 * s)
-                        for s in (0, 1) for g in (100, 200)])
+    expected = np.mean(
+        [(0.1 + 0.01 * s + (0.05 if g == 200 else 0)) - (0.2 + 0.01 * s) for s in (0, 1) for g in (100, 200)]
+    )
     assert got.mean_diff == pytest.approx(expected)
 
 
@@ -109,8 +137,9 @@ def test_undefined_p_value_is_reported_not_raised():
     one = compare([row("baseline", 0, 0.2)], [row("a", 0, 0.1)], "final_gap_acc")
     assert one.n == 1 and one.p_value is None and "one matched seed" in one.note
     assert not one.tells_apart
-    flat = compare([row("baseline", s, 0.2) for s in range(3)],
-                   [row("a", s, 0.1) for s in range(3)], "final_gap_acc")
+    flat = compare(
+        [row("baseline", s, 0.2) for s in range(3)], [row("a", s, 0.1) for s in range(3)], "final_gap_acc"
+    )
     assert flat.p_value is None and "zero variance" in flat.note
     none = compare([row("baseline", 0, 0.2)], [row("a", 1, 0.1)], "final_gap_acc")
     assert none.n == 0 and none.p_value is None and math.isnan(none.mean_diff)

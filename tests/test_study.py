@@ -18,8 +18,16 @@ from overfitlab.cli import main
 from overfitlab.config import Config
 from overfitlab.errors import OverfitlabError
 from overfitlab.index import RunIndex
-from overfitlab.study import (ALL_REMEDIES, REMEDIES, REMEDIES_BASE, expand, load_spec, make_spec, preset,
-                              run_study)
+from overfitlab.study import (
+    ALL_REMEDIES,
+    REMEDIES,
+    REMEDIES_BASE,
+    expand,
+    load_spec,
+    make_spec,
+    preset,
+    run_study,
+)
 
 TIMING = {"started_at", "ended_at", "seconds", "run_dir"}
 SMALL = {"train_size": 120, "epochs": 2, "hidden": 4, "batch_size": 40}
@@ -73,37 +81,51 @@ def test_load_spec_reads_base_variants_seeds_and_grid(tmp_path):
     assert spec.base == {"train_size": 300, "epochs": 5, "lr": 0.02, "hidden": 4}
     plans = expand(spec, threads=1)
     assert [p.name for p in plans] == [
-        "baseline-2-s4", "baseline-2-s7", "baseline-3-s4", "baseline-3-s7",
-        "l2-2-s4", "l2-2-s7", "l2-3-s4", "l2-3-s7"]
+        "baseline-2-s4",
+        "baseline-2-s7",
+        "baseline-3-s4",
+        "baseline-3-s7",
+        "l2-2-s4",
+        "l2-2-s7",
+        "l2-3-s4",
+        "l2-3-s7",
+    ]
     by_name = {p.name: p.config for p in plans}
     # Order of precedence: base, then variant, then grid value, then seed.
-    assert by_name["l2-3-s7"] == Config(train_size=300, epochs=3, lr=0.005, hidden=4, l2=1e-3,
-                                        seed=7, threads=1)
+    assert by_name["l2-3-s7"] == Config(
+        train_size=300, epochs=3, lr=0.005, hidden=4, l2=1e-3, seed=7, threads=1
+    )
     assert by_name["baseline-2-s4"] == Config(train_size=300, epochs=2, lr=0.02, hidden=4, seed=4, threads=1)
     assert all(p.error is None and p.grid_field == "epochs" for p in plans)
     # The canonical form round-trips.
     assert type(spec).from_dict(spec.to_dict()) == spec
 
 
-@pytest.mark.parametrize("text, message", [
-    ("bogus = 1", r"unknown key 'bogus'.*valid keys are name, description, seeds, base, variant, grid"),
-    ("[base]\nlearning_rate = 0.1", r"unknown key 'learning_rate' in .*\[base\]: valid keys are .*lr"),
-    ("[[variant]]\nname = 'x'\ndropuot = 0.5", r"unknown key 'dropuot' in .*variant 'x'.*dropout"),
-    ("[grid]\nfield = 'size'\nvalues = [1]", r"unknown grid field 'size'.*train_size"),
-    ("[grid]\nfield = 'l2'\nvalue = [1]", r"unknown key 'value' in .*\[grid\]: valid keys are field, values"),
-    ("[grid]\nfield = 'l2'\nvalues = []", "grid values must be a non-empty list"),
-    ("[[variant]]\nname = 'x'\nseed = 3", r"seed cannot be set in .*variant 'x'.*seeds"),
-    ("[[variant]]\nname = 'x'\nthreads = 3", r"threads cannot be set.*--threads"),
-    ("[[variant]]\nname = 'x'\n[[variant]]\nname = 'x'", "two variants are named 'x'"),
-    ("[[variant]]\nl2 = 0.1", r"every \[\[variant\]\] needs a name"),
-    ("[[variant]]\nname = 'a b'", "bad run name 'a b'"),
-    ("seeds = 0", "seeds must be ≥ 1"),
-    ("seeds = [1, 1]", "seeds repeat"),
-    ("seeds = 'three'", "seeds must be a count"),
-    ("[base]\nepochs = -1", r"\[base\]: epochs must be > 0"),
-    ("[base]\nepochs = 'ten'", r"\[base\]: epochs must be int"),
-    ("[base\n", "not valid TOML"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("bogus = 1", r"unknown key 'bogus'.*valid keys are name, description, seeds, base, variant, grid"),
+        ("[base]\nlearning_rate = 0.1", r"unknown key 'learning_rate' in .*\[base\]: valid keys are .*lr"),
+        ("[[variant]]\nname = 'x'\ndropuot = 0.5", r"unknown key 'dropuot' in .*variant 'x'.*dropout"),
+        ("[grid]\nfield = 'size'\nvalues = [1]", r"unknown grid field 'size'.*train_size"),
+        (
+            "[grid]\nfield = 'l2'\nvalue = [1]",
+            r"unknown key 'value' in .*\[grid\]: valid keys are field, values",
+        ),
+        ("[grid]\nfield = 'l2'\nvalues = []", "grid values must be a non-empty list"),
+        ("[[variant]]\nname = 'x'\nseed = 3", r"seed cannot be set in .*variant 'x'.*seeds"),
+        ("[[variant]]\nname = 'x'\nthreads = 3", r"threads cannot be set.*--threads"),
+        ("[[variant]]\nname = 'x'\n[[variant]]\nname = 'x'", "two variants are named 'x'"),
+        ("[[variant]]\nl2 = 0.1", r"every \[\[variant\]\] needs a name"),
+        ("[[variant]]\nname = 'a b'", "bad run name 'a b'"),
+        ("seeds = 0", "seeds must be ≥ 1"),
+        ("seeds = [1, 1]", "seeds repeat"),
+        ("seeds = 'three'", "seeds must be a count"),
+        ("[base]\nepochs = -1", r"\[base\]: epochs must be > 0"),
+        ("[base]\nepochs = 'ten'", r"\[base\]: epochs must be int"),
+        ("[base\n", "not valid TOML"),
+    ],
+)
 def test_spec_errors_name_the_fix(tmp_path, text, message):
     with pytest.raises(OverfitlabError, match=message):
         load_spec(write(tmp_path / "s.toml", text))
@@ -115,7 +137,10 @@ def test_missing_spec_file(tmp_path):
 
 
 def test_none_resets_an_optional_field_and_bad_values_fail_only_their_runs(tmp_path):
-    spec = load_spec(write(tmp_path / "s.toml", """
+    spec = load_spec(
+        write(
+            tmp_path / "s.toml",
+            """
         seeds = 1
         [base]
         train_size = 300
@@ -125,7 +150,9 @@ def test_none_resets_an_optional_field_and_bad_values_fail_only_their_runs(tmp_p
         [[variant]]
         name = "bad"
         dropout = 1.5
-    """))
+    """,
+        )
+    )
     full, bad = expand(spec)
     assert full.config.train_size is None and full.error is None
     assert bad.config is None and "dropout must be in [0, 1), got 1.5" in bad.error
@@ -136,8 +163,19 @@ def test_remedies_preset_is_a_paired_lineup():
     spec = preset("remedies", seeds=3)
     plans = expand(spec, threads=1)
     variants = [v.name for v in spec.variants]
-    assert variants == ["baseline", "early-stopping", "l1", "l2", "weight-decay", "batchnorm", "dropout",
-                        "gap-head", "augmentation", "more-data", "all-remedies"]
+    assert variants == [
+        "baseline",
+        "early-stopping",
+        "l1",
+        "l2",
+        "weight-decay",
+        "batchnorm",
+        "dropout",
+        "gap-head",
+        "augmentation",
+        "more-data",
+        "all-remedies",
+    ]
     assert len(plans) == 11 * 3
     for variant in variants:  # paired: every variant on the same seeds
         assert sorted(p.seed for p in plans if p.variant == variant) == [0, 1, 2]
@@ -149,7 +187,9 @@ def test_remedies_preset_is_a_paired_lineup():
     for plan in plans:  # each variant differs from the baseline of its seed in its own fields only
         reference = base[plan.seed]
         changed = {k for k in Config.__dataclass_fields__ if getattr(plan.config, k) != getattr(reference, k)}
-        assert changed == {k for k, v in overrides[plan.variant].items() if v != getattr(reference, k)}, plan.name
+        assert changed == {k for k, v in overrides[plan.variant].items() if v != getattr(reference, k)}, (
+            plan.name
+        )
         assert all(getattr(plan.config, k) == v for k, v in overrides[plan.variant].items())
     assert plans[-1].config.train_size == REMEDIES_BASE["train_size"]  # all remedies, same data
     assert {p.config.train_size for p in plans if p.variant == "more-data"} == {None}
@@ -166,20 +206,29 @@ def test_data_size_preset_is_a_grid_over_train_size():
 
 
 # --------------------------------------------------------------------------- a small study
-FAILING_SPEC = make_spec(SMALL, [
-    ("baseline", {}),
-    ("l2", {"l2": 1e-3}),
-    ("diverges", {"optimizer": "sgd", "lr": 1e8}),   # NaN at epoch 1
-    ("bad", {"dropout": 1.5}),                        # invalid override
-], seeds=[0, 1])
+FAILING_SPEC = make_spec(
+    SMALL,
+    [
+        ("baseline", {}),
+        ("l2", {"l2": 1e-3}),
+        ("diverges", {"optimizer": "sgd", "lr": 1e8}),  # NaN at epoch 1
+        ("bad", {"dropout": 1.5}),  # invalid override
+    ],
+    seeds=[0, 1],
+)
 
 
 @pytest.fixture(scope="module")
 def small_study(tmp_path_factory):
     runs_dir = tmp_path_factory.mktemp("runs")
     seen = []
-    result = run_study(FAILING_SPEC, runs_dir, "small", threads=1,
-                       progress=lambda row, done, total: seen.append((row["run_id"], done, total)))
+    result = run_study(
+        FAILING_SPEC,
+        runs_dir,
+        "small",
+        threads=1,
+        progress=lambda row, done, total: seen.append((row["run_id"], done, total)),
+    )
     return runs_dir, result, seen
 
 
@@ -187,8 +236,11 @@ def test_failing_runs_are_recorded_and_the_others_complete(small_study):
     runs_dir, result, seen = small_study
     rows = index_rows(runs_dir, "small")
     status = {r["run_id"]: r["status"] for r in rows}
-    assert status == {f"small/{v}-s{s}": ("complete" if v in ("baseline", "l2") else "failed")
-                      for v in ("baseline", "l2", "diverges", "bad") for s in (0, 1)}
+    assert status == {
+        f"small/{v}-s{s}": ("complete" if v in ("baseline", "l2") else "failed")
+        for v in ("baseline", "l2", "diverges", "bad")
+        for s in (0, 1)
+    }
     errors = {r["variant"]: r["error"] for r in rows if r["status"] == "failed"}
     assert "diverged" in errors["diverges"] and "nan" in errors["diverges"]
     assert "dropout must be in [0, 1), got 1.5" in errors["bad"]
@@ -277,20 +329,32 @@ def test_study_refuses_to_overwrite_and_resume_checks(small_study, tmp_path):
 
 
 # --------------------------------------------------------------------------- stacked seeds
-STACKABLE_SPEC = make_spec({**SMALL, "batchnorm": False, "dropout": 0.0}, [
-    ("baseline", {}),
-    ("l2", {"l2": 1e-3}),
-    ("stopping", {"early_stopping": True, "patience": 1, "epochs": 4}),
-    ("augmented", {"augment": True}),  # stacking cannot: run one by one
-], seeds=[0, 1, 2])
+STACKABLE_SPEC = make_spec(
+    {**SMALL, "batchnorm": False, "dropout": 0.0},
+    [
+        ("baseline", {}),
+        ("l2", {"l2": 1e-3}),
+        ("stopping", {"early_stopping": True, "patience": 1, "epochs": 4}),
+        ("augmented", {"augment": True}),  # stacking cannot: run one by one
+    ],
+    seeds=[0, 1, 2],
+)
 COMPARED = ("best_valid_loss", "best_valid_acc", "final_train_loss", "final_gap_acc", "epochs_run")
 
 
 def test_stacked_seeds_give_each_run_its_own_numbers_and_resume(tmp_path):
     seen = []
-    stacked = run_study(STACKABLE_SPEC, tmp_path, "stacked", backend="local", workers=2, threads=1,
-                        stack_seeds=True, report=False,
-                        progress=lambda row, done, total: seen.append((done, total)))
+    stacked = run_study(
+        STACKABLE_SPEC,
+        tmp_path,
+        "stacked",
+        backend="local",
+        workers=2,
+        threads=1,
+        stack_seeds=True,
+        report=False,
+        progress=lambda row, done, total: seen.append((done, total)),
+    )
     alone = run_study(STACKABLE_SPEC, tmp_path, "alone", threads=1, report=False)
     assert stacked.status == alone.status == "complete"
     assert seen == [(i, 12) for i in range(1, 13)]
@@ -298,8 +362,10 @@ def test_stacked_seeds_give_each_run_its_own_numbers_and_resume(tmp_path):
         assert ours["run_id"].split("/")[1] == theirs["run_id"].split("/")[1]
         for key in COMPARED:
             assert ours[key] == pytest.approx(theirs[key], abs=1e-5), (ours["run_id"], key)
-    statuses = {r["run_id"].split("/")[1]: json.loads((Path(r["run_dir"]) / "status.json").read_text())
-                for r in stacked.runs}
+    statuses = {
+        r["run_id"].split("/")[1]: json.loads((Path(r["run_dir"]) / "status.json").read_text())
+        for r in stacked.runs
+    }
     for variant in ("baseline", "l2", "stopping"):
         assert statuses[f"{variant}-s1"]["stacked_with"] == [f"{variant}-s{s}" for s in (0, 1, 2)]
     assert all("stacked_with" not in statuses[f"augmented-s{s}"] for s in (0, 1, 2))
@@ -313,21 +379,27 @@ def test_stacked_seeds_give_each_run_its_own_numbers_and_resume(tmp_path):
     before = index_rows(tmp_path, "stacked")
     resumed = run_study(None, tmp_path, "stacked", resume=True, report=False)
     after = index_rows(tmp_path, "stacked")
-    assert [r for r in after if r["run_id"] != "stacked/l2-s1"] == \
-        [r for r in before if r["run_id"] != "stacked/l2-s1"]
+    assert [r for r in after if r["run_id"] != "stacked/l2-s1"] == [
+        r for r in before if r["run_id"] != "stacked/l2-s1"
+    ]
     redone = next(r for r in resumed.runs if r["run_id"] == "stacked/l2-s1")
     original = next(r for r in stacked.runs if r["run_id"] == "stacked/l2-s1")
     assert redone["started_at"] > original["started_at"]
     for key in COMPARED:
         assert redone[key] == pytest.approx(original[key], abs=1e-5), key
-    assert json.loads((tmp_path / "stacked" / "l2-s1" / "status.json").read_text())["stacked_with"] == ["l2-s1"]
+    assert json.loads((tmp_path / "stacked" / "l2-s1" / "status.json").read_text())["stacked_with"] == [
+        "l2-s1"
+    ]
     with pytest.raises(OverfitlabError, match="trains its seeds one by one"):
         run_study(None, tmp_path, "alone", resume=True, stack_seeds=True)
 
 
 def test_a_stacked_variant_that_fails_fails_each_of_its_runs_and_the_study_goes_on(tmp_path):
-    spec = make_spec({**SMALL, "batchnorm": False, "dropout": 0.0}, [
-        ("baseline", {}), ("too-many", {"train_size": 10 ** 6}), ("diverges", {"lr": 1e12})], seeds=[0, 1])
+    spec = make_spec(
+        {**SMALL, "batchnorm": False, "dropout": 0.0},
+        [("baseline", {}), ("too-many", {"train_size": 10**6}), ("diverges", {"lr": 1e12})],
+        seeds=[0, 1],
+    )
     result = run_study(spec, tmp_path, "failing", threads=1, stack_seeds=True, report=False)
     status = {r["run_id"].split("/")[1]: (r["status"], r["error"] or "") for r in result.runs}
     assert status["baseline-s0"] == status["baseline-s1"] == ("complete", "")
@@ -340,7 +412,9 @@ def test_a_stacked_variant_that_fails_fails_each_of_its_runs_and_the_study_goes_
 
 # --------------------------------------------------------------------------- the CLI
 def test_cli_study_json_and_exit_status(tmp_path, capsys):
-    spec = write(tmp_path / "spec.toml", """
+    spec = write(
+        tmp_path / "spec.toml",
+        """
         seeds = 2
         [base]
         train_size = 120
@@ -353,9 +427,26 @@ def test_cli_study_json_and_exit_status(tmp_path, capsys):
         [[variant]]
         name = "big-batch"
         batch_size = 500
-    """)
-    code = main(["study", str(spec), "--runs-dir", str(tmp_path / "runs"), "--name", "cli", "--json",
-                 "--quiet", "--backend", "serial", "--threads", "1", "--epochs", "3"])
+    """,
+    )
+    code = main(
+        [
+            "study",
+            str(spec),
+            "--runs-dir",
+            str(tmp_path / "runs"),
+            "--name",
+            "cli",
+            "--json",
+            "--quiet",
+            "--backend",
+            "serial",
+            "--threads",
+            "1",
+            "--epochs",
+            "3",
+        ]
+    )
     out = json.loads(capsys.readouterr().out)
     assert code == 1  # some runs failed
     rows = index_rows(tmp_path / "runs", "cli")
@@ -386,14 +477,22 @@ def test_cli_study_without_a_spec_runs_the_remedies_preset_on_the_local_pool(mon
     assert (runs_dir, name, kwargs["backend"], kwargs["resume"]) == (str(tmp_path), None, "local", False)
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["study", "--resume", "x", "--preset", "remedies"], "drop SPEC, --preset and --name"),
-    (["study", "--resume", "x", "--lr", "0.1"], "drop the recipe flags"),
-    (["study", "--preset", "remedies", "--backend", "local", "--workers", "64", "--threads", "64"],
-     "oversubscribe"),
-    (["study", "--preset", "remedies", "--lr", "-1"], "lr must be > 0"),
-    (["study", "--preset", "remedies", "--stack-seeds", "--tensorboard"], "drop --stack-seeds or --tensorboard"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["study", "--resume", "x", "--preset", "remedies"], "drop SPEC, --preset and --name"),
+        (["study", "--resume", "x", "--lr", "0.1"], "drop the recipe flags"),
+        (
+            ["study", "--preset", "remedies", "--backend", "local", "--workers", "64", "--threads", "64"],
+            "oversubscribe",
+        ),
+        (["study", "--preset", "remedies", "--lr", "-1"], "lr must be > 0"),
+        (
+            ["study", "--preset", "remedies", "--stack-seeds", "--tensorboard"],
+            "drop --stack-seeds or --tensorboard",
+        ),
+    ],
+)
 def test_cli_study_errors_are_one_line(tmp_path, capsys, argv, message):
     assert main(argv + ["--runs-dir", str(tmp_path)]) == 2
     err = capsys.readouterr().err
@@ -485,9 +584,25 @@ def test_a_study_killed_with_sigkill_resumes_to_the_uninterrupted_result(tmp_pat
     spec_path = write(tmp_path / "spec.toml", KILL_SPEC)
     killed_dir, reference_dir = tmp_path / "killed", tmp_path / "reference"
     proc = subprocess.Popen(
-        overfitlab_cmd("study", str(spec_path), "--runs-dir", str(killed_dir), "--name", "k",
-                       "--backend", "local", "--workers", "2", "--threads", "1", "--quiet"),
-        env=quiet_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        overfitlab_cmd(
+            "study",
+            str(spec_path),
+            "--runs-dir",
+            str(killed_dir),
+            "--name",
+            "k",
+            "--backend",
+            "local",
+            "--workers",
+            "2",
+            "--threads",
+            "1",
+            "--quiet",
+        ),
+        env=quiet_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     workers = []
     try:
         deadline = time.monotonic() + 240
@@ -530,7 +645,9 @@ def test_a_study_killed_with_sigkill_resumes_to_the_uninterrupted_result(tmp_pat
 
 
 def test_two_studies_writing_one_index_at_once_lose_nothing(tmp_path):
-    spec_path = write(tmp_path / "spec.toml", """
+    spec_path = write(
+        tmp_path / "spec.toml",
+        """
         seeds = 2
         [base]
         train_size = 120
@@ -542,13 +659,32 @@ def test_two_studies_writing_one_index_at_once_lose_nothing(tmp_path):
         [[variant]]
         name = "l1"
         l1 = 1e-4
-    """)
+    """,
+    )
     runs_dir = tmp_path / "runs"
-    procs = [subprocess.Popen(overfitlab_cmd("study", str(spec_path), "--runs-dir", str(runs_dir),
-                                             "--name", name, "--backend", "serial", "--threads", "1",
-                                             "--quiet", "--json"),
-                              env=quiet_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for name in ("a", "b")]
+    procs = [
+        subprocess.Popen(
+            overfitlab_cmd(
+                "study",
+                str(spec_path),
+                "--runs-dir",
+                str(runs_dir),
+                "--name",
+                name,
+                "--backend",
+                "serial",
+                "--threads",
+                "1",
+                "--quiet",
+                "--json",
+            ),
+            env=quiet_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for name in ("a", "b")
+    ]
     outputs = [p.communicate(timeout=300) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outputs
     rows = index_rows(runs_dir)
@@ -564,7 +700,9 @@ def test_two_studies_writing_one_index_at_once_lose_nothing(tmp_path):
 
 # --------------------------------------------------------------------------- TensorBoard
 def test_tensorboard_logs_hold_the_history(tmp_path):
-    pytest.importorskip("tensorboard", reason="tensorboard is not installed (pip install 'overfitlab[tensorboard]')")
+    pytest.importorskip(
+        "tensorboard", reason="tensorboard is not installed (pip install 'overfitlab[tensorboard]')"
+    )
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     spec = make_spec(SMALL, [("baseline", {})], seeds=1)

@@ -86,11 +86,21 @@ def test_history_metrics_are_consistent(tmp_path):
 # ---------------------------------------------------------------- resume after Ctrl-C
 VARIANTS = {
     "plain": Config(train_size=160, epochs=5, **CPU),
-    "regularized": Config(train_size=160, epochs=5, dropout=0.3, augment=True, optimizer="sgd", lr=0.05,
-                          l2=1e-3, max_norm=2.0, **CPU),
+    "regularized": Config(
+        train_size=160,
+        epochs=5,
+        dropout=0.3,
+        augment=True,
+        optimizer="sgd",
+        lr=0.05,
+        l2=1e-3,
+        max_norm=2.0,
+        **CPU,
+    ),
     # Stops by patience after both interrupts below (the test checks that it does).
-    "early-stopping": Config(train_size=100, epochs=40, dropout=0.3, augment=True, early_stopping=True,
-                             patience=2, **CPU),
+    "early-stopping": Config(
+        train_size=100, epochs=40, dropout=0.3, augment=True, early_stopping=True, patience=2, **CPU
+    ),
 }
 INTERRUPTS = {
     "plain": [(2, None), (3, 1), (1, 2)],  # the last one before any checkpoint exists
@@ -106,8 +116,11 @@ def reference_runs(tmp_path_factory):
     return {name: (train(config, root / name), root / name) for name, config in VARIANTS.items()}
 
 
-@pytest.mark.parametrize("name, epoch, batch", CASES,
-                         ids=[f"{n}-epoch{e}" + (f"-batch{b}" if b is not None else "") for n, e, b in CASES])
+@pytest.mark.parametrize(
+    "name, epoch, batch",
+    CASES,
+    ids=[f"{n}-epoch{e}" + (f"-batch{b}" if b is not None else "") for n, e, b in CASES],
+)
 def test_resume_after_interrupt_equals_an_uninterrupted_run(reference_runs, tmp_path, name, epoch, batch):
     reference, reference_dir = reference_runs[name]
     run_dir = tmp_path / "run"
@@ -119,8 +132,9 @@ def test_resume_after_interrupt_equals_an_uninterrupted_run(reference_runs, tmp_
     ours, theirs = resumed.summary(), reference.summary()
     for key in ("best", "last", "best_epoch", "stopped_epoch", "epochs_run", "stop_reason", "params"):
         assert ours[key] == theirs[key], key
-    assert same_weights(load_checkpoint(run_dir / "best.pt")["model"],
-                        load_checkpoint(reference_dir / "best.pt")["model"])
+    assert same_weights(
+        load_checkpoint(run_dir / "best.pt")["model"], load_checkpoint(reference_dir / "best.pt")["model"]
+    )
     if name == "early-stopping":  # the interrupt must fall before the stop, or it tests nothing
         assert ours["stop_reason"] == "patience"
         assert ours["stopped_epoch"] > max(e for e, _ in INTERRUPTS[name]) < VARIANTS[name].epochs
@@ -166,7 +180,9 @@ def evaluate(model: torch.nn.Module, config: Config) -> tuple[float, float]:
     data = load_data(config)
     layout = memory_format_for(config, torch.device(config.device))
     model = model.to(memory_format=layout)
-    trainer = Trainer(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.0), memory_format=layout)
+    trainer = Trainer(
+        model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.0), memory_format=layout
+    )
     return trainer.evaluate(data.valid)
 
 
@@ -191,7 +207,9 @@ def test_best_checkpoint_without_early_stopping_is_the_lowest_valid_loss(referen
     result, run_dir = reference_runs["regularized"]
     lowest = min(result.history.epochs, key=lambda r: r["valid_loss"])
     assert result.best_epoch == lowest["epoch"]
-    assert evaluate(load_model(run_dir), VARIANTS["regularized"])[0] == pytest.approx(lowest["valid_loss"], abs=1e-12)
+    assert evaluate(load_model(run_dir), VARIANTS["regularized"])[0] == pytest.approx(
+        lowest["valid_loss"], abs=1e-12
+    )
 
 
 # ---------------------------------------------------------------- over-fitting, the must-show

@@ -42,11 +42,17 @@ class Resources:
     backend: str
     workers: int  # runs at once
     threads: int  # torch threads per run
-    cores: int    # cores of this machine (the Ray cluster's are Ray's business)
+    cores: int  # cores of this machine (the Ray cluster's are Ray's business)
 
 
-def resources(backend: str, workers: int | None = None, threads: int | None = None,
-              runs: int | None = None, address: str | None = None, cores: int | None = None) -> Resources:
+def resources(
+    backend: str,
+    workers: int | None = None,
+    threads: int | None = None,
+    runs: int | None = None,
+    address: str | None = None,
+    cores: int | None = None,
+) -> Resources:
     """Workers and threads per run, defaulting to one thread per run and a run per core.
 
     ``serial`` runs one at a time on every core unless told otherwise; ``local``
@@ -78,7 +84,8 @@ def resources(backend: str, workers: int | None = None, threads: int | None = No
         raise OverfitlabError(
             f"{workers} workers × {threads} threads oversubscribe the {cores} cores, which slows small "
             f"CNNs down many times: pass --workers {max(1, cores // threads)} or --threads "
-            f"{max(1, cores // workers)}")
+            f"{max(1, cores // workers)}"
+        )
     if runs:
         workers = min(workers, runs)
     return Resources(backend, workers, threads, cores)
@@ -106,8 +113,12 @@ class Backend:
     def versions(self) -> dict[str, str]:
         return {}
 
-    def execute(self, fn: Callable[[Any], Any], payloads: Sequence[Any],
-                on_start: Callable[[int], None] = lambda position: None) -> Iterator[Outcome]:
+    def execute(
+        self,
+        fn: Callable[[Any], Any],
+        payloads: Sequence[Any],
+        on_start: Callable[[int], None] = lambda position: None,
+    ) -> Iterator[Outcome]:
         raise NotImplementedError
 
 
@@ -195,8 +206,7 @@ def _die_with_study(study: int) -> None:
     A fork server's workers are not the study's children (and keep the server
     alive), so no parent-death signal reaches them: a thread watches the study.
     """
-    threading.Thread(target=_exit_when_gone, args=(study,), name="exit-with-study",
-                     daemon=True).start()
+    threading.Thread(target=_exit_when_gone, args=(study,), name="exit-with-study", daemon=True).start()
 
 
 class LocalBackend(Backend):
@@ -210,8 +220,11 @@ class LocalBackend(Backend):
 
     def _new_pool(self) -> futures.ProcessPoolExecutor:
         return futures.ProcessPoolExecutor(
-            max_workers=self.workers, mp_context=worker_context(),
-            initializer=_die_with_study, initargs=(os.getpid(),))
+            max_workers=self.workers,
+            mp_context=worker_context(),
+            initializer=_die_with_study,
+            initargs=(os.getpid(),),
+        )
 
     def __enter__(self) -> "LocalBackend":
         self._pool = self._new_pool()
@@ -242,8 +255,11 @@ class LocalBackend(Backend):
                 self._pool.shutdown(wait=False, cancel_futures=True)
                 self._pool = self._new_pool()
                 for position in lost:
-                    yield position, None, RuntimeError(
-                        "a worker process died abruptly (killed, out of memory or crashed)")
+                    yield (
+                        position,
+                        None,
+                        RuntimeError("a worker process died abruptly (killed, out of memory or crashed)"),
+                    )
                 continue
             for future in done:
                 position = running.pop(future)
@@ -290,8 +306,7 @@ class RayBackend(Backend):
             else:
                 # A study's Ray sends nothing anywhere: no usage statistics.
                 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-                ray.init(num_cpus=self.cores, include_dashboard=False,
-                         _node_ip_address="127.0.0.1", **common)
+                ray.init(num_cpus=self.cores, include_dashboard=False, _node_ip_address="127.0.0.1", **common)
             self._owned = True
         return self
 

@@ -38,16 +38,27 @@ def _opt(default: Any, section: str, help: str, choices: tuple[str, ...] | None 
 class Config:
     # --- data: what the model sees -------------------------------------------------
     dataset: str = _opt("digits", "data", "data set", DATASETS)
-    data_dir: str | None = _opt(None, "data", "folder of the torchvision data sets "
-                                "(default: $OVERFITLAB_DATA_DIR or ~/.cache/overfitlab/data)")
+    data_dir: str | None = _opt(
+        None,
+        "data",
+        "folder of the torchvision data sets (default: $OVERFITLAB_DATA_DIR or ~/.cache/overfitlab/data)",
+    )
     download: bool = _opt(True, "data", "download a missing data set when the network allows")
-    train_size: int | None = _opt(None, "data", "stratified subset of N training images "
-                                  "(less data makes over-fitting visible)")
+    train_size: int | None = _opt(
+        None, "data", "stratified subset of N training images (less data makes over-fitting visible)"
+    )
     label_noise: float = _opt(0.0, "data", "fraction of training labels replaced by a wrong class")
-    augment: bool = _opt(False, "data", "random shifts (±1/14 of the side: 2 px on 28×28) and "
-                         "rotations (±10°) of training batches")
-    normalize: bool = _opt(False, "data", "standardize pixels with the training set's mean and std "
-                           "(off: pixels in [0, 1] as the tutorial's ToTensor)")
+    augment: bool = _opt(
+        False,
+        "data",
+        "random shifts (±1/14 of the side: 2 px on 28×28) and rotations (±10°) of training batches",
+    )
+    normalize: bool = _opt(
+        False,
+        "data",
+        "standardize pixels with the training set's mean and std "
+        "(off: pixels in [0, 1] as the tutorial's ToTensor)",
+    )
     batch_size: int = _opt(32, "data", "training batch size (the tutorial's 32)")
     # Validation runs under inference_mode: its batch size changes speed, never a number.
     # 250, not 1000: activations stay in cache and under malloc's mmap threshold (2.5x faster on CPU).
@@ -73,12 +84,19 @@ class Config:
     # --- regularization: each remedy, all combinable ---------------------------------
     l1: float = _opt(0.0, "regularization", "L1 penalty λΣ|w| added to the loss")
     l2: float = _opt(0.0, "regularization", "L2 penalty λΣw² added to the loss")
-    weight_decay: float = _opt(0.0, "regularization", "optimizer weight decay "
-                               "(coupled for adam/sgd, decoupled for adamw)")
-    penalize_all: bool = _opt(False, "regularization", "apply L1/L2/weight decay to biases and "
-                              "norm parameters too (default: conv and linear weights only)")
-    max_norm: float | None = _opt(None, "regularization", "max-norm constraint: each unit's "
-                                  "incoming weight vector is rescaled to norm ≤ C after every step")
+    weight_decay: float = _opt(
+        0.0, "regularization", "optimizer weight decay (coupled for adam/sgd, decoupled for adamw)"
+    )
+    penalize_all: bool = _opt(
+        False,
+        "regularization",
+        "apply L1/L2/weight decay to biases and norm parameters too (default: conv and linear weights only)",
+    )
+    max_norm: float | None = _opt(
+        None,
+        "regularization",
+        "max-norm constraint: each unit's incoming weight vector is rescaled to norm ≤ C after every step",
+    )
 
     # --- early stopping (Keras/Lightning semantics) ------------------------------------
     early_stopping: bool = _opt(False, "early_stopping", "stop when the monitored metric stops improving")
@@ -86,8 +104,9 @@ class Config:
     mode: str = _opt("auto", "early_stopping", "min, max, or auto (max for accuracies)", MODES)
     patience: int = _opt(5, "early_stopping", "epochs without improvement before stopping")
     min_delta: float = _opt(0.0, "early_stopping", "smallest change that counts as improvement")
-    min_delta_mode: str = _opt("abs", "early_stopping", "min_delta absolute or relative to the best",
-                               DELTA_MODES)
+    min_delta_mode: str = _opt(
+        "abs", "early_stopping", "min_delta absolute or relative to the best", DELTA_MODES
+    )
     baseline: float | None = _opt(None, "early_stopping", "value the metric must beat to reset patience")
     start_from_epoch: int = _opt(0, "early_stopping", "epochs to train before monitoring starts")
     restore_best: bool = _opt(True, "early_stopping", "return and save the best epoch's model")
@@ -99,16 +118,25 @@ class Config:
     seed: int = _opt(0, "run", "seed of weights, batch order, dropout, augmentation, subset and noise")
     device: str = _opt("auto", "run", "device", DEVICES)
     threads: int | None = _opt(None, "run", "torch CPU threads (default: the CPU cores available)")
-    dropout_impl: str = _opt("fast", "run", "dropout masks: fast (same Bernoulli law, cheaper "
-                             "draws) or torch (nn.Dropout)", DROPOUT_IMPLS)
-    memory_format: str = _opt("auto", "run", "image memory layout (auto: the faster one for the "
-                              "model and device)", MEMORY_FORMATS)
+    dropout_impl: str = _opt(
+        "fast",
+        "run",
+        "dropout masks: fast (same Bernoulli law, cheaper draws) or torch (nn.Dropout)",
+        DROPOUT_IMPLS,
+    )
+    memory_format: str = _opt(
+        "auto", "run", "image memory layout (auto: the faster one for the model and device)", MEMORY_FORMATS
+    )
     max_batches: int | None = _opt(None, "run", "stop each epoch after N batches (smoke tests)")
     # Speed-ups that change the numbers: off unless asked for, meant for CUDA.
-    bf16: bool = _opt(False, "run", "bfloat16 autocast of forward and loss (CUDA tensor cores; "
-                      "changes the numbers)")
-    compile: bool = _opt(False, "run", "torch.compile the model (changes the numbers slightly; "
-                         "slower than eager on small CPUs)")
+    bf16: bool = _opt(
+        False, "run", "bfloat16 autocast of forward and loss (CUDA tensor cores; changes the numbers)"
+    )
+    compile: bool = _opt(
+        False,
+        "run",
+        "torch.compile the model (changes the numbers slightly; slower than eager on small CPUs)",
+    )
 
     def replace(self, **changes: Any) -> "Config":
         return validate(dataclasses.replace(self, **changes))
@@ -142,10 +170,20 @@ def validate(config: Config) -> Config:
         value = getattr(config, f.name)
         choices = f.metadata["choices"]
         if choices and value is not None and value not in choices:
-            raise OverfitlabError(
-                f"unknown {f.name} {value!r}: choose one of {', '.join(choices)}")
-    for name in ("lr", "batch_size", "valid_batch_size", "epochs", "hidden", "blocks",
-                 "fc_width", "train_size", "max_norm", "threads", "max_batches"):
+            raise OverfitlabError(f"unknown {f.name} {value!r}: choose one of {', '.join(choices)}")
+    for name in (
+        "lr",
+        "batch_size",
+        "valid_batch_size",
+        "epochs",
+        "hidden",
+        "blocks",
+        "fc_width",
+        "train_size",
+        "max_norm",
+        "threads",
+        "max_batches",
+    ):
         _positive(name, getattr(config, name))
     for name in ("momentum", "l1", "l2", "weight_decay", "min_delta"):
         _positive(name, getattr(config, name), allow_zero=True)
@@ -157,8 +195,7 @@ def validate(config: Config) -> Config:
     from .models import list_models  # late: models imports nothing from config
 
     if config.model not in list_models():
-        raise OverfitlabError(
-            f"unknown model {config.model!r}: choose one of {', '.join(list_models())}")
+        raise OverfitlabError(f"unknown model {config.model!r}: choose one of {', '.join(list_models())}")
     return config
 
 
@@ -174,14 +211,12 @@ def _coerce(name: str, value: Any) -> Any:
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if kind is int and isinstance(value, bool) or not isinstance(value, kind):
-        raise OverfitlabError(
-            f"{name} must be {base}{' or omitted' if optional else ''}, got {value!r}")
+        raise OverfitlabError(f"{name} must be {base}{' or omitted' if optional else ''}, got {value!r}")
     return value
 
 
 def unknown_key_error(key: str, where: str) -> OverfitlabError:
-    return OverfitlabError(
-        f"unknown key {key!r} in {where}: valid keys are {', '.join(sorted(FIELDS))}")
+    return OverfitlabError(f"unknown key {key!r} in {where}: valid keys are {', '.join(sorted(FIELDS))}")
 
 
 def apply_overrides(config: Config, overrides: Mapping[str, Any], where: str = "overrides") -> Config:
@@ -236,11 +271,19 @@ def _toml_value(value: Any) -> str:
     if isinstance(value, str):
         # A TOML basic string: the quote, the backslash and control characters (a path
         # may hold a newline) are escaped, everything else is written as is.
-        return '"' + "".join(f"\\u{ord(c):04x}" if c < " " or c == "\x7f" else
-                             "\\" + c if c in '"\\' else c for c in value) + '"'
+        return (
+            '"'
+            + "".join(
+                f"\\u{ord(c):04x}" if c < " " or c == "\x7f" else "\\" + c if c in '"\\' else c for c in value
+            )
+            + '"'
+        )
     if isinstance(value, float):
-        return repr(value) if math.isfinite(value) else ("nan" if value != value else
-                                                          ("inf" if value > 0 else "-inf"))
+        return (
+            repr(value)
+            if math.isfinite(value)
+            else ("nan" if value != value else ("inf" if value > 0 else "-inf"))
+        )
     return str(value)
 
 

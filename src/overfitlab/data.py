@@ -106,8 +106,12 @@ def load_digits_split() -> DataSet:
     valid_idx = stratified_indices(labels, valid_size, generator)
     is_train = torch.ones(len(labels), dtype=torch.bool)
     is_train[valid_idx] = False
-    return DataSet("digits", Split(images[is_train], labels[is_train]),
-                   Split(images[valid_idx], labels[valid_idx]), classes=10)
+    return DataSet(
+        "digits",
+        Split(images[is_train], labels[is_train]),
+        Split(images[valid_idx], labels[valid_idx]),
+        classes=10,
+    )
 
 
 def _as_split(dataset) -> Split:
@@ -133,7 +137,8 @@ def load_torchvision(name: str, data_dir: str | os.PathLike | None, download: bo
             splits.append(_as_split(dataset))
         except Exception as err:  # a header that parses into nonsense shapes
             raise OverfitlabError(
-                f"{name} files under {where} are corrupt ({err}): delete them and download again") from None
+                f"{name} files under {where} are corrupt ({err}): delete them and download again"
+            ) from None
     train_split, valid_split = splits
     _check_consistent(name, train_split, where)
     _check_consistent(name, valid_split, where)
@@ -154,7 +159,8 @@ def _open_torchvision(cls, root: Path, train: bool, download: bool, name: str, w
         if not download:
             raise OverfitlabError(
                 f"{name} not found under {where} (downloading is off): put the official files "
-                f"there, or pass --data-dir to the folder that holds {folder}/") from None
+                f"there, or pass --data-dir to the folder that holds {folder}/"
+            ) from None
     except Exception as err:  # a damaged header fails torchvision's asserts and type checks
         raise OverfitlabError(corrupt.format(_describe(err))) from None
     try:
@@ -162,7 +168,8 @@ def _open_torchvision(cls, root: Path, train: bool, download: bool, name: str, w
     except Exception as err:  # no network, a refused mirror, a bad checksum
         raise OverfitlabError(
             f"{name} not found under {where} and could not be downloaded ({_describe(err)}): put "
-            f"the official files there, or pass --data-dir to the folder that holds {folder}/") from None
+            f"the official files there, or pass --data-dir to the folder that holds {folder}/"
+        ) from None
 
 
 def _describe(err: Exception) -> str:
@@ -174,7 +181,8 @@ def _check_consistent(name: str, split: Split, where: Path) -> None:
     if len(split) == 0 or split.images.shape[0] != split.labels.shape[0]:
         raise OverfitlabError(
             f"{name} files under {where} are corrupt: {split.images.shape[0]} images but "
-            f"{split.labels.shape[0]} labels; delete them and download again")
+            f"{split.labels.shape[0]} labels; delete them and download again"
+        )
 
 
 def load_dataset(name: str, data_dir: str | os.PathLike | None = None, download: bool = True) -> DataSet:
@@ -182,15 +190,15 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None, download:
         return load_digits_split()
     if name in _TORCHVISION:
         return load_torchvision(name, data_dir, download)
-    raise OverfitlabError(
-        f"unknown dataset {name!r}: choose one of digits, {', '.join(_TORCHVISION)}")
+    raise OverfitlabError(f"unknown dataset {name!r}: choose one of digits, {', '.join(_TORCHVISION)}")
 
 
 # --------------------------------------------------------------------------- remedies on data
 def subset(split: Split, size: int, generator: torch.Generator) -> Split:
     if size > len(split):
         raise OverfitlabError(
-            f"train size {size} is larger than the {len(split)} training images: pass at most {len(split)}")
+            f"train size {size} is larger than the {len(split)} training images: pass at most {len(split)}"
+        )
     idx = stratified_indices(split.labels, size, generator)
     return Split(split.images[idx], split.labels[idx])
 
@@ -254,29 +262,32 @@ def epoch_batches(n: int, batch_size: int, max_batches: int | None = None) -> in
     ``max_batches``; one-line error when not even one is full."""
     batches = batch_count(n, batch_size, drop_last=True)
     if batches == 0:
-        raise OverfitlabError(f"no full batch: {n} training images < batch size {batch_size}; "
-                              "pass a smaller --batch-size")
+        raise OverfitlabError(
+            f"no full batch: {n} training images < batch size {batch_size}; pass a smaller --batch-size"
+        )
     return batches if max_batches is None else min(batches, max_batches)
 
 
-def train_batches(split: Split, batch_size: int, generator: torch.Generator,
-                  drop_last: bool = True) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+def train_batches(
+    split: Split, batch_size: int, generator: torch.Generator, drop_last: bool = True
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Shuffled uint8 batches from one seeded permutation (drop_last as the tutorial)."""
     n = len(split)
     perm = torch.randperm(n, generator=generator).to(split.labels.device)
     for b in range(batch_count(n, batch_size, drop_last)):
-        idx = perm[b * batch_size:(b + 1) * batch_size]
+        idx = perm[b * batch_size : (b + 1) * batch_size]
         yield split.images[idx], split.labels[idx]
 
 
 def eval_batches(split: Split, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Every sample once, in order: validation metrics cover the whole split."""
     for start in range(0, len(split), batch_size):
-        yield split.images[start:start + batch_size], split.labels[start:start + batch_size]
+        yield split.images[start : start + batch_size], split.labels[start : start + batch_size]
 
 
-def augment(x: torch.Tensor, generator: torch.Generator, max_shift: float | None = None,
-            max_degrees: float = 10.0) -> torch.Tensor:
+def augment(
+    x: torch.Tensor, generator: torch.Generator, max_shift: float | None = None, max_degrees: float = 10.0
+) -> torch.Tensor:
     """Random shift (±max_shift px) and rotation (±max_degrees) per image, one batched warp.
 
     The default shift is 1/14 of the image side: 2 px on 28×28 MNIST, but only

@@ -90,7 +90,9 @@ def _epochs(n: int) -> str:
 
 def _check_int(name: str, value: Any) -> int:
     if isinstance(value, bool):
-        raise OverfitlabError(f"EarlyStopping {name} must be an integer >= 0, got {value!r}; pass e.g. {name}=3")
+        raise OverfitlabError(
+            f"EarlyStopping {name} must be an integer >= 0, got {value!r}; pass e.g. {name}=3"
+        )
     try:
         out = operator.index(value)
     except TypeError:
@@ -204,9 +206,7 @@ class EarlyStopping(Callback):
                 f"EarlyStopping monitor must be a metric name such as 'valid_loss', got {monitor!r}"
             )
         if mode not in _MODES:
-            raise OverfitlabError(
-                f"EarlyStopping mode must be one of {', '.join(_MODES)}, got {mode!r}"
-            )
+            raise OverfitlabError(f"EarlyStopping mode must be one of {', '.join(_MODES)}, got {mode!r}")
         if min_delta_mode not in _DELTA_MODES:
             raise OverfitlabError(
                 f"EarlyStopping min_delta_mode must be 'abs' (absolute) or 'rel' (fraction of the best), "

@@ -34,9 +34,13 @@ def quantized_p(p: float) -> float:
     return round(p * _LEVELS) / _LEVELS
 
 
-def keep_mask(shape: torch.Size, p: float, device: torch.device,
-              dtype: torch.dtype = torch.float32,
-              memory_format: torch.memory_format = torch.contiguous_format) -> torch.Tensor:
+def keep_mask(
+    shape: torch.Size,
+    p: float,
+    device: torch.device,
+    dtype: torch.dtype = torch.float32,
+    memory_format: torch.memory_format = torch.contiguous_format,
+) -> torch.Tensor:
     """A mask of 0 and 1/(1-p') values, each element kept with probability 1 - p'."""
     drops = round(p * _LEVELS)
     if not 0 <= drops < _LEVELS:

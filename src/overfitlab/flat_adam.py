@@ -31,10 +31,24 @@ _STATE = ("step", "exp_avg", "exp_avg_sq")  # per-parameter state, all views of 
 class FlatAdam(torch.optim.Adam):
     """``torch.optim.Adam`` (``decoupled_weight_decay=True``: AdamW), one flat update per group."""
 
-    def __init__(self, params: Any, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
-                 eps: float = 1e-8, weight_decay: float = 0.0, decoupled_weight_decay: bool = False):
-        super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
-                         decoupled_weight_decay=decoupled_weight_decay, foreach=True)
+    def __init__(
+        self,
+        params: Any,
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        decoupled_weight_decay: bool = False,
+    ):
+        super().__init__(
+            params,
+            lr=lr,
+            betas=betas,
+            eps=eps,
+            weight_decay=weight_decay,
+            decoupled_weight_decay=decoupled_weight_decay,
+            foreach=True,
+        )
         self._views: list[dict[str, list[torch.Tensor]] | None] = []
         self._flat: list[dict[str, torch.Tensor] | None] = []
         for group in self.param_groups:
@@ -50,8 +64,10 @@ class FlatAdam(torch.optim.Adam):
         if views is None:
             return False
         params = self.param_groups[index]["params"]
-        return all(p.grad is g and p.data_ptr() == v.data_ptr()
-                   for p, g, v in zip(params, views["grad"], views["param"]))
+        return all(
+            p.grad is g and p.data_ptr() == v.data_ptr()
+            for p, g, v in zip(params, views["grad"], views["param"])
+        )
 
     def _moments(self, index: int) -> None:
         """Point each parameter's state (step counter, moments) at its slices of the flat
@@ -164,8 +180,8 @@ def _flat_update(group: dict, flat: dict[str, torch.Tensor]) -> None:
     exp_avg.lerp_(grad, 1 - beta1)
     exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
     step = steps[0].item()  # every parameter of a group has taken the same number of steps
-    bias_correction1 = 1 - beta1 ** step
-    bias_correction2 = 1 - beta2 ** step
+    bias_correction1 = 1 - beta1**step
+    bias_correction2 = 1 - beta2**step
     step_size = (lr / bias_correction1) * -1
-    denom = exp_avg_sq.sqrt().div_(bias_correction2 ** 0.5).add_(eps)
+    denom = exp_avg_sq.sqrt().div_(bias_correction2**0.5).add_(eps)
     param.addcdiv_(exp_avg, denom, value=step_size)

@@ -26,8 +26,7 @@ def _json_number(value: Any) -> Any:
 
 
 class History:
-    def __init__(self, epochs: Iterable[Mapping[str, Any]] = (),
-                 batches: Iterable[Mapping[str, Any]] = ()):
+    def __init__(self, epochs: Iterable[Mapping[str, Any]] = (), batches: Iterable[Mapping[str, Any]] = ()):
         self.epochs: list[dict[str, Any]] = [dict(e) for e in epochs]
         self.batches: list[dict[str, Any]] = [dict(b) for b in batches]
 
@@ -59,8 +58,11 @@ class History:
         self.batches = [b for b in self.batches if b["epoch"] <= epochs]
 
     def best_epoch(self, monitor: str = "valid_loss", mode: str = "min") -> int | None:
-        values = [(r[monitor], r["epoch"]) for r in self.epochs
-                  if isinstance(r.get(monitor), (int, float)) and math.isfinite(r[monitor])]
+        values = [
+            (r[monitor], r["epoch"])
+            for r in self.epochs
+            if isinstance(r.get(monitor), (int, float)) and math.isfinite(r[monitor])
+        ]
         if not values:
             return None
         sign = 1.0 if mode == "min" else -1.0

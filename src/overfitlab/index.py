@@ -48,19 +48,45 @@ SINGLE_RUNS = "(train)"
 
 # Column name → SQLite type; JSON columns hold dicts/lists/any scalar as JSON text.
 RUN_COLUMNS = {
-    "run_id": "TEXT PRIMARY KEY", "study": "TEXT NOT NULL", "variant": "TEXT", "seed": "INTEGER",
-    "grid_field": "TEXT", "grid_value": "JSON", "config": "JSON", "status": "TEXT NOT NULL",
-    "error": "TEXT", "started_at": "TEXT", "ended_at": "TEXT", "seconds": "REAL",
-    "epochs_run": "INTEGER", "best_epoch": "INTEGER", "stopped_epoch": "INTEGER",
-    "stop_reason": "TEXT", "final_epoch": "INTEGER", "best_valid_acc": "REAL",
-    "best_valid_loss": "REAL", "final_train_acc": "REAL", "final_valid_acc": "REAL",
-    "final_train_loss": "REAL", "final_valid_loss": "REAL", "final_gap_acc": "REAL",
-    "final_gap_loss": "REAL", "params": "INTEGER", "run_dir": "TEXT",
+    "run_id": "TEXT PRIMARY KEY",
+    "study": "TEXT NOT NULL",
+    "variant": "TEXT",
+    "seed": "INTEGER",
+    "grid_field": "TEXT",
+    "grid_value": "JSON",
+    "config": "JSON",
+    "status": "TEXT NOT NULL",
+    "error": "TEXT",
+    "started_at": "TEXT",
+    "ended_at": "TEXT",
+    "seconds": "REAL",
+    "epochs_run": "INTEGER",
+    "best_epoch": "INTEGER",
+    "stopped_epoch": "INTEGER",
+    "stop_reason": "TEXT",
+    "final_epoch": "INTEGER",
+    "best_valid_acc": "REAL",
+    "best_valid_loss": "REAL",
+    "final_train_acc": "REAL",
+    "final_valid_acc": "REAL",
+    "final_train_loss": "REAL",
+    "final_valid_loss": "REAL",
+    "final_gap_acc": "REAL",
+    "final_gap_loss": "REAL",
+    "params": "INTEGER",
+    "run_dir": "TEXT",
 }
 STUDY_COLUMNS = {
-    "name": "TEXT PRIMARY KEY", "spec": "JSON", "created_at": "TEXT", "seeds": "JSON",
-    "backend": "TEXT", "workers": "INTEGER", "threads": "INTEGER", "wall_seconds": "REAL",
-    "status": "TEXT", "environment": "JSON",
+    "name": "TEXT PRIMARY KEY",
+    "spec": "JSON",
+    "created_at": "TEXT",
+    "seeds": "JSON",
+    "backend": "TEXT",
+    "workers": "INTEGER",
+    "threads": "INTEGER",
+    "wall_seconds": "REAL",
+    "status": "TEXT",
+    "environment": "JSON",
 }
 # Not returned: keeps rows in the order the study planned them (variants as the spec lists them).
 _POSITION = "position"
@@ -73,11 +99,13 @@ def _schema() -> str:
         body = ", ".join(f"{col} {'TEXT' if kind == 'JSON' else kind}" for col, kind in columns.items())
         return f"CREATE TABLE IF NOT EXISTS {name} ({body}{extra})"
 
-    return ";\n".join([
-        table("studies", STUDY_COLUMNS),
-        table("runs", RUN_COLUMNS, f", {_POSITION} INTEGER"),
-        "CREATE INDEX IF NOT EXISTS runs_by_study ON runs (study, position)",
-    ])
+    return ";\n".join(
+        [
+            table("studies", STUDY_COLUMNS),
+            table("runs", RUN_COLUMNS, f", {_POSITION} INTEGER"),
+            "CREATE INDEX IF NOT EXISTS runs_by_study ON runs (study, position)",
+        ]
+    )
 
 
 def _finite(value: Any) -> Any:
@@ -91,8 +119,9 @@ class RunIndex:
         self.path = Path(path)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000,
-                                       isolation_level=None)  # transactions are explicit
+            self._db = sqlite3.connect(
+                self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None
+            )  # transactions are explicit
             self._db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             self._db.execute("PRAGMA journal_mode = WAL")
             # NORMAL is durable across process crashes in WAL mode; only power loss may drop
@@ -103,8 +132,8 @@ class RunIndex:
                     self._db.execute(statement)
         except sqlite3.DatabaseError as err:
             raise OverfitlabError(
-                f"run index {self.path} is unusable ({err}): delete it and run "
-                "`overfitlab runs rebuild`") from None
+                f"run index {self.path} is unusable ({err}): delete it and run `overfitlab runs rebuild`"
+            ) from None
 
     @classmethod
     def of(cls, runs_dir: str | os.PathLike) -> "RunIndex":
@@ -155,7 +184,8 @@ class RunIndex:
         cols = list(rows[0])
         self._db.executemany(
             f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))}) {conflict}",
-            [tuple(r[c] for c in cols) for r in rows])
+            [tuple(r[c] for c in cols) for r in rows],
+        )
 
     # ------------------------------------------------------------------ runs
     def upsert_run(self, record: Mapping[str, Any]) -> None:
@@ -181,7 +211,9 @@ class RunIndex:
         where, args = ("WHERE study = ?", (study,)) if study is not None else ("", ())
         cursor = self._db.execute(
             f"SELECT {', '.join(RUN_COLUMNS)} FROM runs {where} "
-            f"ORDER BY study, {_POSITION} IS NULL, {_POSITION}, run_id", args)
+            f"ORDER BY study, {_POSITION} IS NULL, {_POSITION}, run_id",
+            args,
+        )
         names = [d[0] for d in cursor.description]
         return [self._decode(RUN_COLUMNS, row, names) for row in cursor.fetchall()]
 
@@ -196,8 +228,11 @@ class RunIndex:
             raise OverfitlabError("a study record needs a name")
         updates = ", ".join(f"{c} = excluded.{c}" for c in STUDY_COLUMNS if c != "name")
         with self._transaction():
-            self._insert("studies", [self._encode(STUDY_COLUMNS, record)],
-                         f"ON CONFLICT (name) DO UPDATE SET {updates}")
+            self._insert(
+                "studies",
+                [self._encode(STUDY_COLUMNS, record)],
+                f"ON CONFLICT (name) DO UPDATE SET {updates}",
+            )
 
     def studies(self) -> list[dict]:
         cursor = self._db.execute(f"SELECT {', '.join(STUDY_COLUMNS)} FROM studies ORDER BY created_at, name")
@@ -220,8 +255,7 @@ class RunIndex:
             studies.append(self._encode(STUDY_COLUMNS, study_record(document)))
             for position, plan in enumerate(document.get("runs", [])):
                 run_dir = study_json.parent / plan["name"]
-                runs.append(self._encode(RUN_COLUMNS, run_record(document["name"], plan, run_dir),
-                                         position))
+                runs.append(self._encode(RUN_COLUMNS, run_record(document["name"], plan, run_dir), position))
         for summary_json in sorted(runs_dir.glob(f"*/{store.SUMMARY_JSON}")):
             if not (summary_json.parent / STUDY_JSON).exists():
                 runs.append(self._encode(RUN_COLUMNS, single_run_record(summary_json.parent)))
@@ -239,7 +273,8 @@ def _check_run(record: Mapping[str, Any]) -> None:
     unknown = set(record) - set(RUN_COLUMNS) - {_POSITION}
     if unknown:
         raise OverfitlabError(
-            f"unknown run field(s) {', '.join(sorted(unknown))}: valid fields are {', '.join(RUN_COLUMNS)}")
+            f"unknown run field(s) {', '.join(sorted(unknown))}: valid fields are {', '.join(RUN_COLUMNS)}"
+        )
     for key in ("run_id", "study", "status"):
         if not record.get(key):
             raise OverfitlabError(f"a run record needs {key}")
@@ -260,7 +295,9 @@ def _read_optional_json(path: Path) -> Any:
         return None
 
 
-def run_metrics(summary: Mapping[str, Any], epochs: list[Mapping[str, Any]], config: Mapping[str, Any]) -> dict:
+def run_metrics(
+    summary: Mapping[str, Any], epochs: list[Mapping[str, Any]], config: Mapping[str, Any]
+) -> dict:
     """The metric columns of a run from its summary.json and history epochs."""
 
     def number(value: Any) -> float | None:
@@ -272,8 +309,7 @@ def run_metrics(summary: Mapping[str, Any], epochs: list[Mapping[str, Any]], con
 
     last = epochs[-1]["epoch"] if epochs else None
     best_epoch = summary.get("best_epoch")
-    restored = (config.get("early_stopping") and config.get("restore_best", True)
-                and best_epoch is not None)
+    restored = config.get("early_stopping") and config.get("restore_best", True) and best_epoch is not None
     final_epoch = best_epoch if restored else last
     final = next((e for e in epochs if e["epoch"] == final_epoch), {})
     train_acc, valid_acc = number(final.get("train_acc")), number(final.get("valid_acc"))
@@ -299,12 +335,19 @@ def run_metrics(summary: Mapping[str, Any], epochs: list[Mapping[str, Any]], con
 def planned_record(study: str, plan: Mapping[str, Any], run_dir: str | os.PathLike) -> dict:
     """The row of a run not done yet (pending): its identity and config, no metrics."""
     record = {col: None for col in RUN_COLUMNS}
-    record.update({
-        "run_id": f"{study}/{plan['name']}", "study": study, "variant": plan.get("variant"),
-        "seed": plan.get("seed"), "grid_field": plan.get("grid_field"),
-        "grid_value": plan.get("grid_value"), "config": plan.get("config"), "status": "pending",
-        "run_dir": str(run_dir),
-    })
+    record.update(
+        {
+            "run_id": f"{study}/{plan['name']}",
+            "study": study,
+            "variant": plan.get("variant"),
+            "seed": plan.get("seed"),
+            "grid_field": plan.get("grid_field"),
+            "grid_value": plan.get("grid_value"),
+            "config": plan.get("config"),
+            "status": "pending",
+            "run_dir": str(run_dir),
+        }
+    )
     return record
 
 
@@ -337,8 +380,11 @@ def single_run_record(run_dir: str | os.PathLike) -> dict:
     folder: complete, or failed when interrupted or diverged (a resumed run becomes complete)."""
     run_dir = Path(run_dir).resolve()
     config = to_dict(load_toml(run_dir / store.CONFIG)) if (run_dir / store.CONFIG).is_file() else None
-    record = planned_record(SINGLE_RUNS, {"name": run_dir.name, "variant": run_dir.name,
-                                          "seed": (config or {}).get("seed"), "config": config}, run_dir)
+    record = planned_record(
+        SINGLE_RUNS,
+        {"name": run_dir.name, "variant": run_dir.name, "seed": (config or {}).get("seed"), "config": config},
+        run_dir,
+    )
     record["run_id"] = run_dir.name
     summary = _read_optional_json(run_dir / store.SUMMARY_JSON)
     if summary is None:
@@ -346,7 +392,11 @@ def single_run_record(run_dir: str | os.PathLike) -> dict:
     history = _read_optional_json(run_dir / store.HISTORY_JSON) or {}
     record.update(run_metrics(summary, history.get("epochs", []), config or {}))
     failed = summary.get("stop_reason") in ("interrupted", "diverged")
-    record.update(status="failed" if failed else "complete", seconds=summary.get("train_seconds"),
-                  error=f"{summary['stop_reason']}: {summary.get('stop_message') or ''}".strip(": ")
-                  if failed else None)
+    record.update(
+        status="failed" if failed else "complete",
+        seconds=summary.get("train_seconds"),
+        error=f"{summary['stop_reason']}: {summary.get('stop_message') or ''}".strip(": ")
+        if failed
+        else None,
+    )
     return record

@@ -111,36 +111,47 @@ def pool_before_relu(layers: nn.Sequential) -> list[nn.Module]:
     order = list(layers)
     for i in range(len(order) - 1):
         relu, pool = order[i], order[i + 1]
-        if (type(relu) is nn.ReLU and type(pool) is nn.MaxPool2d and not pool.return_indices
-                and not _observed(relu) and not _observed(pool)):
+        if (
+            type(relu) is nn.ReLU
+            and type(pool) is nn.MaxPool2d
+            and not pool.return_indices
+            and not _observed(relu)
+            and not _observed(pool)
+        ):
             order[i], order[i + 1] = pool, relu
     return order
 
 
 def _observed(module: nn.Module) -> bool:
     """Whether any forward hook would see this module's call (its own or global ones)."""
-    return bool(module._forward_hooks or module._forward_pre_hooks
-                or module_impl._global_forward_hooks or module_impl._global_forward_pre_hooks)
+    return bool(
+        module._forward_hooks
+        or module._forward_pre_hooks
+        or module_impl._global_forward_hooks
+        or module_impl._global_forward_pre_hooks
+    )
 
 
 def _dropout(p: float, impl: str) -> nn.Module:
     return FastDropout(p) if impl == "fast" else nn.Dropout(p)
 
 
-def build_cnn(spec: ModelSpec, in_shape: tuple[int, int, int], classes: int,
-              dropout_impl: str = "torch") -> CNN:
+def build_cnn(
+    spec: ModelSpec, in_shape: tuple[int, int, int], classes: int, dropout_impl: str = "torch"
+) -> CNN:
     """Build the CNN for images of shape (C, H, W)."""
     channels, height, width = in_shape
     if spec.blocks < 1 or spec.hidden < 1:
         raise OverfitlabError("hidden and blocks must be ≥ 1")
-    if min(height, width) < 2 ** spec.blocks:
+    if min(height, width) < 2**spec.blocks:
         raise OverfitlabError(
-            f"{spec.blocks} pooling blocks need images of at least {2 ** spec.blocks}px, "
-            f"got {height}×{width}: use fewer --blocks")
+            f"{spec.blocks} pooling blocks need images of at least {2**spec.blocks}px, "
+            f"got {height}×{width}: use fewer --blocks"
+        )
     layers: list[nn.Module] = []
     width_in = channels
     for block in range(spec.blocks):
-        width_out = spec.hidden * 2 ** block
+        width_out = spec.hidden * 2**block
         layers.append(nn.Conv2d(width_in, width_out, kernel_size=3, stride=1, padding=1))
         if spec.batchnorm:
             layers.append(nn.BatchNorm2d(width_out))
@@ -159,8 +170,13 @@ def build_cnn(spec: ModelSpec, in_shape: tuple[int, int, int], classes: int,
     return CNN(nn.Sequential(*layers), classifier, gap=spec.head == "gap")
 
 
-def create_model(name: str, in_shape: tuple[int, int, int] = (1, 28, 28), classes: int = 10,
-                 dropout_impl: str = "torch", **overrides) -> CNN:
+def create_model(
+    name: str,
+    in_shape: tuple[int, int, int] = (1, 28, 28),
+    classes: int = 10,
+    dropout_impl: str = "torch",
+    **overrides,
+) -> CNN:
     """A preset by name, with overrides (hidden, blocks, batchnorm, dropout, head, fc_width)."""
     return build_cnn(model_spec(name, **overrides), in_shape, classes, dropout_impl)
 

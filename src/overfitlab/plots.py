@@ -28,12 +28,18 @@ def _mark(ax, best_epoch: int | None, stopped_epoch: int | None) -> None:
     if best_epoch is not None:
         ax.axvline(best_epoch, color="tab:green", linewidth=1, label=f"best (epoch {best_epoch})")
     if stopped_epoch is not None:
-        ax.axvline(stopped_epoch, color="tab:red", linewidth=1, linestyle=":",
-                   label=f"stopped (epoch {stopped_epoch})")
+        ax.axvline(
+            stopped_epoch,
+            color="tab:red",
+            linewidth=1,
+            linestyle=":",
+            label=f"stopped (epoch {stopped_epoch})",
+        )
 
 
-def curves_figure(history: History, best_epoch: int | None = None, stopped_epoch: int | None = None,
-                  title: str = ""):
+def curves_figure(
+    history: History, best_epoch: int | None = None, stopped_epoch: int | None = None, title: str = ""
+):
     epochs = history.column("epoch")
     fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(10, 3.8))
     for ax, metric, label in ((loss_ax, "loss", "cross-entropy loss"), (acc_ax, "acc", "accuracy")):
@@ -52,6 +58,11 @@ def curves_figure(history: History, best_epoch: int | None = None, stopped_epoch
     return fig
 
 
-def plot_curves(history: History, path: str | os.PathLike, best_epoch: int | None = None,
-                stopped_epoch: int | None = None, title: str = "") -> None:
+def plot_curves(
+    history: History,
+    path: str | os.PathLike,
+    best_epoch: int | None = None,
+    stopped_epoch: int | None = None,
+    title: str = "",
+) -> None:
     atomic_write(path, figure_png(curves_figure(history, best_epoch, stopped_epoch, title)))

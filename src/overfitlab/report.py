@@ -32,11 +32,29 @@ REPORT_FILE = "report.html"
 INDEX_FILE = "index.sqlite"
 
 # Columns of the per-variant table, in order.
-TABLE_METRICS = ("best_valid_acc", "best_valid_loss", "final_gap_acc", "final_gap_loss",
-                 "best_epoch", "stop_epoch", "params", "seconds")
+TABLE_METRICS = (
+    "best_valid_acc",
+    "best_valid_loss",
+    "final_gap_acc",
+    "final_gap_loss",
+    "best_epoch",
+    "stop_epoch",
+    "params",
+    "seconds",
+)
 # Columns of the per-run table.
-RUN_COLUMNS = ("best_valid_acc", "best_valid_loss", "final_train_acc", "final_valid_acc",
-               "final_gap_acc", "final_gap_loss", "best_epoch", "stop_epoch", "params", "seconds")
+RUN_COLUMNS = (
+    "best_valid_acc",
+    "best_valid_loss",
+    "final_train_acc",
+    "final_valid_acc",
+    "final_gap_acc",
+    "final_gap_loss",
+    "best_epoch",
+    "stop_epoch",
+    "params",
+    "seconds",
+)
 # Counts and times read better with fewer digits.
 DIGITS = {"best_epoch": 1, "stop_epoch": 1, "params": 0, "seconds": 1}
 
@@ -78,7 +96,8 @@ def load_study(runs_dir: str | os.PathLike, name: str) -> StudyData:
     index_path = runs_dir / INDEX_FILE
     if not index_path.is_file():
         raise OverfitlabError(
-            f"no study index at {index_path}: run `overfitlab study` first, or pass --runs-dir")
+            f"no study index at {index_path}: run `overfitlab study` first, or pass --runs-dir"
+        )
     from .index import RunIndex  # late: rendering a page needs no SQLite
 
     with RunIndex(index_path) as index:
@@ -145,21 +164,38 @@ def _digits(metric: str) -> int:
 
 def summary_cell(metric: str, variant: str, grid_value: Any, summary: Summary) -> str:
     digits = _digits(metric)
-    attrs = _attrs(run_metric=metric, variant=variant, grid_value=grid_value, n=summary.n,
-                   value=_exact(summary.mean), std=_exact(summary.std), low=_exact(summary.low),
-                   high=_exact(summary.high))
+    attrs = _attrs(
+        run_metric=metric,
+        variant=variant,
+        grid_value=grid_value,
+        n=summary.n,
+        value=_exact(summary.mean),
+        std=_exact(summary.std),
+        low=_exact(summary.low),
+        high=_exact(summary.high),
+    )
     if summary.n == 0:
         return f"<td{attrs}>–</td>"
     spread = f" ± {stats.fmt(summary.std, digits)}" if summary.n > 1 else ""
-    interval = (f'<br><span class="ci">[{stats.fmt(summary.low, digits)}, {stats.fmt(summary.high, digits)}]</span>'
-                if math.isfinite(summary.low) else "")
+    interval = (
+        f'<br><span class="ci">[{stats.fmt(summary.low, digits)}, {stats.fmt(summary.high, digits)}]</span>'
+        if math.isfinite(summary.low)
+        else ""
+    )
     return f"<td{attrs}>{stats.fmt(summary.mean, digits)}{spread}{interval}</td>"
 
 
 def comparison_cell(c: Comparison, with_p: bool = True) -> str:
-    attrs = _attrs(compare_metric=c.metric, variant=c.variant, baseline=c.baseline, n=c.n,
-                   value=_exact(c.mean_diff), low=_exact(c.low), high=_exact(c.high),
-                   p=_exact(c.p_value) if c.p_value is not None else "undefined")
+    attrs = _attrs(
+        compare_metric=c.metric,
+        variant=c.variant,
+        baseline=c.baseline,
+        n=c.n,
+        value=_exact(c.mean_diff),
+        low=_exact(c.low),
+        high=_exact(c.high),
+        p=_exact(c.p_value) if c.p_value is not None else "undefined",
+    )
     if c.n == 0:
         return f"<td{attrs}>–</td>"
     sign = lambda v: ("+" if v > 0 else "") + stats.fmt(v)  # noqa: E731
@@ -185,14 +221,18 @@ def table(head: Sequence[str], body: Iterable[str], caption: str = "", css: str 
     cap = f"<caption>{caption}</caption>" if caption else ""
     cls = f' class="{css}"' if css else ""
     heads = "".join(f'<th scope="col">{h}</th>' for h in head)
-    return (f'<div class="scroll"><table{cls}>{cap}<thead><tr>{heads}</tr></thead>'
-            f"<tbody>{''.join(body)}</tbody></table></div>")
+    return (
+        f'<div class="scroll"><table{cls}>{cap}<thead><tr>{heads}</tr></thead>'
+        f"<tbody>{''.join(body)}</tbody></table></div>"
+    )
 
 
 def image(png: bytes, alt: str, caption: str) -> str:
     data = base64.b64encode(png).decode("ascii")
-    return (f'<figure><img src="data:image/png;base64,{data}" alt="{esc(alt)}">'
-            f"<figcaption>{caption}</figcaption></figure>")
+    return (
+        f'<figure><img src="data:image/png;base64,{data}" alt="{esc(alt)}">'
+        f"<figcaption>{caption}</figcaption></figure>"
+    )
 
 
 def _group_label(key: GroupKey, grid_field: str | None) -> str:
@@ -209,38 +249,52 @@ def _value_text(value: Any) -> str:
 
 
 # --------------------------------------------------------------------------- sections
-def grid_sentence(summaries: Mapping[GroupKey, Mapping[str, Summary]], order: Sequence[str],
-                  grid_field: str) -> str:
+def grid_sentence(
+    summaries: Mapping[GroupKey, Mapping[str, Summary]], order: Sequence[str], grid_field: str
+) -> str:
     """The mean accuracy gap at each grid value, one line per variant."""
     lines = []
     for variant in order:
         values = sorted((k[1] for k in summaries if k[0] == variant), key=_sortable)
         if values:
-            gaps = ", ".join(f"{esc(v)}: {stats.fmt(summaries[(variant, v)][stats.GAP_METRIC].mean)}"
-                             for v in values)
+            gaps = ", ".join(
+                f"{esc(v)}: {stats.fmt(summaries[(variant, v)][stats.GAP_METRIC].mean)}" for v in values
+            )
             lines.append(f"<li><strong>{esc(variant)}</strong>: {gaps}</li>")
-    return (f"<p>Mean final accuracy gap at each {esc(grid_field)}:</p><ul>{''.join(lines)}</ul>"
-            if lines else "")
+    return (
+        f"<p>Mean final accuracy gap at each {esc(grid_field)}:</p><ul>{''.join(lines)}</ul>" if lines else ""
+    )
 
 
-def question_section(data: StudyData, order: list[str], baseline: str | None,
-                     comparisons: Mapping[str, Mapping[str, Comparison]],
-                     summaries: Mapping[GroupKey, Mapping[str, Summary]], grid_field: str | None) -> str:
+def question_section(
+    data: StudyData,
+    order: list[str],
+    baseline: str | None,
+    comparisons: Mapping[str, Mapping[str, Comparison]],
+    summaries: Mapping[GroupKey, Mapping[str, Summary]],
+    grid_field: str | None,
+) -> str:
     rows = data.rows
     complete = len(stats.completed(rows))
     failed = sum(r.get("status") == "failed" for r in rows)
     other = len(rows) - complete - failed
     seeds = sorted({r.get("seed") for r in rows if r.get("seed") is not None})
     description = (data.study.get("spec") or {}).get("description")
-    parts = [f"<p class=\"question\">{esc(QUESTION)}</p>",
-             f"<p>{esc(description)}</p>" if description else "",
-             f"<p>{len(rows)} runs: {complete} complete, {failed} failed"
-             + (f", {other} not finished" if other else "")
-             + f"; {len(order)} variants × {len(seeds)} seeds"
-             + (f"; baseline <strong>{esc(baseline)}</strong>" if baseline else "") + ".</p>"]
+    parts = [
+        f'<p class="question">{esc(QUESTION)}</p>',
+        f"<p>{esc(description)}</p>" if description else "",
+        f"<p>{len(rows)} runs: {complete} complete, {failed} failed"
+        + (f", {other} not finished" if other else "")
+        + f"; {len(order)} variants × {len(seeds)} seeds"
+        + (f"; baseline <strong>{esc(baseline)}</strong>" if baseline else "")
+        + ".</p>",
+    ]
     ranked = stats.rank_by_gap(comparisons)
-    apart = [v for v in ranked if comparisons[v][stats.GAP_METRIC].tells_apart
-             and comparisons[v][stats.GAP_METRIC].mean_diff < 0]
+    apart = [
+        v
+        for v in ranked
+        if comparisons[v][stats.GAP_METRIC].tells_apart and comparisons[v][stats.GAP_METRIC].mean_diff < 0
+    ]
     if grid_field:
         parts.append(grid_sentence(summaries, order, grid_field))
     if not comparisons:
@@ -251,19 +305,25 @@ def question_section(data: StudyData, order: list[str], baseline: str | None,
             f"{stats.fmt(stats.gap_reduction(comparisons[v][stats.GAP_METRIC]))} "
             f"(95% interval of the reduction [{stats.fmt(-comparisons[v][stats.GAP_METRIC].high)}, "
             f"{stats.fmt(-comparisons[v][stats.GAP_METRIC].low)}], n={comparisons[v][stats.GAP_METRIC].n})</li>"
-            for v in apart)
-        parts.append(f"<p>Remedies whose gap is narrower than the baseline's, beyond seed noise:</p><ul>{items}</ul>")
+            for v in apart
+        )
+        parts.append(
+            f"<p>Remedies whose gap is narrower than the baseline's, beyond seed noise:</p><ul>{items}</ul>"
+        )
     else:
-        parts.append("<p>No remedy narrows the gap by more than seed noise allows to tell "
-                     "(every 95% interval of the difference includes 0, or is undefined).</p>")
+        parts.append(
+            "<p>No remedy narrows the gap by more than seed noise allows to tell "
+            "(every 95% interval of the difference includes 0, or is undefined).</p>"
+        )
     return "<section><h2>Question</h2>" + "".join(parts) + "</section>"
 
 
 def recipe_section(data: StudyData, baseline: str | None, grid_field: str | None, grid: list) -> str:
     spec = data.study.get("spec") or {}
     base = spec_base(spec)
-    base_rows = [f"<tr><th scope=\"row\">{esc(k)}</th><td>{esc(_value_text(v))}</td></tr>"
-                 for k, v in base.items()]
+    base_rows = [
+        f'<tr><th scope="row">{esc(k)}</th><td>{esc(_value_text(v))}</td></tr>' for k, v in base.items()
+    ]
     out = ["<section><h2>Recipe</h2>"]
     if base_rows:
         out.append("<h3>Base config</h3>" + table(("field", "value"), base_rows, css="kv"))
@@ -271,12 +331,14 @@ def recipe_section(data: StudyData, baseline: str | None, grid_field: str | None
     for name, overrides in spec_variants(spec):
         text = ", ".join(f"{k} = {_value_text(v)}" for k, v in overrides.items()) or "(base config)"
         mark = ' class="baseline"' if name == baseline else ""
-        variant_rows.append(f"<tr{mark}><th scope=\"row\">{esc(name)}</th><td>{esc(text)}</td></tr>")
+        variant_rows.append(f'<tr{mark}><th scope="row">{esc(name)}</th><td>{esc(text)}</td></tr>')
     if variant_rows:
         out.append("<h3>Variants</h3>" + table(("variant", "overrides"), variant_rows, css="kv"))
     if grid_field:
-        out.append(f"<p>Grid: every variant at <code>{esc(grid_field)}</code> = "
-                   f"{esc(', '.join(str(v) for v in grid))}.</p>")
+        out.append(
+            f"<p>Grid: every variant at <code>{esc(grid_field)}</code> = "
+            f"{esc(', '.join(str(v) for v in grid))}.</p>"
+        )
     seeds = data.study.get("seeds") or spec.get("seeds")
     if seeds:
         out.append(f"<p>Seeds: {esc(', '.join(str(s) for s in seeds))}.</p>")
@@ -284,17 +346,22 @@ def recipe_section(data: StudyData, baseline: str | None, grid_field: str | None
     return "".join(out)
 
 
-def remedies_section(comparisons: Mapping[str, Mapping[str, Comparison]],
-                     summaries: Mapping[GroupKey, Mapping[str, Summary]], baseline: str | None,
-                     order: list[str], grid_field: str | None) -> str:
+def remedies_section(
+    comparisons: Mapping[str, Mapping[str, Comparison]],
+    summaries: Mapping[GroupKey, Mapping[str, Summary]],
+    baseline: str | None,
+    order: list[str],
+    grid_field: str | None,
+) -> str:
     out = ["<section><h2>Remedies against the baseline</h2>"]
     if comparisons:
         out.append(
             f"<p>Each remedy minus <strong>{esc(baseline)}</strong>, paired on seed"
             + (" and grid value" if grid_field else "")
             + ": mean difference, its 95% t-interval and the paired t-test p-value. Sorted by how "
-              "much the remedy closes the accuracy gap (largest first). A negative gap difference "
-              "is a narrower gap.</p>")
+            "much the remedy closes the accuracy gap (largest first). A negative gap difference "
+            "is a narrower gap.</p>"
+        )
         rows = []
         for variant in stats.rank_by_gap(comparisons):
             c = comparisons[variant]
@@ -306,30 +373,47 @@ def remedies_section(comparisons: Mapping[str, Mapping[str, Comparison]],
                 f'<td data-compare-metric="gap_reduction" data-variant="{esc(variant)}" '
                 f'data-value="{_exact(stats.gap_reduction(gap))}">{stats.fmt(stats.gap_reduction(gap))}</td>'
                 + "".join(comparison_cell(c[m]) for m in stats.COMPARED)
-                + f'<td class="verdict">{esc(verdict(gap))}</td></tr>')
-        head = ("remedy", "gap closed", "Δ gap (acc)", "Δ best valid acc", "Δ gap (loss)",
-                "Δ best valid loss", "verdict")
+                + f'<td class="verdict">{esc(verdict(gap))}</td></tr>'
+            )
+        head = (
+            "remedy",
+            "gap closed",
+            "Δ gap (acc)",
+            "Δ best valid acc",
+            "Δ gap (loss)",
+            "Δ best valid loss",
+            "verdict",
+        )
         out.append(table(head, rows, css="compare"))
     else:
         out.append("<p>No remedy to compare: the study has one variant.</p>")
-    out.append("<h3>Every variant over seeds</h3><p>mean ± sample std (n−1) and, below, the 95% "
-               "t-interval of the mean; completed runs only. Best: over all epochs. Final: the "
-               "model the run returns (the restored best epoch under early stopping, else the "
-               "last). Stop epoch: the epoch early stopping ended the run, else the last epoch "
-               "trained.</p>")
-    keys = sorted(summaries, key=lambda k: (order.index(k[0]) if k[0] in order else len(order),
-                                            _sortable(k[1])))
+    out.append(
+        "<h3>Every variant over seeds</h3><p>mean ± sample std (n−1) and, below, the 95% "
+        "t-interval of the mean; completed runs only. Best: over all epochs. Final: the "
+        "model the run returns (the restored best epoch under early stopping, else the "
+        "last). Stop epoch: the epoch early stopping ended the run, else the last epoch "
+        "trained.</p>"
+    )
+    keys = sorted(
+        summaries, key=lambda k: (order.index(k[0]) if k[0] in order else len(order), _sortable(k[1]))
+    )
     body = []
     for key in keys:
         variant, value = key
         css = ' class="baseline"' if variant == baseline else ""
         n = max(s.n for s in summaries[key].values())
         grid_cell = f"<td>{esc(value)}</td>" if grid_field else ""
-        body.append(f"<tr{css}><th scope=\"row\">{esc(variant)}</th>{grid_cell}<td>{n}</td>"
-                    + "".join(summary_cell(m, variant, value, summaries[key][m]) for m in TABLE_METRICS)
-                    + "</tr>")
-    head = (("variant",) + ((esc(grid_field),) if grid_field else ()) + ("n",)
-            + tuple(esc(stats.METRICS[m]) for m in TABLE_METRICS))
+        body.append(
+            f'<tr{css}><th scope="row">{esc(variant)}</th>{grid_cell}<td>{n}</td>'
+            + "".join(summary_cell(m, variant, value, summaries[key][m]) for m in TABLE_METRICS)
+            + "</tr>"
+        )
+    head = (
+        ("variant",)
+        + ((esc(grid_field),) if grid_field else ())
+        + ("n",)
+        + tuple(esc(stats.METRICS[m]) for m in TABLE_METRICS)
+    )
     out.append(table(head, body, css="variants"))
     out.append("</section>")
     return "".join(out)
@@ -339,42 +423,67 @@ def _sortable(value: Any) -> tuple:
     return (0, value, "") if isinstance(value, (int, float)) else (1, 0, str(value))
 
 
-def plots_section(data: StudyData, summaries: Mapping[GroupKey, Mapping[str, Summary]],
-                  baseline: str | None, order: list[str], grid_field: str | None) -> str:
+def plots_section(
+    data: StudyData,
+    summaries: Mapping[GroupKey, Mapping[str, Summary]],
+    baseline: str | None,
+    order: list[str],
+    grid_field: str | None,
+) -> str:
     out = ["<section><h2>Pictures</h2>"]
-    keys = sorted(summaries, key=lambda k: (order.index(k[0]) if k[0] in order else len(order),
-                                            _sortable(k[1])))
+    keys = sorted(
+        summaries, key=lambda k: (order.index(k[0]) if k[0] in order else len(order), _sortable(k[1]))
+    )
     gap_rows = [(_group_label(k, grid_field), summaries[k]["final_gap_acc"]) for k in keys]
     if gap_rows:
         png = figure_png(study_plots.gap_figure(gap_rows, baseline))
-        out.append(image(png, "final accuracy gap per variant",
-                         "Final gap (train − valid accuracy of the model the run returns: the restored "
-                         "best epoch under early stopping, else the last) per variant: mean over seeds "
-                         "with its 95% t-interval; the baseline in red, its mean as a dashed line. "
-                         "Left of the line: a narrower gap than the baseline."))
-    numeric = grid_field and all(isinstance(k[1], (int, float)) for k in keys) and len({k[1] for k in keys}) > 1
+        out.append(
+            image(
+                png,
+                "final accuracy gap per variant",
+                "Final gap (train − valid accuracy of the model the run returns: the restored "
+                "best epoch under early stopping, else the last) per variant: mean over seeds "
+                "with its 95% t-interval; the baseline in red, its mean as a dashed line. "
+                "Left of the line: a narrower gap than the baseline.",
+            )
+        )
+    numeric = (
+        grid_field and all(isinstance(k[1], (int, float)) for k in keys) and len({k[1] for k in keys}) > 1
+    )
     if numeric:
         by_variant: dict[str, dict] = {}
         for variant, value in keys:
             by_variant.setdefault(variant, {})[value] = summaries[(variant, value)]
         png = figure_png(study_plots.grid_figure(by_variant, grid_field, baseline))
-        out.append(image(png, f"accuracy against {grid_field}",
-                         f"Final train (dashed) and valid (solid) accuracy against {esc(grid_field)}, "
-                         "and the gap between them; bars are 95% t-intervals over seeds."))
+        out.append(
+            image(
+                png,
+                f"accuracy against {grid_field}",
+                f"Final train (dashed) and valid (solid) accuracy against {esc(grid_field)}, "
+                "and the gap between them; bars are 95% t-intervals over seeds.",
+            )
+        )
     curves = stats.curves_by_group(data.rows, data.histories)
     for title, panels in curve_figures(keys, curves, grid_field):
         png = figure_png(study_plots.learning_curves_figure(panels, title))
-        out.append(image(png, "learning curves" + (f", {title}" if title else ""),
-                         "Learning curves" + (f", {esc(title)}" if title else " per variant")
-                         + ": train dashed, valid solid; the line is the mean over seeds, the band ± one "
-                           "std. Runs stopped early drop out: at each epoch the mean is over the seeds "
-                           "still training then (no band where one remains)."))
+        out.append(
+            image(
+                png,
+                "learning curves" + (f", {title}" if title else ""),
+                "Learning curves"
+                + (f", {esc(title)}" if title else " per variant")
+                + ": train dashed, valid solid; the line is the mean over seeds, the band ± one "
+                "std. Runs stopped early drop out: at each epoch the mean is over the seeds "
+                "still training then (no band where one remains).",
+            )
+        )
     out.append("</section>")
     return "".join(out)
 
 
-def curve_figures(keys: Sequence[GroupKey], curves: Mapping[GroupKey, Any],
-                  grid_field: str | None) -> list[tuple[str, dict]]:
+def curve_figures(
+    keys: Sequence[GroupKey], curves: Mapping[GroupKey, Any], grid_field: str | None
+) -> list[tuple[str, dict]]:
     """[(title, {row label: curves})]: one figure, or with a grid one per grid value
     (a single variant's grid: one figure, a row per value)."""
     keys = [k for k in keys if k in curves]
@@ -394,9 +503,12 @@ def runs_section(rows: Sequence[Mapping[str, Any]], grid_field: str | None) -> s
     unfinished = [r for r in rows if r.get("status") not in ("complete", "failed")]
     out = ["<section><h2>Failed runs</h2>"]
     if failed:
-        body = [f"<tr data-run-id=\"{esc(r['run_id'])}\"><th scope=\"row\">{esc(r['run_id'])}</th>"
-                f"<td>{esc(r.get('variant'))}</td><td>{esc(r.get('seed'))}</td>"
-                f"<td><pre>{esc(r.get('error') or 'no error recorded')}</pre></td></tr>" for r in failed]
+        body = [
+            f'<tr data-run-id="{esc(r["run_id"])}"><th scope="row">{esc(r["run_id"])}</th>'
+            f"<td>{esc(r.get('variant'))}</td><td>{esc(r.get('seed'))}</td>"
+            f"<td><pre>{esc(r.get('error') or 'no error recorded')}</pre></td></tr>"
+            for r in failed
+        ]
         out.append(table(("run", "variant", "seed", "error"), body, css="failed"))
     else:
         out.append("<p>None.</p>")
@@ -407,13 +519,21 @@ def runs_section(rows: Sequence[Mapping[str, Any]], grid_field: str | None) -> s
     for r in rows:
         cells = "".join(
             f"<td{_attrs(run_id=r['run_id'], metric=m, value=_exact(stats.metric_value(r, m)))}>"
-            f"{stats.fmt(stats.metric_value(r, m), _digits(m))}</td>" for m in RUN_COLUMNS)
+            f"{stats.fmt(stats.metric_value(r, m), _digits(m))}</td>"
+            for m in RUN_COLUMNS
+        )
         grid_cell = f"<td>{esc(r.get('grid_value'))}</td>" if grid_field else ""
-        body.append(f"<tr><th scope=\"row\">{esc(r['run_id'])}</th><td>{esc(r.get('variant'))}</td>"
-                    f"<td>{esc(r.get('seed'))}</td>{grid_cell}<td>{esc(r.get('status'))}</td>"
-                    f"<td>{esc(r.get('stop_reason') or '–')}</td>{cells}</tr>")
-    head = (("run", "variant", "seed") + ((esc(grid_field),) if grid_field else ())
-            + ("status", "stop reason") + tuple(esc(stats.METRICS.get(m, m)) for m in RUN_COLUMNS))
+        body.append(
+            f'<tr><th scope="row">{esc(r["run_id"])}</th><td>{esc(r.get("variant"))}</td>'
+            f"<td>{esc(r.get('seed'))}</td>{grid_cell}<td>{esc(r.get('status'))}</td>"
+            f"<td>{esc(r.get('stop_reason') or '–')}</td>{cells}</tr>"
+        )
+    head = (
+        ("run", "variant", "seed")
+        + ((esc(grid_field),) if grid_field else ())
+        + ("status", "stop reason")
+        + tuple(esc(stats.METRICS.get(m, m)) for m in RUN_COLUMNS)
+    )
     out.append(f"<details><summary>All {len(rows)} runs</summary>{table(head, body, css='runs')}</details>")
     out.append("</section>")
     return "".join(out)
@@ -434,16 +554,26 @@ def _flatten(mapping: Mapping[str, Any], prefix: str = "") -> list[tuple[str, An
 
 def environment_section(study: Mapping[str, Any]) -> str:
     wall = study.get("wall_seconds")
-    facts = [("backend", study.get("backend")), ("workers", study.get("workers")),
-             ("threads per run", study.get("threads")),
-             ("seeds", ", ".join(str(s) for s in study.get("seeds") or [])),
-             ("wall time", f"{wall:.1f} s" if isinstance(wall, (int, float)) else None),
-             ("status", study.get("status")), ("created", study.get("created_at"))]
+    facts = [
+        ("backend", study.get("backend")),
+        ("workers", study.get("workers")),
+        ("threads per run", study.get("threads")),
+        ("seeds", ", ".join(str(s) for s in study.get("seeds") or [])),
+        ("wall time", f"{wall:.1f} s" if isinstance(wall, (int, float)) else None),
+        ("status", study.get("status")),
+        ("created", study.get("created_at")),
+    ]
     # The environment repeats backend, workers and threads: show each once.
-    facts += [(k, v) for k, v in _flatten(study.get("environment") or {})
-              if not (k in ("backend", "workers", "threads") and study.get(k) == v)]
-    body = [f"<tr><th scope=\"row\">{esc(k)}</th><td>{esc(_value_text(v))}</td></tr>"
-            for k, v in facts if v not in (None, "")]
+    facts += [
+        (k, v)
+        for k, v in _flatten(study.get("environment") or {})
+        if not (k in ("backend", "workers", "threads") and study.get(k) == v)
+    ]
+    body = [
+        f'<tr><th scope="row">{esc(k)}</th><td>{esc(_value_text(v))}</td></tr>'
+        for k, v in facts
+        if v not in (None, "")
+    ]
     return "<section><h2>Environment</h2>" + table(("what", "value"), body, css="kv") + "</section>"
 
 
@@ -481,21 +611,24 @@ def render_report(data: StudyData) -> str:
     grid_field, grid = spec_grid(spec, data.rows)
     summaries = stats.group_summaries(data.rows)
     comparisons = stats.compare_all(data.rows, baseline=baseline, spec_variants=order)
-    body = "".join((
-        question_section(data, order, baseline, comparisons, summaries, grid_field),
-        recipe_section(data, baseline, grid_field, grid),
-        remedies_section(comparisons, summaries, baseline, order, grid_field),
-        plots_section(data, summaries, baseline, order, grid_field),
-        runs_section(data.rows, grid_field),
-        environment_section(data.study),
-    ))
+    body = "".join(
+        (
+            question_section(data, order, baseline, comparisons, summaries, grid_field),
+            recipe_section(data, baseline, grid_field, grid),
+            remedies_section(comparisons, summaries, baseline, order, grid_field),
+            plots_section(data, summaries, baseline, order, grid_field),
+            runs_section(data.rows, grid_field),
+            environment_section(data.study),
+        )
+    )
     title = f"overfitlab study {data.name}"
     return (
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>{esc(title)}</title><style>{CSS}</style></head>"
         f'<body data-study="{esc(data.name)}"><header><h1>Study <code>{esc(data.name)}</code></h1></header>'
-        f"<main>{body}</main></body></html>\n")
+        f"<main>{body}</main></body></html>\n"
+    )
 
 
 def write_report(runs_dir: str | os.PathLike, study_name: str, out: str | os.PathLike | None = None) -> Path:

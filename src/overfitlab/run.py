@@ -100,19 +100,37 @@ def memory_format_for(config: Config, device: torch.device) -> torch.memory_form
 
 # --------------------------------------------------------------------------- building blocks
 def build_model(config: Config, image_shape: tuple[int, int, int], classes: int) -> CNN:
-    spec = model_spec(config.model, hidden=config.hidden, blocks=config.blocks,
-                      batchnorm=config.batchnorm, dropout=config.dropout, head=config.head,
-                      fc_width=config.fc_width)
+    spec = model_spec(
+        config.model,
+        hidden=config.hidden,
+        blocks=config.blocks,
+        batchnorm=config.batchnorm,
+        dropout=config.dropout,
+        head=config.head,
+        fc_width=config.fc_width,
+    )
     return build_cnn(spec, image_shape, classes, dropout_impl=config.dropout_impl)
 
 
 def resolved(config: Config) -> Config:
     """Fill the model's None fields with the preset's values, so the saved config is explicit."""
-    spec = model_spec(config.model, hidden=config.hidden, blocks=config.blocks,
-                      batchnorm=config.batchnorm, dropout=config.dropout, head=config.head,
-                      fc_width=config.fc_width)
-    return config.replace(hidden=spec.hidden, blocks=spec.blocks, batchnorm=spec.batchnorm,
-                          dropout=spec.dropout, head=spec.head, fc_width=spec.fc_width)
+    spec = model_spec(
+        config.model,
+        hidden=config.hidden,
+        blocks=config.blocks,
+        batchnorm=config.batchnorm,
+        dropout=config.dropout,
+        head=config.head,
+        fc_width=config.fc_width,
+    )
+    return config.replace(
+        hidden=spec.hidden,
+        blocks=spec.blocks,
+        batchnorm=spec.batchnorm,
+        dropout=spec.dropout,
+        head=spec.head,
+        fc_width=spec.fc_width,
+    )
 
 
 def build_optimizer(config: Config, model: nn.Module) -> torch.optim.Optimizer:
@@ -133,19 +151,27 @@ def optimizer_for(config: Config, groups: list[dict], flat: bool) -> torch.optim
         return optimizer(groups, lr=config.lr, foreach=True)
     if config.nesterov and config.momentum == 0:
         raise OverfitlabError("--nesterov needs --momentum > 0")
-    return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov,
-                           foreach=True)
+    return torch.optim.SGD(
+        groups, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov, foreach=True
+    )
 
 
 def build_early_stopping(config: Config) -> EarlyStopping | None:
     if not config.early_stopping:
         return None
     return EarlyStopping(
-        monitor=config.monitor, mode=config.mode, patience=config.patience,
-        min_delta=config.min_delta, min_delta_mode=config.min_delta_mode, baseline=config.baseline,
-        start_from_epoch=config.start_from_epoch, restore_best=config.restore_best,
-        check_finite=config.check_finite, stopping_threshold=config.stopping_threshold,
-        divergence_threshold=config.divergence_threshold)
+        monitor=config.monitor,
+        mode=config.mode,
+        patience=config.patience,
+        min_delta=config.min_delta,
+        min_delta_mode=config.min_delta_mode,
+        baseline=config.baseline,
+        start_from_epoch=config.start_from_epoch,
+        restore_best=config.restore_best,
+        check_finite=config.check_finite,
+        stopping_threshold=config.stopping_threshold,
+        divergence_threshold=config.divergence_threshold,
+    )
 
 
 def load_data(config: Config) -> DataSet:
@@ -165,8 +191,14 @@ SAVE_EVERY_SECONDS = 2.0
 class RunRecorder(Callback):
     """Keeps the best epoch's weights; writes history and checkpoints (see SAVE_EVERY_SECONDS)."""
 
-    def __init__(self, config: Config, run_dir: Path | None, early_stopping: EarlyStopping | None,
-                 model_meta: dict, save_every: float = SAVE_EVERY_SECONDS):
+    def __init__(
+        self,
+        config: Config,
+        run_dir: Path | None,
+        early_stopping: EarlyStopping | None,
+        model_meta: dict,
+        save_every: float = SAVE_EVERY_SECONDS,
+    ):
         self.config = config
         self.run_dir = run_dir
         self.early_stopping = early_stopping
@@ -197,14 +229,16 @@ class RunRecorder(Callback):
             "model_meta": self.model_meta,
         }
         if with_optimizer:
-            checkpoint.update({
-                "optimizer": trainer.optimizer.state_dict(),
-                "early_stopping": self.early_stopping.state_dict() if self.early_stopping else None,
-                "best_epoch": self.best_epoch,
-                "best_value": self.best_value,
-                "rng_torch": torch.get_rng_state(),
-                "rng_generator": trainer.generator.get_state(),
-            })
+            checkpoint.update(
+                {
+                    "optimizer": trainer.optimizer.state_dict(),
+                    "early_stopping": self.early_stopping.state_dict() if self.early_stopping else None,
+                    "best_epoch": self.best_epoch,
+                    "best_value": self.best_value,
+                    "rng_torch": torch.get_rng_state(),
+                    "rng_generator": trainer.generator.get_state(),
+                }
+            )
         return checkpoint
 
     def on_epoch_end(self, trainer: Trainer, epoch: int, metrics) -> None:
@@ -226,8 +260,13 @@ class RunRecorder(Callback):
         history = History(trainer.history.epochs, trainer.history.batches)
         history.truncate(checkpoint["epoch"])
         if self._best_pending and self.best_state is not None:
-            best = {"format": CHECKPOINT_FORMAT, "model": self.best_state, "epoch": self.best_epoch,
-                    "config": checkpoint["config"], "model_meta": self.model_meta}
+            best = {
+                "format": CHECKPOINT_FORMAT,
+                "model": self.best_state,
+                "epoch": self.best_epoch,
+                "config": checkpoint["config"],
+                "model_meta": self.model_meta,
+            }
             store.atomic_torch_save(best, self.run_dir / store.BEST)
             self._best_pending = False
         # The checkpoint first: an epoch in history.json is always one last.pt can resume from.
@@ -303,16 +342,23 @@ class RunResult:
 def summary_text(summary: dict) -> str:
     best, last = summary["best"] or {}, summary["last"] or {}
     fmt = lambda v: "n/a" if v is None else f"{v:.4f}"  # noqa: E731
-    gap = (None if not last else last["train_acc"] - last["valid_acc"]
-           if last.get("valid_acc") is not None and last.get("train_acc") is not None else None)
+    gap = (
+        None
+        if not last
+        else last["train_acc"] - last["valid_acc"]
+        if last.get("valid_acc") is not None and last.get("train_acc") is not None
+        else None
+    )
     rows = [
         ("best epoch", str(summary["best_epoch"])),
         ("best valid accuracy", fmt(best.get("valid_acc"))),
         ("best valid loss", fmt(best.get("valid_loss"))),
         ("final gap (train − valid acc)", fmt(gap)),
         ("epochs run", str(summary["epochs_run"])),
-        ("stop reason", summary["stop_reason"] + (f": {summary['stop_message']}"
-                                                  if summary["stop_message"] else "")),
+        (
+            "stop reason",
+            summary["stop_reason"] + (f": {summary['stop_message']}" if summary["stop_message"] else ""),
+        ),
         ("train time", f"{summary['train_seconds']:.1f} s"),
         ("parameters", f"{summary['params']:,}"),
         ("run folder", str(summary["run_dir"])),
@@ -321,13 +367,29 @@ def summary_text(summary: dict) -> str:
     return "\n".join(f"{label:<{width}}  {value}" for label, value in rows) + "\n"
 
 
-def end_run(trainer: Trainer, recorder: RunRecorder, es: EarlyStopping | None, config: Config,
-            run_dir: Path | None, reason: str, message: str) -> RunResult:
+def end_run(
+    trainer: Trainer,
+    recorder: RunRecorder,
+    es: EarlyStopping | None,
+    config: Config,
+    run_dir: Path | None,
+    reason: str,
+    message: str,
+) -> RunResult:
     """The run's result, and in its folder the summary and curves: how every run ends."""
     stopped = es.stopped_epoch if es is not None else None
     best_epoch = es.best_epoch if es is not None and es.best_epoch is not None else recorder.best_epoch
-    result = RunResult(config, trainer.history, trainer.model, best_epoch, stopped, reason, message,
-                       count_parameters(trainer.model), run_dir)
+    result = RunResult(
+        config,
+        trainer.history,
+        trainer.model,
+        best_epoch,
+        stopped,
+        reason,
+        message,
+        count_parameters(trainer.model),
+        run_dir,
+    )
     if run_dir:
         summary = result.summary()
         store.write_json(run_dir / store.SUMMARY_JSON, summary)
@@ -335,8 +397,13 @@ def end_run(trainer: Trainer, recorder: RunRecorder, es: EarlyStopping | None, c
         if len(trainer.history):
             from .plots import plot_curves  # matplotlib is imported only when a run is saved
 
-            plot_curves(trainer.history, run_dir / store.CURVES, best_epoch=best_epoch,
-                        stopped_epoch=stopped, title=run_dir.name)
+            plot_curves(
+                trainer.history,
+                run_dir / store.CURVES,
+                best_epoch=best_epoch,
+                stopped_epoch=stopped,
+                title=run_dir.name,
+            )
     return result
 
 
@@ -359,11 +426,18 @@ def _setup(config: Config, run_dir: Path | None, callbacks: Sequence[Callback]):
     scaling = Scaling.fit(data.train.images) if config.normalize else Scaling()
     loss_fn = loss_function(config.label_smoothing)
     trainer = Trainer(
-        model=model, optimizer=optimizer, device=device, loss_fn=loss_fn,
-        regularization=Regularization(config.l1, config.l2,
-                                      penalized_parameters(model, config.penalize_all), config.max_norm),
-        batch_size=config.batch_size, valid_batch_size=config.valid_batch_size, scaling=scaling,
-        augment=config.augment, memory_format=memory_format,
+        model=model,
+        optimizer=optimizer,
+        device=device,
+        loss_fn=loss_fn,
+        regularization=Regularization(
+            config.l1, config.l2, penalized_parameters(model, config.penalize_all), config.max_norm
+        ),
+        batch_size=config.batch_size,
+        valid_batch_size=config.valid_batch_size,
+        scaling=scaling,
+        augment=config.augment,
+        memory_format=memory_format,
         callbacks=[c for c in (es, recorder) if c is not None] + list(callbacks),
         max_batches=config.max_batches,
         generator=torch.Generator().manual_seed(config.seed),
@@ -386,8 +460,7 @@ def _fit(config, data, trainer, es, recorder, run_dir) -> RunResult:
         finally:
             recorder.flush(trainer)  # whatever ended training, the folder holds its last epoch
     except KeyboardInterrupt:
-        end_run(trainer, recorder, es, config, run_dir, "interrupted",
-                f"after epoch {trainer.epoch}")
+        end_run(trainer, recorder, es, config, run_dir, "interrupted", f"after epoch {trainer.epoch}")
         where = f": resume with `overfitlab train --resume {run_dir}`" if run_dir else ""
         raise Interrupted(f"interrupted after epoch {trainer.epoch}{where}") from None
     except Diverged as err:
@@ -403,8 +476,9 @@ def finished(es: EarlyStopping | None, config: Config) -> tuple[str, str]:
     return "completed", f"{config.epochs} epochs"
 
 
-def train(config: Config, run_dir: str | os.PathLike | None = None,
-          callbacks: Sequence[Callback] = ()) -> RunResult:
+def train(
+    config: Config, run_dir: str | os.PathLike | None = None, callbacks: Sequence[Callback] = ()
+) -> RunResult:
     """Train one run. With ``run_dir`` (an empty or new folder) everything is saved there."""
     return _fit(*start_run(config, run_dir, callbacks))
 
@@ -422,8 +496,9 @@ def start_run(config: Config, run_dir: str | os.PathLike | None = None, callback
     return config, data, trainer, es, recorder, path
 
 
-def resume(run_dir: str | os.PathLike, epochs: int | None = None,
-           callbacks: Sequence[Callback] = ()) -> RunResult:
+def resume(
+    run_dir: str | os.PathLike, epochs: int | None = None, callbacks: Sequence[Callback] = ()
+) -> RunResult:
     """Continue a run from its ``last.pt``; ``epochs`` raises the epoch limit."""
     path = Path(run_dir)
     if not path.is_dir():

@@ -53,12 +53,26 @@ from .data import Scaling
 from .early_stopping import EarlyStopping
 from .errors import OverfitlabError
 from .regularizers import param_groups, penalized_parameters
-from .run import (Interrupted, RunRecorder, RunResult, end_run, finished, loss_function, optimizer_for,
-                  resolved, start_run)
+from .run import (
+    Interrupted,
+    RunRecorder,
+    RunResult,
+    end_run,
+    finished,
+    loss_function,
+    optimizer_for,
+    resolved,
+    start_run,
+)
 from .trainer import Regularization, Trainer, diverged_message, epoch_record
 
-UNSUPPORTED = {"augment": "augmentation", "max_norm": "max-norm", "normalize": "normalization",
-               "compile": "--compile", "bf16": "--bf16"}
+UNSUPPORTED = {
+    "augment": "augmentation",
+    "max_norm": "max-norm",
+    "normalize": "normalization",
+    "compile": "--compile",
+    "bf16": "--bf16",
+}
 
 
 def refusals(config: Config | Mapping) -> list[str]:
@@ -70,8 +84,9 @@ def refusals(config: Config | Mapping) -> list[str]:
 def check_stackable(config: Config, seeds: Sequence[int]) -> None:
     used = refusals(config)
     if used:
-        raise OverfitlabError(f"seeds cannot be trained stacked with {', '.join(used)}: "
-                              "train them one by one")
+        raise OverfitlabError(
+            f"seeds cannot be trained stacked with {', '.join(used)}: train them one by one"
+        )
     if len(seeds) < 1 or len(set(seeds)) != len(seeds):
         raise OverfitlabError(f"stacked training needs distinct seeds, got {list(seeds)}")
 
@@ -93,8 +108,9 @@ class _Member:
         return self.diverged is None and not self.trainer.should_stop
 
 
-def train_seeds(config: Config, seeds: Sequence[int],
-                run_dirs: Sequence[str | os.PathLike] | None = None) -> list[RunResult]:
+def train_seeds(
+    config: Config, seeds: Sequence[int], run_dirs: Sequence[str | os.PathLike] | None = None
+) -> list[RunResult]:
     """Train ``config`` once per seed, all seeds at once (the config's own seed is ignored);
     with ``run_dirs``, one run folder per seed. Returns each seed's RunResult, in order."""
     config = resolved(config).replace(dropout_impl="torch")  # vmap draws the masks
@@ -102,8 +118,10 @@ def train_seeds(config: Config, seeds: Sequence[int],
     check_stackable(config, seeds)
     if run_dirs is not None and len(run_dirs) != len(seeds):
         raise OverfitlabError(f"{len(seeds)} seeds need {len(seeds)} run folders, got {len(run_dirs)}")
-    members = [_Member(*start_run(config.replace(seed=seed), run_dir))
-               for seed, run_dir in zip(seeds, run_dirs or [None] * len(seeds))]
+    members = [
+        _Member(*start_run(config.replace(seed=seed), run_dir))
+        for seed, run_dir in zip(seeds, run_dirs or [None] * len(seeds))
+    ]
     for member in members:
         if member.early_stopping is not None:
             member.early_stopping.on_fit_start(member.trainer)
@@ -122,10 +140,17 @@ def train_seeds(config: Config, seeds: Sequence[int],
             for s, member in enumerate(members):
                 if member.training:
                     record = epoch_record(
-                        epoch, float(trained["loss"][s]), float(trained["acc"][s]),
-                        float(trained["penalty"][s]), float(valid_loss[s]), float(valid_acc[s]),
-                        config.lr, (ended_training - started) / share, (ended - ended_training) / share,
-                        (ended - started) / share)
+                        epoch,
+                        float(trained["loss"][s]),
+                        float(trained["acc"][s]),
+                        float(trained["penalty"][s]),
+                        float(valid_loss[s]),
+                        float(valid_acc[s]),
+                        config.lr,
+                        (ended_training - started) / share,
+                        (ended - ended_training) / share,
+                        (ended - started) / share,
+                    )
                     _end_epoch(member, stack, s, epoch, record, trained)
             if not any(m.training for m in members):
                 break
@@ -135,8 +160,15 @@ def train_seeds(config: Config, seeds: Sequence[int],
                 _ended(member)
                 continue
             member.recorder.flush(member.trainer)
-            end_run(member.trainer, member.recorder, member.early_stopping, member.config, member.run_dir,
-                    "interrupted", f"after epoch {member.trainer.epoch}")
+            end_run(
+                member.trainer,
+                member.recorder,
+                member.early_stopping,
+                member.config,
+                member.run_dir,
+                "interrupted",
+                f"after epoch {member.trainer.epoch}",
+            )
         raise Interrupted(f"interrupted after epoch {members[0].trainer.epoch}") from None
     return [_ended(member) for member in members]
 
@@ -182,10 +214,13 @@ class _Stack:
         self.forward_shared = vmap(forward, in_dims=(0, 0, None), randomness="different")
         names = {id(p): name for name, p in models[0].named_parameters()}
         # The groups and penalties of a single run, each parameter swapped for its stack.
-        groups = [{**group, "params": [self.params[names[id(p)]] for p in group["params"]]}
-                  for group in param_groups(models[0], config.weight_decay, config.penalize_all)]
-        self.penalized = [self.params[names[id(p)]]
-                          for p in penalized_parameters(models[0], config.penalize_all)]
+        groups = [
+            {**group, "params": [self.params[names[id(p)]] for p in group["params"]]}
+            for group in param_groups(models[0], config.weight_decay, config.penalize_all)
+        ]
+        self.penalized = [
+            self.params[names[id(p)]] for p in penalized_parameters(models[0], config.penalize_all)
+        ]
         self.optimizer = optimizer_for(config, groups, flat=False)  # torch's foreach update of the stacks
 
     def _penalty(self) -> torch.Tensor:
@@ -197,13 +232,15 @@ class _Stack:
         self.base.train()
         size = self.config.batch_size
         batches = datalib.epoch_batches(len(splits[0]), size, self.config.max_batches)
-        orders = [torch.randperm(len(split), generator=g).to(split.labels.device)
-                  for split, g in zip(splits, generators)]
+        orders = [
+            torch.randperm(len(split), generator=g).to(split.labels.device)
+            for split, g in zip(splits, generators)
+        ]
         losses = torch.empty(self.size, batches)
         corrects = torch.empty(self.size, batches)
         penalties = torch.zeros(self.size)
         for b in range(batches):
-            picks = [order[b * size:(b + 1) * size] for order in orders]
+            picks = [order[b * size : (b + 1) * size] for order in orders]
             x = torch.stack([Scaling.unit(s.images[i]) for s, i in zip(splits, picks)])
             y = torch.stack([s.labels[i] for s, i in zip(splits, picks)])
             outputs = self.forward_each(self.params, self.buffers, x)  # (members, batch, classes)
@@ -218,9 +255,13 @@ class _Stack:
             corrects[:, b] = (outputs.detach().argmax(-1) == y).sum(1).cpu()
             if penalty is not None:
                 penalties += penalty.detach().cpu()
-        return {"loss": losses.double().mean(1), "acc": corrects.double().sum(1) / (batches * size),
-                "penalty": penalties / batches, "batch_loss": losses.double().tolist(),
-                "batch_acc": (corrects.double() / size).tolist()}
+        return {
+            "loss": losses.double().mean(1),
+            "acc": corrects.double().sum(1) / (batches * size),
+            "penalty": penalties / batches,
+            "batch_loss": losses.double().tolist(),
+            "batch_acc": (corrects.double() / size).tolist(),
+        }
 
     @torch.inference_mode()
     def evaluate(self, split: datalib.Split) -> tuple[torch.Tensor, torch.Tensor]:
@@ -231,8 +272,13 @@ class _Stack:
         for images, labels in datalib.eval_batches(split, self.config.valid_batch_size):
             outputs = self.forward_shared(self.params, self.buffers, Scaling.unit(images))
             targets = labels.expand(self.size, -1)
-            loss_sum += self.loss_fn(outputs.flatten(0, 1), targets.flatten(), reduction="none"
-                                     ).view(self.size, -1).sum(1).double().cpu()
+            loss_sum += (
+                self.loss_fn(outputs.flatten(0, 1), targets.flatten(), reduction="none")
+                .view(self.size, -1)
+                .sum(1)
+                .double()
+                .cpu()
+            )
             correct += (outputs.argmax(-1) == targets).sum(1).cpu()
         return loss_sum / len(split), correct.double() / len(split)
 
@@ -242,9 +288,15 @@ class _Stack:
             state = {name: tensor[s] for name, tensor in {**self.params, **self.buffers}.items()}
             trainer.model.load_state_dict(state)
         stacked = self.optimizer.state_dict()
-        trainer.optimizer.load_state_dict({
-            "state": {key: {name: value[s] if torch.is_tensor(value) and value.dim() > 0 else value
-                            for name, value in entry.items()}
-                      for key, entry in stacked["state"].items()},
-            "param_groups": stacked["param_groups"],
-        })
+        trainer.optimizer.load_state_dict(
+            {
+                "state": {
+                    key: {
+                        name: value[s] if torch.is_tensor(value) and value.dim() > 0 else value
+                        for name, value in entry.items()
+                    }
+                    for key, entry in stacked["state"].items()
+                },
+                "param_groups": stacked["param_groups"],
+            }
+        )

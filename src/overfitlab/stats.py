@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
+
 # Student's t from scipy.special: scipy.stats would add about a second to every report's start.
 from scipy.special import stdtr, stdtrit
 
@@ -149,12 +150,15 @@ def group_runs(rows: Iterable[Row]) -> dict[GroupKey, list[Row]]:
     return groups
 
 
-def group_summaries(rows: Iterable[Row], metrics: Iterable[str] = METRICS,
-                    confidence: float = CONFIDENCE) -> dict[GroupKey, dict[str, Summary]]:
+def group_summaries(
+    rows: Iterable[Row], metrics: Iterable[str] = METRICS, confidence: float = CONFIDENCE
+) -> dict[GroupKey, dict[str, Summary]]:
     """Per (variant, grid value): a Summary of each metric over the completed runs' seeds."""
     metrics = tuple(metrics)
-    return {key: {m: describe((metric_value(r, m) for r in runs), confidence) for m in metrics}
-            for key, runs in group_runs(completed(rows)).items()}
+    return {
+        key: {m: describe((metric_value(r, m) for r in runs), confidence) for m in metrics}
+        for key, runs in group_runs(completed(rows)).items()
+    }
 
 
 # --------------------------------------------------------------------------- paired comparison
@@ -191,14 +195,14 @@ def _pair_key(row: Row) -> tuple[Any, Any]:
     return (row.get("seed"), row.get("grid_value"))
 
 
-def pair_values(baseline_rows: Iterable[Row], remedy_rows: Iterable[Row],
-                metric: str) -> tuple[np.ndarray, np.ndarray]:
+def pair_values(
+    baseline_rows: Iterable[Row], remedy_rows: Iterable[Row], metric: str
+) -> tuple[np.ndarray, np.ndarray]:
     """Values of matched runs (same seed and grid value, both finite), in the baseline's order."""
     base = {_pair_key(r): metric_value(r, metric) for r in completed(baseline_rows)}
     remedy = {_pair_key(r): metric_value(r, metric) for r in completed(remedy_rows)}
     keys = [k for k in base if k in remedy and math.isfinite(base[k]) and math.isfinite(remedy[k])]
-    return (np.array([base[k] for k in keys], dtype=float),
-            np.array([remedy[k] for k in keys], dtype=float))
+    return (np.array([base[k] for k in keys], dtype=float), np.array([remedy[k] for k in keys], dtype=float))
 
 
 def paired_t_p_value(diff: np.ndarray) -> float:
@@ -208,8 +212,14 @@ def paired_t_p_value(diff: np.ndarray) -> float:
     return float(2 * stdtr(n - 1, -abs(t)))
 
 
-def compare(baseline_rows: Iterable[Row], remedy_rows: Iterable[Row], metric: str,
-            variant: str = "", baseline: str = "baseline", confidence: float = CONFIDENCE) -> Comparison:
+def compare(
+    baseline_rows: Iterable[Row],
+    remedy_rows: Iterable[Row],
+    metric: str,
+    variant: str = "",
+    baseline: str = "baseline",
+    confidence: float = CONFIDENCE,
+) -> Comparison:
     base, remedy = pair_values(baseline_rows, remedy_rows, metric)
     diff = remedy - base
     n = len(diff)
@@ -225,13 +235,18 @@ def compare(baseline_rows: Iterable[Row], remedy_rows: Iterable[Row], metric: st
     else:
         p_value = paired_t_p_value(diff)
         note = ""
-    return Comparison(variant, baseline, metric, n, summary.mean, summary.std,
-                      summary.low, summary.high, p_value, note)
+    return Comparison(
+        variant, baseline, metric, n, summary.mean, summary.std, summary.low, summary.high, p_value, note
+    )
 
 
-def compare_all(rows: Iterable[Row], metrics: Iterable[str] = COMPARED, baseline: str | None = None,
-                spec_variants: Sequence[str] = (),
-                confidence: float = CONFIDENCE) -> dict[str, dict[str, Comparison]]:
+def compare_all(
+    rows: Iterable[Row],
+    metrics: Iterable[str] = COMPARED,
+    baseline: str | None = None,
+    spec_variants: Sequence[str] = (),
+    confidence: float = CONFIDENCE,
+) -> dict[str, dict[str, Comparison]]:
     """Every non-baseline variant against the baseline: {variant: {metric: Comparison}}."""
     rows = list(rows)
     order = variant_order(rows, spec_variants)
@@ -240,9 +255,14 @@ def compare_all(rows: Iterable[Row], metrics: Iterable[str] = COMPARED, baseline
     for row in rows:
         by_variant.setdefault(row["variant"], []).append(row)
     base_rows = by_variant.get(baseline, [])
-    return {variant: {m: compare(base_rows, by_variant.get(variant, []), m, variant, baseline, confidence)
-                      for m in metrics}
-            for variant in order if variant != baseline}
+    return {
+        variant: {
+            m: compare(base_rows, by_variant.get(variant, []), m, variant, baseline, confidence)
+            for m in metrics
+        }
+        for variant in order
+        if variant != baseline
+    }
 
 
 def gap_reduction(comparison: Comparison) -> float:
@@ -250,9 +270,9 @@ def gap_reduction(comparison: Comparison) -> float:
     return -comparison.mean_diff
 
 
-def rank_by_gap(comparisons: Mapping[str, Mapping[str, Comparison]],
-                metric: str = GAP_METRIC) -> list[str]:
+def rank_by_gap(comparisons: Mapping[str, Mapping[str, Comparison]], metric: str = GAP_METRIC) -> list[str]:
     """Variants sorted by gap reduction, largest first; ones with no matched seeds last."""
+
     def key(variant: str) -> tuple[int, float]:
         reduction = gap_reduction(comparisons[variant][metric])
         return (0, -reduction) if math.isfinite(reduction) else (1, 0.0)
@@ -289,13 +309,19 @@ def mean_curve(histories: Sequence[History], column: str) -> Curve:
         means.append(values.mean())
         stds.append(values.std(ddof=1) if len(values) > 1 else math.nan)
         counts.append(len(values))
-    return Curve(np.asarray(epochs, dtype=int), np.asarray(means, dtype=float),
-                 np.asarray(stds, dtype=float), np.asarray(counts, dtype=int))
+    return Curve(
+        np.asarray(epochs, dtype=int),
+        np.asarray(means, dtype=float),
+        np.asarray(stds, dtype=float),
+        np.asarray(counts, dtype=int),
+    )
 
 
-def curves_by_group(rows: Iterable[Row], histories: Mapping[str, History],
-                    columns: Sequence[str] = ("train_loss", "valid_loss", "train_acc", "valid_acc"),
-                    ) -> dict[GroupKey, dict[str, Curve]]:
+def curves_by_group(
+    rows: Iterable[Row],
+    histories: Mapping[str, History],
+    columns: Sequence[str] = ("train_loss", "valid_loss", "train_acc", "valid_acc"),
+) -> dict[GroupKey, dict[str, Curve]]:
     """Mean curves per (variant, grid value) over the completed runs that have a history."""
     out: dict[GroupKey, dict[str, Curve]] = {}
     for key, runs in group_runs(completed(rows)).items():

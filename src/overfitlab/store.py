@@ -71,7 +71,8 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
 def check_name(name: str) -> str:
     if not _NAME.match(name):
         raise OverfitlabError(
-            f"bad run name {name!r}: use letters, digits, '.', '_' and '-' (no spaces or slashes)")
+            f"bad run name {name!r}: use letters, digits, '.', '_' and '-' (no spaces or slashes)"
+        )
     return name
 
 
@@ -90,7 +91,8 @@ def new_run_dir(runs_dir: str | os.PathLike, name: str | None) -> Path:
         raise OverfitlabError(f"cannot create run folder {path}: {err.strerror}") from None
     if any(path.iterdir()):
         raise OverfitlabError(
-            f"run folder {path} already exists: pass another --name, or --resume {path} to continue it")
+            f"run folder {path} already exists: pass another --name, or --resume {path} to continue it"
+        )
     return path
 
 
@@ -104,7 +106,9 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
         # Our checkpoints hold tensors, plain Python values and RNG byte tensors only.
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many types for a damaged zip
-        raise OverfitlabError(f"checkpoint {path} is corrupt or not an overfitlab checkpoint ({err})") from None
+        raise OverfitlabError(
+            f"checkpoint {path} is corrupt or not an overfitlab checkpoint ({err})"
+        ) from None
 
 
 def read_json(path: str | os.PathLike) -> Any:

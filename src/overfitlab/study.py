@@ -58,8 +58,16 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from . import backends, store
-from .config import (FIELDS, Config, apply_overrides, flatten_toml, from_dict, read_toml, to_dict,
-                     unknown_key_error)
+from .config import (
+    FIELDS,
+    Config,
+    apply_overrides,
+    flatten_toml,
+    from_dict,
+    read_toml,
+    to_dict,
+    unknown_key_error,
+)
 from .errors import OverfitlabError
 from .index import STATUS_JSON, STUDY_JSON, RunIndex, planned_record, run_record, study_record
 
@@ -106,7 +114,9 @@ class StudySpec:
     def to_dict(self) -> dict[str, Any]:
         """The canonical form, stored in study.json and the index."""
         return {
-            "name": self.name, "description": self.description, "base": dict(self.base),
+            "name": self.name,
+            "description": self.description,
+            "base": dict(self.base),
             "variants": [{"name": v.name, "overrides": dict(v.overrides)} for v in self.variants],
             "seeds": list(self.seeds),
             "grid": {"field": self.grid.field, "values": list(self.grid.values)} if self.grid else None,
@@ -120,7 +130,10 @@ class StudySpec:
             variants=[(v["name"], v.get("overrides") or {}) for v in data.get("variants") or []],
             seeds=data.get("seeds", DEFAULT_SEEDS),
             grid=(grid["field"], grid["values"]) if grid else None,
-            name=data.get("name"), description=data.get("description") or "", where="study spec")
+            name=data.get("name"),
+            description=data.get("description") or "",
+            where="study spec",
+        )
 
 
 def parse_seeds(seeds: Any, where: str) -> tuple[int, ...]:
@@ -128,12 +141,17 @@ def parse_seeds(seeds: Any, where: str) -> tuple[int, ...]:
         if seeds < 1:
             raise OverfitlabError(f"{where}: seeds must be ≥ 1, got {seeds}")
         return tuple(range(seeds))
-    if (isinstance(seeds, (list, tuple)) and seeds
-            and all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds)):
+    if (
+        isinstance(seeds, (list, tuple))
+        and seeds
+        and all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds)
+    ):
         if len(set(seeds)) != len(seeds):
             raise OverfitlabError(f"{where}: seeds repeat in {list(seeds)}: list each seed once")
         return tuple(seeds)
-    raise OverfitlabError(f"{where}: seeds must be a count (3) or a list of seeds ≥ 0 ([0, 1, 2]), got {seeds!r}")
+    raise OverfitlabError(
+        f"{where}: seeds must be a count (3) or a list of seeds ≥ 0 ([0, 1, 2]), got {seeds!r}"
+    )
 
 
 def _optional(name: str) -> bool:
@@ -147,11 +165,14 @@ def check_overrides(overrides: Mapping[str, Any], where: str, allow: Sequence[st
             raise unknown_key_error(key, where)
         if key in STUDY_FIELDS and key not in allow:
             what = "seeds = N or [..] in the spec, or --seeds" if key == "seed" else "--threads"
-            raise OverfitlabError(f"{key} cannot be set in {where}: the study sets it for every run "
-                                  f"(use {what})")
+            raise OverfitlabError(
+                f"{key} cannot be set in {where}: the study sets it for every run (use {what})"
+            )
     # TOML has no null: "none" means "the field's default" for optional fields.
-    return {k: (None if isinstance(v, str) and v.lower() == "none" and _optional(k) else v)
-            for k, v in overrides.items()}
+    return {
+        k: (None if isinstance(v, str) and v.lower() == "none" and _optional(k) else v)
+        for k, v in overrides.items()
+    }
 
 
 def _token(value: Any) -> str:
@@ -161,9 +182,15 @@ def _token(value: Any) -> str:
     return str(value)
 
 
-def make_spec(base: Mapping[str, Any], variants: Sequence[tuple[str, Mapping[str, Any]]],
-              seeds: Any = DEFAULT_SEEDS, grid: tuple[str, Sequence[Any]] | None = None,
-              name: str | None = None, description: str = "", where: str = "study spec") -> StudySpec:
+def make_spec(
+    base: Mapping[str, Any],
+    variants: Sequence[tuple[str, Mapping[str, Any]]],
+    seeds: Any = DEFAULT_SEEDS,
+    grid: tuple[str, Sequence[Any]] | None = None,
+    name: str | None = None,
+    description: str = "",
+    where: str = "study spec",
+) -> StudySpec:
     """Check every part of a spec; unknown fields are errors naming the valid ones."""
     base = check_overrides(base, f"{where} [base]", allow=("threads",))
     try:
@@ -173,7 +200,7 @@ def make_spec(base: Mapping[str, Any], variants: Sequence[tuple[str, Mapping[str
     checked: list[Variant] = []
     for variant_name, overrides in variants or [("baseline", {})]:
         if not isinstance(variant_name, str) or not variant_name:
-            raise OverfitlabError(f"{where}: every [[variant]] needs a name = \"...\"")
+            raise OverfitlabError(f'{where}: every [[variant]] needs a name = "..."')
         try:
             store.check_name(variant_name)
         except OverfitlabError as err:
@@ -185,8 +212,9 @@ def make_spec(base: Mapping[str, Any], variants: Sequence[tuple[str, Mapping[str
     if grid is not None:
         grid_field, values = grid
         if grid_field not in FIELDS:
-            raise OverfitlabError(f"unknown grid field {grid_field!r} in {where}: "
-                                  f"valid fields are {', '.join(sorted(FIELDS))}")
+            raise OverfitlabError(
+                f"unknown grid field {grid_field!r} in {where}: valid fields are {', '.join(sorted(FIELDS))}"
+            )
         if grid_field in STUDY_FIELDS:
             raise OverfitlabError(f"{where}: the grid cannot be over {grid_field} (the study sets it)")
         if not isinstance(values, (list, tuple)) or not values:
@@ -223,14 +251,25 @@ def parse_spec(document: Mapping[str, Any], where: str) -> StudySpec:
             if key not in GRID_KEYS:
                 raise OverfitlabError(f"unknown key {key!r} in {where} [grid]: valid keys are field, values")
         if "field" not in grid or "values" not in grid:
-            raise OverfitlabError(f"{where}: [grid] needs field = \"...\" and values = [...]")
+            raise OverfitlabError(f'{where}: [grid] needs field = "..." and values = [...]')
         grid = (grid["field"], grid["values"])
     return make_spec(
         base=flatten_toml(base, f"{where} [base]"),
-        variants=[(v.get("name"), flatten_toml({k: x for k, x in v.items() if k != "name"},
-                                               f"{where} variant {v.get('name')!r}")) for v in variants],
-        seeds=document.get("seeds", DEFAULT_SEEDS), grid=grid, name=document.get("name"),
-        description=document.get("description", ""), where=where)
+        variants=[
+            (
+                v.get("name"),
+                flatten_toml(
+                    {k: x for k, x in v.items() if k != "name"}, f"{where} variant {v.get('name')!r}"
+                ),
+            )
+            for v in variants
+        ],
+        seeds=document.get("seeds", DEFAULT_SEEDS),
+        grid=grid,
+        name=document.get("name"),
+        description=document.get("description", ""),
+        where=where,
+    )
 
 
 def load_spec(path: str | os.PathLike) -> StudySpec:
@@ -243,8 +282,14 @@ def load_spec(path: str | os.PathLike) -> StudySpec:
 # without any remedy reach 100 % train accuracy within ~15 epochs; by epoch 60 the valid
 # loss has climbed back ~30 % above its minimum. A run takes a few seconds on one thread.
 REMEDIES_BASE = {
-    "dataset": "digits", "train_size": 300, "model": "seed-cnn", "hidden": 16,
-    "batchnorm": False, "dropout": 0.0, "head": "fc", "epochs": 60,
+    "dataset": "digits",
+    "train_size": 300,
+    "model": "seed-cnn",
+    "hidden": 16,
+    "batchnorm": False,
+    "dropout": 0.0,
+    "head": "fc",
+    "epochs": 60,
 }
 # Each strength picked from a short sweep (seeds 0-2, 1 thread) as the value with the lowest
 # final valid loss: l1 1e-5/1e-4/1e-3 (1e-3 collapses to chance on one seed), l2
@@ -265,8 +310,12 @@ REMEDIES = (
 )
 # Every remedy at once, on the same 300 images: more data is the reference, not a remedy
 # one can apply. Stacked, the remedies over-regularize; the study measures by how much.
-ALL_REMEDIES = {k: v for name, overrides in REMEDIES if name not in ("baseline", "more-data")
-                for k, v in overrides.items()}
+ALL_REMEDIES = {
+    k: v
+    for name, overrides in REMEDIES
+    if name not in ("baseline", "more-data")
+    for k, v in overrides.items()
+}
 DATA_SIZES = (75, 150, 300, 600, 1347)  # 1347: every digits training image
 
 PRESETS = {
@@ -278,12 +327,25 @@ PRESETS = {
 def preset(name: str, seeds: int | Sequence[int] = DEFAULT_SEEDS) -> StudySpec:
     """A built-in study: ``remedies`` or ``data-size``."""
     if name == "remedies":
-        return make_spec(REMEDIES_BASE, [*REMEDIES, ("all-remedies", ALL_REMEDIES)], seeds,
-                         name="remedies", description=PRESETS[name], where="preset remedies")
+        return make_spec(
+            REMEDIES_BASE,
+            [*REMEDIES, ("all-remedies", ALL_REMEDIES)],
+            seeds,
+            name="remedies",
+            description=PRESETS[name],
+            where="preset remedies",
+        )
     if name == "data-size":
         base = {k: v for k, v in REMEDIES_BASE.items() if k != "train_size"}
-        return make_spec(base, [("baseline", {})], seeds, grid=("train_size", DATA_SIZES),
-                         name="data-size", description=PRESETS[name], where="preset data-size")
+        return make_spec(
+            base,
+            [("baseline", {})],
+            seeds,
+            grid=("train_size", DATA_SIZES),
+            name="data-size",
+            description=PRESETS[name],
+            where="preset data-size",
+        )
     raise OverfitlabError(f"unknown preset {name!r}: choose one of {', '.join(PRESETS)}")
 
 
@@ -304,8 +366,11 @@ class RunPlan:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "name": self.name, "variant": self.variant, "seed": self.seed,
-            "grid_field": self.grid_field, "grid_value": self.grid_value,
+            "name": self.name,
+            "variant": self.variant,
+            "seed": self.seed,
+            "grid_field": self.grid_field,
+            "grid_value": self.grid_value,
             "config": to_dict(self.config) if self.config is not None else dict(self.overrides),
             "error": self.error,
         }
@@ -328,20 +393,33 @@ def expand(spec: StudySpec, threads: int | None = None) -> list[RunPlan]:
                 overrides["seed"] = seed
                 if threads is not None:
                     overrides["threads"] = threads
-                where = f"variant {variant.name!r}" + (f" at {spec.grid.field} = {value!r}" if spec.grid else "")
+                where = f"variant {variant.name!r}" + (
+                    f" at {spec.grid.field} = {value!r}" if spec.grid else ""
+                )
                 try:
                     config, error = apply_overrides(Config(), overrides, where), None
                 except OverfitlabError as err:
                     config, error = None, f"{where}: {err}"
-                plans.append(RunPlan(
-                    run_name(variant.name, seed, value, spec.grid is not None), variant.name, seed,
-                    spec.grid.field if spec.grid else None, value, config, error, overrides))
+                plans.append(
+                    RunPlan(
+                        run_name(variant.name, seed, value, spec.grid is not None),
+                        variant.name,
+                        seed,
+                        spec.grid.field if spec.grid else None,
+                        value,
+                        config,
+                        error,
+                        overrides,
+                    )
+                )
     return plans
 
 
 # --------------------------------------------------------------------------- one run (in a worker)
 def _now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return (
+        datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    )
 
 
 def _message(err: BaseException) -> str:
@@ -412,10 +490,15 @@ def execute_stacked(task: Mapping[str, Any]) -> list[dict]:
         _fresh_folder(run_dir)
     started_at, started = _now(), time.perf_counter()
     try:
-        results = train_seeds(from_dict(runs[0]["plan"]["config"]), [run["plan"]["seed"] for run in runs],
-                              run_dirs)
-        statuses = [{"status": "failed", "error": result.stop_message} if result.stop_reason == "diverged"
-                    else {"status": "complete", "error": None} for result in results]
+        results = train_seeds(
+            from_dict(runs[0]["plan"]["config"]), [run["plan"]["seed"] for run in runs], run_dirs
+        )
+        statuses = [
+            {"status": "failed", "error": result.stop_message}
+            if result.stop_reason == "diverged"
+            else {"status": "complete", "error": None}
+            for result in results
+        ]
     except Interrupted:
         raise KeyboardInterrupt from None
     except Exception as err:  # every member's error; the study goes on
@@ -462,9 +545,9 @@ def stacked_groups(plans: Sequence[Mapping[str, Any]], todo: Sequence[int]) -> l
 class StudyResult:
     name: str
     study_dir: Path
-    status: str                 # complete | failed (some runs failed)
-    runs: list[dict]            # index rows, in planned order
-    table: list[dict]           # per (variant, grid value): n and mean/std of TABLE_METRICS
+    status: str  # complete | failed (some runs failed)
+    runs: list[dict]  # index rows, in planned order
+    table: list[dict]  # per (variant, grid value): n and mean/std of TABLE_METRICS
     wall_seconds: float
     report: Path | None = None
 
@@ -474,10 +557,14 @@ class StudyResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "study": self.name, "study_dir": str(self.study_dir), "status": self.status,
-            "runs": len(self.runs), "complete": len(self.runs) - len(self.failed),
+            "study": self.name,
+            "study_dir": str(self.study_dir),
+            "status": self.status,
+            "runs": len(self.runs),
+            "complete": len(self.runs) - len(self.failed),
             "failed": [{"run_id": r["run_id"], "error": r["error"]} for r in self.failed],
-            "table": self.table, "wall_seconds": round(self.wall_seconds, 3),
+            "table": self.table,
+            "wall_seconds": round(self.wall_seconds, 3),
             "report": str(self.report) if self.report else None,
         }
 
@@ -491,13 +578,18 @@ def variant_table(rows: Sequence[Mapping[str, Any]]) -> list[dict]:
     table = []
     for key in dict.fromkeys((r["variant"], r.get("grid_value")) for r in rows):
         group = [r for r in rows if (r["variant"], r.get("grid_value")) == key]
-        entry = {"variant": key[0], "grid_value": key[1],
-                 "n": sum(r["status"] == "complete" for r in group),
-                 "failed": sum(r["status"] == "failed" for r in group)}
+        entry = {
+            "variant": key[0],
+            "grid_value": key[1],
+            "n": sum(r["status"] == "complete" for r in group),
+            "failed": sum(r["status"] == "failed" for r in group),
+        }
         for metric in TABLE_METRICS:
             summary = summaries.get(key, {}).get(metric)
-            entry[metric] = {"mean": clean(summary.mean) if summary else None,
-                             "std": clean(summary.std) if summary else None}
+            entry[metric] = {
+                "mean": clean(summary.mean) if summary else None,
+                "std": clean(summary.std) if summary else None,
+            }
         table.append(entry)
     return table
 
@@ -514,8 +606,9 @@ def _study_lock(study_dir: Path, name: str) -> Iterator[None]:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise OverfitlabError(f"study {name} is running in another process: wait for it "
-                                  "to end, or stop it, before resuming") from None
+            raise OverfitlabError(
+                f"study {name} is running in another process: wait for it to end, or stop it, before resuming"
+            ) from None
         yield  # the lock ends with the file, even when the process is killed
 
 
@@ -526,10 +619,18 @@ def environment(resources: backends.Resources, device: str, versions: Mapping[st
     from . import __version__
 
     return {
-        "overfitlab": __version__, "python": platform.python_version(), "torch": torch.__version__,
-        "numpy": numpy.__version__, **versions, "platform": platform.platform(),
-        "machine": platform.machine(), "cpu_cores": resources.cores, "device": device,
-        "threads": resources.threads, "backend": resources.backend, "workers": resources.workers,
+        "overfitlab": __version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": numpy.__version__,
+        **versions,
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "cpu_cores": resources.cores,
+        "device": device,
+        "threads": resources.threads,
+        "backend": resources.backend,
+        "workers": resources.workers,
     }
 
 
@@ -557,37 +658,53 @@ def _write_report(runs_dir: Path, name: str) -> Path:
     return write_report(runs_dir, name)
 
 
-def _load_resumed(study_dir: Path, name: str, spec: StudySpec | None, threads: int | None,
-                  stack_seeds: bool):
+def _load_resumed(study_dir: Path, name: str, spec: StudySpec | None, threads: int | None, stack_seeds: bool):
     if not (study_dir / STUDY_JSON).is_file():
         known = sorted(p.parent.name for p in study_dir.parent.glob(f"*/{STUDY_JSON}"))
-        raise OverfitlabError(f"no study {name!r} in {study_dir.parent} to resume: "
-                              f"known studies are {', '.join(known) or 'none'}")
+        raise OverfitlabError(
+            f"no study {name!r} in {study_dir.parent} to resume: "
+            f"known studies are {', '.join(known) or 'none'}"
+        )
     document = store.read_json(study_dir / STUDY_JSON)
     stored = StudySpec.from_dict(document["spec"])
     if spec is not None and spec.to_dict() != stored.to_dict():
-        raise OverfitlabError(f"study {name} was started with another spec: resume it without a "
-                              "spec, or start a new study with another --name")
+        raise OverfitlabError(
+            f"study {name} was started with another spec: resume it without a "
+            "spec, or start a new study with another --name"
+        )
     if threads is not None and threads != document["threads"]:
-        raise OverfitlabError(f"study {name} runs with {document['threads']} threads per run "
-                              f"(its numbers depend on it): resume without --threads")
+        raise OverfitlabError(
+            f"study {name} runs with {document['threads']} threads per run "
+            f"(its numbers depend on it): resume without --threads"
+        )
     if stack_seeds and not document.get("stack_seeds"):
-        raise OverfitlabError(f"study {name} trains its seeds one by one (its numbers depend on it): "
-                              "resume without --stack-seeds")
+        raise OverfitlabError(
+            f"study {name} trains its seeds one by one (its numbers depend on it): "
+            "resume without --stack-seeds"
+        )
     return document, stored
 
 
 def expected_cost(plan: Mapping[str, Any]) -> float:
     """Training images × epochs: a run's relative length, for scheduling (None = the whole set)."""
     config = plan.get("config") or {}
-    return float(config.get("train_size") or 10 ** 9) * float(config.get("epochs") or 1)
+    return float(config.get("train_size") or 10**9) * float(config.get("epochs") or 1)
 
 
-def run_study(spec: StudySpec | None, runs_dir: str | os.PathLike, name: str | None = None,
-              backend: str = "serial", workers: int | None = None, threads: int | None = None,
-              address: str | None = None, resume: bool = False,
-              progress: Callable[[dict, int, int], None] | None = None,
-              tensorboard: bool = False, report: bool = True, stack_seeds: bool = False) -> StudyResult:
+def run_study(
+    spec: StudySpec | None,
+    runs_dir: str | os.PathLike,
+    name: str | None = None,
+    backend: str = "serial",
+    workers: int | None = None,
+    threads: int | None = None,
+    address: str | None = None,
+    resume: bool = False,
+    progress: Callable[[dict, int, int], None] | None = None,
+    tensorboard: bool = False,
+    report: bool = True,
+    stack_seeds: bool = False,
+) -> StudyResult:
     """Run (or with ``resume``, finish) a study into ``runs_dir/name``; record it in the index.
 
     ``threads`` (torch threads per run) defaults to the base recipe's, else 1 on
@@ -612,12 +729,15 @@ def run_study(spec: StudySpec | None, runs_dir: str | os.PathLike, name: str | N
         name = store.check_name(name or store.generated_name(spec.name or "study"))
         study_dir = runs_dir / name
         if study_dir.exists() and any(study_dir.iterdir()):
-            raise OverfitlabError(f"study folder {study_dir} already exists: pass --resume {name} "
-                                  "to finish it, or another --name")
+            raise OverfitlabError(
+                f"study folder {study_dir} already exists: pass --resume {name} "
+                "to finish it, or another --name"
+            )
         document = None
         # Threads are fixed before the plans: each run's config carries them.
-        threads = backends.resources(backend, workers, threads or spec.base.get("threads"),
-                                     address=address).threads
+        threads = backends.resources(
+            backend, workers, threads or spec.base.get("threads"), address=address
+        ).threads
         plans = [_absolute_data_dir(p.to_dict()) for p in expand(spec, threads=threads)]
     if tensorboard and stack_seeds:
         raise OverfitlabError("stacked seeds cannot log to TensorBoard: drop --stack-seeds or --tensorboard")
@@ -629,8 +749,18 @@ def run_study(spec: StudySpec | None, runs_dir: str | os.PathLike, name: str | N
     index = RunIndex.of(runs_dir)
     try:
         with _study_lock(study_dir, name):
-            return _run(_Study(name, spec, study_dir, runs_dir, plans, document), index,
-                        backend, workers, threads, address, progress, tensorboard, report, stack_seeds)
+            return _run(
+                _Study(name, spec, study_dir, runs_dir, plans, document),
+                index,
+                backend,
+                workers,
+                threads,
+                address,
+                progress,
+                tensorboard,
+                report,
+                stack_seeds,
+            )
     finally:
         index.close()
 
@@ -641,8 +771,8 @@ class _Study:
     spec: StudySpec
     dir: Path
     runs_dir: Path
-    plans: list[dict]           # RunPlan.to_dict() of every run, in order
-    document: dict | None       # the study.json being resumed
+    plans: list[dict]  # RunPlan.to_dict() of every run, in order
+    document: dict | None  # the study.json being resumed
 
     def run_dir(self, plan: Mapping[str, Any]) -> Path:
         return self.dir / plan["name"]
@@ -652,8 +782,18 @@ class _Study:
         index.upsert_study(study_record(record))
 
 
-def _run(study: _Study, index: RunIndex, backend_name: str, workers: int | None, threads: int,
-         address: str | None, progress, tensorboard: bool, report: bool, stack_seeds: bool) -> StudyResult:
+def _run(
+    study: _Study,
+    index: RunIndex,
+    backend_name: str,
+    workers: int | None,
+    threads: int,
+    address: str | None,
+    progress,
+    tensorboard: bool,
+    report: bool,
+    stack_seeds: bool,
+) -> StudyResult:
     started = time.perf_counter()
     previous_wall = (study.document or {}).get("wall_seconds") or 0.0
     records = [run_record(study.name, p, study.run_dir(p)) for p in study.plans]
@@ -666,22 +806,35 @@ def _run(study: _Study, index: RunIndex, backend_name: str, workers: int | None,
     groups = [group for group, _ in planned]
     sized = backends.resources(backend_name, workers, threads, len(groups) or 1, address)
     record: dict[str, Any] = {
-        "name": study.name, "spec": study.spec.to_dict(),
+        "name": study.name,
+        "spec": study.spec.to_dict(),
         "created_at": study.document["created_at"] if study.document else _now(),
-        "seeds": list(study.spec.seeds), "backend": sized.backend, "workers": sized.workers,
-        "threads": sized.threads, "stack_seeds": stack_seeds, "wall_seconds": previous_wall,
+        "seeds": list(study.spec.seeds),
+        "backend": sized.backend,
+        "workers": sized.workers,
+        "threads": sized.threads,
+        "stack_seeds": stack_seeds,
+        "wall_seconds": previous_wall,
         "status": "running",
     }
 
     def run_task(i: int) -> dict:
-        return {"study": study.name, "plan": study.plans[i], "run_dir": str(study.run_dir(study.plans[i])),
-                "tensorboard": tensorboard}
+        return {
+            "study": study.name,
+            "plan": study.plans[i],
+            "run_dir": str(study.run_dir(study.plans[i])),
+            "tensorboard": tensorboard,
+        }
 
-    tasks = [{"study": study.name, "stacked": [run_task(i) for i in group]} if stacked else run_task(group[0])
-             for group, stacked in planned]
+    tasks = [
+        {"study": study.name, "stacked": [run_task(i) for i in group]} if stacked else run_task(group[0])
+        for group, stacked in planned
+    ]
 
     def on_start(position: int) -> None:
-        index.upsert_runs([{**records[i], "status": "running", "started_at": _now()} for i in groups[position]])
+        index.upsert_runs(
+            [{**records[i], "status": "running", "started_at": _now()} for i in groups[position]]
+        )
 
     done = len(records) - len(todo)
     try:
@@ -705,13 +858,20 @@ def _run(study: _Study, index: RunIndex, backend_name: str, workers: int | None,
         # The backend has stopped its workers by now: the folders say what got done.
         from .run import Interrupted
 
-        index.upsert_runs([run_record(study.name, study.plans[i], study.run_dir(study.plans[i]))
-                           for i in todo if records[i]["status"] not in ("complete", "failed")])
-        record.update(status="interrupted",
-                      wall_seconds=round(previous_wall + time.perf_counter() - started, 3))
+        index.upsert_runs(
+            [
+                run_record(study.name, study.plans[i], study.run_dir(study.plans[i]))
+                for i in todo
+                if records[i]["status"] not in ("complete", "failed")
+            ]
+        )
+        record.update(
+            status="interrupted", wall_seconds=round(previous_wall + time.perf_counter() - started, 3)
+        )
         study.save(index, record)
-        raise Interrupted(f"study {study.name} interrupted: finish it with "
-                          f"`overfitlab study --resume {study.name}`") from None
+        raise Interrupted(
+            f"study {study.name} interrupted: finish it with `overfitlab study --resume {study.name}`"
+        ) from None
     status = "complete" if all(r["status"] == "complete" for r in records) else "failed"
     wall = previous_wall + time.perf_counter() - started
     record.update(status=status, wall_seconds=round(wall, 3))

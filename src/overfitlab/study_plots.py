@@ -22,8 +22,9 @@ PANELS = (("loss", "cross-entropy loss"), ("acc", "accuracy"))
 
 def _band(ax, curve: Curve, color: str) -> None:
     # Where fewer than two runs remain the std is NaN and fill_between leaves a hole.
-    ax.fill_between(curve.epochs, curve.mean - curve.std, curve.mean + curve.std,
-                    color=color, alpha=0.18, linewidth=0)
+    ax.fill_between(
+        curve.epochs, curve.mean - curve.std, curve.mean + curve.std, color=color, alpha=0.18, linewidth=0
+    )
 
 
 def learning_curves_figure(curves: Mapping[str, Mapping[str, Curve]], title: str = ""):
@@ -34,8 +35,9 @@ def learning_curves_figure(curves: Mapping[str, Mapping[str, Curve]], title: str
     """
     labels = list(curves)
     rows = max(len(labels), 1)
-    fig, axes = plt.subplots(rows, 2, figsize=(7.5, 0.6 + 2.2 * rows), sharex=True, sharey="col",
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        rows, 2, figsize=(7.5, 0.6 + 2.2 * rows), sharex=True, sharey="col", squeeze=False
+    )
     for (loss_ax, acc_ax), label in zip(axes, labels):
         for ax, (metric, ylabel) in zip((loss_ax, acc_ax), PANELS):
             for split, style in (("train", TRAIN_STYLE), ("valid", VALID_STYLE)):
@@ -67,8 +69,11 @@ def _runs_note(curves: Mapping[str, Curve]) -> str:
     return f"  (n = {n} seed{'s' if n != 1 else ''})"
 
 
-def gap_figure(summaries: Sequence[tuple[str, Summary]], baseline: str | None,
-               xlabel: str = "final gap, train − valid accuracy"):
+def gap_figure(
+    summaries: Sequence[tuple[str, Summary]],
+    baseline: str | None,
+    xlabel: str = "final gap, train − valid accuracy",
+):
     """Mean final gap per variant with its 95% interval; the baseline in red with a reference line.
 
     ``summaries`` is [(label, Summary)] top to bottom; labels equal to, or
@@ -81,8 +86,15 @@ def gap_figure(summaries: Sequence[tuple[str, Summary]], baseline: str | None,
         is_base = _is_baseline(label, baseline)
         color = BASELINE_COLOR if is_base else REMEDY_COLOR
         if math.isfinite(summary.low):
-            ax.errorbar(summary.mean, yi, xerr=[[summary.mean - summary.low], [summary.high - summary.mean]],
-                        fmt="o", color=color, capsize=4, markersize=6)
+            ax.errorbar(
+                summary.mean,
+                yi,
+                xerr=[[summary.mean - summary.low], [summary.high - summary.mean]],
+                fmt="o",
+                color=color,
+                capsize=4,
+                markersize=6,
+            )
         else:  # one seed: a point, no interval
             ax.plot(summary.mean, yi, "o", color=color, markerfacecolor="white", markersize=6)
         if label == baseline and math.isfinite(summary.mean):  # one reference: not one per grid value
@@ -106,8 +118,9 @@ def _is_baseline(label: str, baseline: str | None) -> bool:
     return baseline is not None and (label == baseline or label.startswith(f"{baseline} · "))
 
 
-def grid_figure(summaries: Mapping[str, Mapping[Any, Mapping[str, Summary]]], grid_field: str,
-                baseline: str | None = None):
+def grid_figure(
+    summaries: Mapping[str, Mapping[Any, Mapping[str, Summary]]], grid_field: str, baseline: str | None = None
+):
     """Accuracy against the grid value (e.g. train size), one colour per variant.
 
     ``summaries`` is {variant: {grid value: {metric: Summary}}}; left, final
@@ -123,8 +136,11 @@ def grid_figure(summaries: Mapping[str, Mapping[Any, Mapping[str, Summary]]], gr
             color = "tab:gray"
         xs = sorted(by_value)
         all_x += [float(x) for x in xs]
-        for ax, metric, style in ((acc_ax, "final_train_acc", "--"), (acc_ax, "final_valid_acc", "-"),
-                                  (gap_ax, "final_gap_acc", "-")):
+        for ax, metric, style in (
+            (acc_ax, "final_train_acc", "--"),
+            (acc_ax, "final_valid_acc", "-"),
+            (gap_ax, "final_gap_acc", "-"),
+        ):
             means = np.array([by_value[x][metric].mean for x in xs])
             low = np.array([by_value[x][metric].low for x in xs])
             high = np.array([by_value[x][metric].high for x in xs])
@@ -132,8 +148,17 @@ def grid_figure(summaries: Mapping[str, Mapping[Any, Mapping[str, Summary]]], gr
             err = np.nan_to_num(np.vstack([means - low, high - means]), nan=0.0)
             split = "train" if "train" in metric else "valid"
             label = f"{variant}, {split}" if ax is acc_ax else variant
-            ax.errorbar(xs, means, yerr=err, color=color, linestyle=style, marker="o", markersize=4,
-                        capsize=3, label=label)
+            ax.errorbar(
+                xs,
+                means,
+                yerr=err,
+                color=color,
+                linestyle=style,
+                marker="o",
+                markersize=4,
+                capsize=3,
+                label=label,
+            )
     for ax, ylabel in ((acc_ax, "final accuracy"), (gap_ax, "final gap, train − valid accuracy")):
         ax.set_xlabel(grid_field.replace("_", " "), fontsize=9)
         ax.set_ylabel(ylabel, fontsize=9)

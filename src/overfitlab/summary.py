@@ -69,26 +69,40 @@ class ModelSummary:
 def summarize_model(model: nn.Module, input_shape: tuple[int, int, int], name: str = "") -> ModelSummary:
     """Summarize any module on one input of shape (C, H, W); the model's mode is restored by torchinfo."""
     try:
-        stats = torchinfo_summary(model, input_size=(1, *input_shape), verbose=0, device="cpu",
-                                  col_names=("output_size", "num_params", "mult_adds"))
+        stats = torchinfo_summary(
+            model,
+            input_size=(1, *input_shape),
+            verbose=0,
+            device="cpu",
+            col_names=("output_size", "num_params", "mult_adds"),
+        )
     except RuntimeError as err:
         raise OverfitlabError(f"input shape {input_shape} does not fit the model ({err})") from None
-    layers = [Layer(info.class_name, tuple(info.output_size), info.num_params)
-              for info in stats.summary_list if info.is_leaf_layer]
-    mb = 1024 ** 2  # MiB, as torchsummary prints in the tutorial
+    layers = [
+        Layer(info.class_name, tuple(info.output_size), info.num_params)
+        for info in stats.summary_list
+        if info.is_leaf_layer
+    ]
+    mb = 1024**2  # MiB, as torchsummary prints in the tutorial
     return ModelSummary(
-        name=name, input_shape=input_shape, layers=layers, total_params=stats.total_params,
-        trainable_params=stats.trainable_params, mult_adds=stats.total_mult_adds,
+        name=name,
+        input_shape=input_shape,
+        layers=layers,
+        total_params=stats.total_params,
+        trainable_params=stats.trainable_params,
+        mult_adds=stats.total_mult_adds,
         input_mb=stats.total_input / mb,
         # torchsummary's rule, which the tutorial prints: every layer's output, kept for backward (×2).
-        forward_backward_mb=2 * sum(info.output_bytes for info in stats.summary_list
-                                    if info.is_leaf_layer) / mb,
+        forward_backward_mb=2
+        * sum(info.output_bytes for info in stats.summary_list if info.is_leaf_layer)
+        / mb,
         params_mb=stats.total_param_bytes / mb,
     )
 
 
-def summarize(name: str, input_shape: tuple[int, int, int] = (1, 28, 28), classes: int = 10,
-              **overrides) -> ModelSummary:
+def summarize(
+    name: str, input_shape: tuple[int, int, int] = (1, 28, 28), classes: int = 10, **overrides
+) -> ModelSummary:
     """Summary of a preset (overrides as in ``create_model``: hidden, head, ...)."""
     model = create_model(name, input_shape, classes, **overrides)
     return summarize_model(model, input_shape, name)
@@ -98,8 +112,13 @@ def head_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.classifier.parameters())
 
 
-def compare_heads(name: str, heads: list[str], input_shape: tuple[int, int, int] = (1, 28, 28),
-                  classes: int = 10, **overrides) -> str:
+def compare_heads(
+    name: str,
+    heads: list[str],
+    input_shape: tuple[int, int, int] = (1, 28, 28),
+    classes: int = 10,
+    **overrides,
+) -> str:
     """A table of total and head parameters, and the head's share, one column per head."""
     columns = []
     for head in heads:
@@ -107,8 +126,10 @@ def compare_heads(name: str, heads: list[str], input_shape: tuple[int, int, int]
         stats = summarize_model(model, input_shape, name)
         columns.append((head, stats.total_params, head_params(model), stats.mult_adds))
     label_width = 22
-    lines = [f"{name} on input {tuple(input_shape)}",
-             f"{'':<{label_width}}" + "".join(f"{head:>14}" for head, *_ in columns)]
+    lines = [
+        f"{name} on input {tuple(input_shape)}",
+        f"{'':<{label_width}}" + "".join(f"{head:>14}" for head, *_ in columns),
+    ]
     lines.append(f"{'total params':<{label_width}}" + "".join(f"{t:>14,}" for _, t, _, _ in columns))
     lines.append(f"{'head params':<{label_width}}" + "".join(f"{h:>14,}" for _, _, h, _ in columns))
     lines.append(f"{'head share':<{label_width}}" + "".join(f"{h / t:>14.1%}" for _, t, h, _ in columns))

@@ -17,10 +17,15 @@ TENSORBOARD_MISSING = "--tensorboard needs TensorBoard: pip install 'overfitlab[
 
 # history column → TensorBoard tag; train and valid share a chart through the tag prefix.
 TAGS = {
-    "train_loss": "loss/train", "valid_loss": "loss/valid",
-    "train_acc": "accuracy/train", "valid_acc": "accuracy/valid",
-    "gap_acc": "gap/accuracy (train - valid)", "gap_loss": "gap/loss (valid - train)",
-    "train_penalty": "penalty/train", "lr": "optim/lr", "epoch_seconds": "time/epoch_seconds",
+    "train_loss": "loss/train",
+    "valid_loss": "loss/valid",
+    "train_acc": "accuracy/train",
+    "valid_acc": "accuracy/valid",
+    "gap_acc": "gap/accuracy (train - valid)",
+    "gap_loss": "gap/loss (valid - train)",
+    "train_penalty": "penalty/train",
+    "lr": "optim/lr",
+    "epoch_seconds": "time/epoch_seconds",
 }
 
 

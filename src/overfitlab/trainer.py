@@ -47,13 +47,24 @@ class Regularization:
 
 
 def diverged_message(train_loss: float, epoch: int) -> str:
-    return (f"training diverged: train loss is {train_loss} at epoch {epoch}; lower --lr, or add "
-            "--early-stopping (with a loss as --monitor) to stop and keep the best epoch")
+    return (
+        f"training diverged: train loss is {train_loss} at epoch {epoch}; lower --lr, or add "
+        "--early-stopping (with a loss as --monitor) to stop and keep the best epoch"
+    )
 
 
-def epoch_record(epoch: int, train_loss: float, train_acc: float, train_penalty: float,
-                 valid_loss: float, valid_acc: float, lr: float, train_seconds: float,
-                 valid_seconds: float, epoch_seconds: float) -> dict:
+def epoch_record(
+    epoch: int,
+    train_loss: float,
+    train_acc: float,
+    train_penalty: float,
+    valid_loss: float,
+    valid_acc: float,
+    lr: float,
+    train_seconds: float,
+    valid_seconds: float,
+    epoch_seconds: float,
+) -> dict:
     """One epoch's row of a History: the columns every run's history has, gaps derived."""
     return {
         "epoch": epoch,
@@ -102,8 +113,9 @@ class Trainer:
         return self.scaling.standardize(x).contiguous(memory_format=self.memory_format)
 
     def _autocast(self):
-        return torch.autocast(self.device.type, dtype=self.autocast_dtype,
-                              enabled=self.autocast_dtype is not None)
+        return torch.autocast(
+            self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None
+        )
 
     def train_epoch(self, split: Split) -> dict:
         """One pass over shuffled batches; returns sample-weighted means and per-batch lists."""
@@ -117,7 +129,8 @@ class Trainer:
         sizes: list[int] = []
         penalty_sum = torch.zeros((), device=self.device)
         for batch, (images, labels) in enumerate(
-                datalib.train_batches(split, self.batch_size, self.generator)):
+            datalib.train_batches(split, self.batch_size, self.generator)
+        ):
             if self.max_batches is not None and batch >= self.max_batches:
                 break
             with self._autocast():
@@ -138,8 +151,8 @@ class Trainer:
             for callback in self.callbacks:
                 callback.on_batch_end(self, batch, loss)
         size = torch.tensor(sizes, dtype=torch.float64)
-        batch_loss = losses[:len(sizes)].double().cpu()
-        batch_correct = corrects[:len(sizes)].double().cpu()
+        batch_loss = losses[: len(sizes)].double().cpu()
+        batch_correct = corrects[: len(sizes)].double().cpu()
         return {
             "train_loss": float((batch_loss * size).sum() / size.sum()),
             "train_acc": float(batch_correct.sum() / size.sum()),
@@ -177,9 +190,18 @@ class Trainer:
             trained = time.perf_counter()
             valid_loss, valid_acc = self.evaluate(valid)
             ended = time.perf_counter()
-            record = epoch_record(epoch, result["train_loss"], result["train_acc"], result["train_penalty"],
-                                  valid_loss, valid_acc, self.optimizer.param_groups[0]["lr"],
-                                  trained - started, ended - trained, ended - started)
+            record = epoch_record(
+                epoch,
+                result["train_loss"],
+                result["train_acc"],
+                result["train_penalty"],
+                valid_loss,
+                valid_acc,
+                self.optimizer.param_groups[0]["lr"],
+                trained - started,
+                ended - trained,
+                ended - started,
+            )
             self.history.add_epoch(record)
             self.history.add_batches(epoch, result["batch_loss"], result["batch_acc"])
             self.epoch = epoch

@@ -18,8 +18,9 @@ COMMANDS = (train, summary, study, runs, report)
 
 
 def build_parser() -> OneLineParser:
-    parser = OneLineParser(prog="overfitlab",
-                           description="See over-fitting in image classifiers and fight it, measured.")
+    parser = OneLineParser(
+        prog="overfitlab", description="See over-fitting in image classifiers and fight it, measured."
+    )
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
     sub.required = True
@@ -46,8 +47,10 @@ def main(argv: list[str] | None = None) -> int:
             raise
         from ..run import Interrupted
 
-        print(f"overfitlab: {'interrupted' if isinstance(err, Interrupted) else 'error'}: {err}",
-              file=sys.stderr)
+        print(
+            f"overfitlab: {'interrupted' if isinstance(err, Interrupted) else 'error'}: {err}",
+            file=sys.stderr,
+        )
         return 130 if isinstance(err, Interrupted) else 2
 
 

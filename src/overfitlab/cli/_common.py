@@ -59,16 +59,21 @@ def add_config_flags(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ()
             continue
         section = f.metadata["section"]
         group = groups.get(section) or groups.setdefault(
-            section, parser.add_argument_group(section.replace("_", " ")))
+            section, parser.add_argument_group(section.replace("_", " "))
+        )
         kind = _type_of(f)
         default = f" (default: {f.default})" if f.default is not None else ""
         common = dict(dest=f"cfg_{f.name}", default=argparse.SUPPRESS, help=f.metadata["help"] + default)
         if kind is bool:
             group.add_argument(_flag(f.name), action=argparse.BooleanOptionalAction, **common)
         else:
-            metavar = f.name.upper() if not f.metadata["choices"] else "{" + ",".join(f.metadata["choices"]) + "}"
+            metavar = (
+                f.name.upper() if not f.metadata["choices"] else "{" + ",".join(f.metadata["choices"]) + "}"
+            )
             group.add_argument(_flag(f.name), type=kind, metavar=metavar, **common)
-    parser.add_argument("--config", metavar="FILE.toml", help="read options from a TOML file (flags override it)")
+    parser.add_argument(
+        "--config", metavar="FILE.toml", help="read options from a TOML file (flags override it)"
+    )
 
 
 def config_from_args(args: argparse.Namespace, base: Config | None = None) -> Config:

@@ -15,7 +15,8 @@ def run(args: argparse.Namespace) -> int:
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
-        "report", help="write a study's HTML report (tables, intervals, pictures; works offline)")
+        "report", help="write a study's HTML report (tables, intervals, pictures; works offline)"
+    )
     parser.add_argument("study", help="study name, as given to `overfitlab study`")
     parser.add_argument("--runs-dir", default="runs", help="folder holding index.sqlite (default: runs)")
     parser.add_argument("--out", metavar="FILE", help="where to write (default: RUNS_DIR/STUDY/report.html)")

@@ -12,14 +12,43 @@ from ..history import History
 from ..index import INDEX, RunIndex
 from ..store import HISTORY_JSON, atomic_write
 
-LIST_COLUMNS = (("run", "run_id"), ("status", "status"), ("epochs", "epochs_run"),
-                ("best valid acc", "best_valid_acc"), ("best valid loss", "best_valid_loss"),
-                ("final gap", "final_gap_acc"), ("seconds", "seconds"))
-SUMMARY_FIELDS = ("run_id", "study", "variant", "seed", "grid_field", "grid_value", "status", "error",
-                  "started_at", "ended_at", "seconds", "epochs_run", "best_epoch", "stopped_epoch",
-                  "stop_reason", "final_epoch", "best_valid_acc", "best_valid_loss", "final_train_acc",
-                  "final_valid_acc", "final_train_loss", "final_valid_loss", "final_gap_acc",
-                  "final_gap_loss", "params", "run_dir")
+LIST_COLUMNS = (
+    ("run", "run_id"),
+    ("status", "status"),
+    ("epochs", "epochs_run"),
+    ("best valid acc", "best_valid_acc"),
+    ("best valid loss", "best_valid_loss"),
+    ("final gap", "final_gap_acc"),
+    ("seconds", "seconds"),
+)
+SUMMARY_FIELDS = (
+    "run_id",
+    "study",
+    "variant",
+    "seed",
+    "grid_field",
+    "grid_value",
+    "status",
+    "error",
+    "started_at",
+    "ended_at",
+    "seconds",
+    "epochs_run",
+    "best_epoch",
+    "stopped_epoch",
+    "stop_reason",
+    "final_epoch",
+    "best_valid_acc",
+    "best_valid_loss",
+    "final_train_acc",
+    "final_valid_acc",
+    "final_train_loss",
+    "final_valid_loss",
+    "final_gap_acc",
+    "final_gap_loss",
+    "params",
+    "run_dir",
+)
 HISTORY_COLUMNS = ("epoch", "train_loss", "train_acc", "valid_loss", "valid_acc", "gap_acc", "epoch_seconds")
 
 
@@ -39,8 +68,10 @@ def render_table(head: list[str], rows: list[list[str]]) -> str:
 def open_index(runs_dir: str) -> RunIndex:
     path = Path(runs_dir) / INDEX
     if not path.is_file():
-        raise OverfitlabError(f"no run index at {path}: run `overfitlab train` or `overfitlab study` "
-                              "first, pass --runs-dir, or `overfitlab runs rebuild`")
+        raise OverfitlabError(
+            f"no run index at {path}: run `overfitlab train` or `overfitlab study` "
+            "first, pass --runs-dir, or `overfitlab runs rebuild`"
+        )
     return RunIndex(path)
 
 
@@ -54,15 +85,17 @@ def find_run(index: RunIndex, name: str) -> dict:
     if len(by_folder) == 1:
         return by_folder[0]
     if len(by_folder) > 1:
-        raise OverfitlabError(f"run {name!r} is in several studies: pass one of "
-                              f"{', '.join(r['run_id'] for r in by_folder)}")
+        raise OverfitlabError(
+            f"run {name!r} is in several studies: pass one of {', '.join(r['run_id'] for r in by_folder)}"
+        )
     path = Path(name).resolve()
     by_path = [r for r in rows if r["run_dir"] and Path(r["run_dir"]).resolve() == path]
     if by_path:
         return by_path[0]
     ids = [r["run_id"] for r in rows]
     close = difflib.get_close_matches(name, ids, n=5, cutoff=0.5) or difflib.get_close_matches(
-        name, [i.split("/", 1)[1] for i in ids], n=5, cutoff=0.5)
+        name, [i.split("/", 1)[1] for i in ids], n=5, cutoff=0.5
+    )
     hint = f"did you mean {', '.join(close)}?" if close else "see `overfitlab runs list`"
     raise OverfitlabError(f"no run {name!r} in {index.path}: {hint}")
 
@@ -70,8 +103,9 @@ def find_run(index: RunIndex, name: str) -> dict:
 def load_history(row: dict) -> History:
     path = Path(row["run_dir"] or "") / HISTORY_JSON
     if not path.is_file():
-        raise OverfitlabError(f"run {row['run_id']} has no history ({path} missing): "
-                              f"its status is {row['status']}")
+        raise OverfitlabError(
+            f"run {row['run_id']} has no history ({path} missing): its status is {row['status']}"
+        )
     try:
         return History.from_json(path.read_text(encoding="utf-8"))
     except ValueError as err:
@@ -84,9 +118,14 @@ def list_runs(args: argparse.Namespace) -> int:
         if args.study is not None and index.study(args.study) is None:
             known = [s["name"] for s in index.studies()]
             close = difflib.get_close_matches(args.study, known, n=5, cutoff=0.5)
-            raise OverfitlabError(f"no study {args.study!r} in {index.path}: "
-                                  + (f"did you mean {', '.join(close)}?" if close
-                                     else f"known studies are {', '.join(known) or 'none'}"))
+            raise OverfitlabError(
+                f"no study {args.study!r} in {index.path}: "
+                + (
+                    f"did you mean {', '.join(close)}?"
+                    if close
+                    else f"known studies are {', '.join(known) or 'none'}"
+                )
+            )
         rows = index.runs(args.study)
     if args.json:
         print(json.dumps(rows))
@@ -115,8 +154,10 @@ def show_run(args: argparse.Namespace) -> int:
     if history is not None and len(history):
         print("history")
         body = [[text(e.get(c)) for c in HISTORY_COLUMNS] for e in history.epochs]
-        print("".join("  " + line + "\n" for line in render_table(list(HISTORY_COLUMNS), body).splitlines()),
-              end="")
+        print(
+            "".join("  " + line + "\n" for line in render_table(list(HISTORY_COLUMNS), body).splitlines()),
+            end="",
+        )
     return 0
 
 
@@ -129,10 +170,20 @@ def compare_figure(histories: dict[str, History]):
         for number, (name, history) in enumerate(histories.items()):
             color = f"C{number % 10}"
             epochs = history.column("epoch")
-            ax.plot(epochs, history.column(f"train_{metric}"), color=color,
-                    linestyle=TRAIN_STYLE["linestyle"], label=f"{name} train")
-            ax.plot(epochs, history.column(f"valid_{metric}"), color=color,
-                    linestyle=VALID_STYLE["linestyle"], label=f"{name} valid")
+            ax.plot(
+                epochs,
+                history.column(f"train_{metric}"),
+                color=color,
+                linestyle=TRAIN_STYLE["linestyle"],
+                label=f"{name} train",
+            )
+            ax.plot(
+                epochs,
+                history.column(f"valid_{metric}"),
+                color=color,
+                linestyle=VALID_STYLE["linestyle"],
+                label=f"{name} valid",
+            )
         ax.set_xlabel("epoch")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
@@ -146,12 +197,17 @@ def compare_runs(args: argparse.Namespace) -> int:
     with open_index(args.runs_dir) as index:
         rows = [find_run(index, name) for name in args.runs]
     configs = [row["config"] or {} for row in rows]
-    differing = [k for k in dict.fromkeys(k for c in configs for k in c)
-                 if len({json.dumps(c.get(k)) for c in configs}) > 1]
+    differing = [
+        k
+        for k in dict.fromkeys(k for c in configs for k in c)
+        if len({json.dumps(c.get(k)) for c in configs}) > 1
+    ]
     if args.json:
         print(json.dumps({"runs": rows, "differing_config": differing}))
     else:
-        fields = [f for f in SUMMARY_FIELDS if f not in ("run_id", "run_dir", "started_at", "ended_at", "error")]
+        fields = [
+            f for f in SUMMARY_FIELDS if f not in ("run_id", "run_dir", "started_at", "ended_at", "error")
+        ]
         head = ["field"] + [r["run_id"] for r in rows]
         body = [[f] + [text(r[f]) for r in rows] for f in fields]
         body += [[f"config.{k}"] + [text(c.get(k)) for c in configs] for k in differing]
@@ -178,8 +234,11 @@ def rebuild_index(args: argparse.Namespace) -> int:
 
 
 def add_parser(subparsers) -> None:
-    parser = subparsers.add_parser("runs", help="list, show and compare recorded runs",
-                                   description="Read the run index (RUNS_DIR/index.sqlite).")
+    parser = subparsers.add_parser(
+        "runs",
+        help="list, show and compare recorded runs",
+        description="Read the run index (RUNS_DIR/index.sqlite).",
+    )
     sub = parser.add_subparsers(dest="runs_command", metavar="ACTION", parser_class=type(parser))
     sub.required = True
 

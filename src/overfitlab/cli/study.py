@@ -40,8 +40,10 @@ def progress_line(row: dict, done: int, total: int) -> str:
     head = f"[{done:>{width}}/{total}] {row['run_id']}"
     if row["status"] != "complete":
         return f"{head}  {row['status']}: {row['error']}"
-    return (f"{head}  best valid acc {_fmt(row['best_valid_acc'])}  loss {_fmt(row['best_valid_loss'])}  "
-            f"final gap {_fmt(row['final_gap_acc'])}  ({row['seconds']:.1f}s)")
+    return (
+        f"{head}  best valid acc {_fmt(row['best_valid_acc'])}  loss {_fmt(row['best_valid_loss'])}  "
+        f"final gap {_fmt(row['final_gap_acc'])}  ({row['seconds']:.1f}s)"
+    )
 
 
 def table_text(result: StudyResult) -> str:
@@ -52,12 +54,22 @@ def table_text(result: StudyResult) -> str:
             return "-"
         return _fmt(stat["mean"]) + ("" if stat["std"] is None else f" ± {_fmt(stat['std'])}")
 
-    head = ["variant"] + (["grid"] if grid else []) + ["n", "best valid acc", "best valid loss",
-                                                        "final gap (acc)"]
-    rows = [[e["variant"]] + ([str(e["grid_value"])] if grid else [])
-            + [str(e["n"]) + (f" ({e['failed']} failed)" if e["failed"] else ""),
-               cell(e["best_valid_acc"]), cell(e["best_valid_loss"]), cell(e["final_gap_acc"])]
-            for e in result.table]
+    head = (
+        ["variant"]
+        + (["grid"] if grid else [])
+        + ["n", "best valid acc", "best valid loss", "final gap (acc)"]
+    )
+    rows = [
+        [e["variant"]]
+        + ([str(e["grid_value"])] if grid else [])
+        + [
+            str(e["n"]) + (f" ({e['failed']} failed)" if e["failed"] else ""),
+            cell(e["best_valid_acc"]),
+            cell(e["best_valid_loss"]),
+            cell(e["final_gap_acc"]),
+        ]
+        for e in result.table
+    ]
     widths = [max(len(r[i]) for r in [head] + rows) for i in range(len(head))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in [head] + rows]
     return "\n".join(lines) + "\n"
@@ -70,8 +82,9 @@ def run(args: argparse.Namespace) -> int:
     overrides = base_overrides(args)
     if args.resume:
         if args.spec or args.preset or args.name:
-            raise OverfitlabError("--resume NAME continues a study as it was planned: "
-                                  "drop SPEC, --preset and --name")
+            raise OverfitlabError(
+                "--resume NAME continues a study as it was planned: drop SPEC, --preset and --name"
+            )
         if args.seeds is not None or set(overrides) - {"threads"}:
             raise OverfitlabError("--resume NAME keeps the study's recipe and seeds: drop the recipe flags")
         spec, name = None, args.resume
@@ -84,12 +97,24 @@ def run(args: argparse.Namespace) -> int:
             spec = spec.with_seeds(args.seeds)
         spec = spec.with_base({k: v for k, v in overrides.items() if k != "threads"})
         name = args.name
-    progress = None if args.quiet else (
-        lambda row, done, total: print(progress_line(row, done, total), file=sys.stderr, flush=True))
-    result = run_study(spec, args.runs_dir, name, backend=args.backend, workers=args.workers,
-                       threads=overrides.get("threads"), address=args.address,
-                       resume=bool(args.resume), progress=progress, tensorboard=args.tensorboard,
-                       stack_seeds=args.stack_seeds)
+    progress = (
+        None
+        if args.quiet
+        else (lambda row, done, total: print(progress_line(row, done, total), file=sys.stderr, flush=True))
+    )
+    result = run_study(
+        spec,
+        args.runs_dir,
+        name,
+        backend=args.backend,
+        workers=args.workers,
+        threads=overrides.get("threads"),
+        address=args.address,
+        resume=bool(args.resume),
+        progress=progress,
+        tensorboard=args.tensorboard,
+        stack_seeds=args.stack_seeds,
+    )
     if args.json:
         print(json.dumps(result.to_dict()))
     else:
@@ -104,30 +129,56 @@ def run(args: argparse.Namespace) -> int:
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
-        "study", help="train variants × seeds of a recipe, in parallel, and write a report",
+        "study",
+        help="train variants × seeds of a recipe, in parallel, and write a report",
         description="Train every variant of a base recipe with the same seeds (a paired design), "
-                    "record every run in RUNS_DIR/index.sqlite and write the study's report. "
-                    "Exit status 1 when some runs failed (the others are kept).")
-    parser.add_argument("spec", nargs="?", metavar="SPEC.toml", help="study spec: [base], [[variant]], seeds, [grid]")
-    parser.add_argument("--preset", choices=tuple(PRESETS),
-                        help="built-in study (default without SPEC.toml: remedies): "
-                        + "; ".join(f"{k}: {v}" for k, v in PRESETS.items()))
-    parser.add_argument("--seeds", type=int, metavar="N",
-                        help=f"seeds 0..N-1 for every variant (default: the spec's, else {DEFAULT_SEEDS})")
-    parser.add_argument("--backend", choices=BACKENDS, default="local",
-                        help="local: a process pool, a run per core, one thread each; serial: one run "
-                        "at a time in this process; ray: Ray tasks (default: local)")
-    parser.add_argument("--workers", type=int, metavar="N",
-                        help="runs at once (default: cores ÷ threads per run; --threads sets those)")
+        "record every run in RUNS_DIR/index.sqlite and write the study's report. "
+        "Exit status 1 when some runs failed (the others are kept).",
+    )
+    parser.add_argument(
+        "spec", nargs="?", metavar="SPEC.toml", help="study spec: [base], [[variant]], seeds, [grid]"
+    )
+    parser.add_argument(
+        "--preset",
+        choices=tuple(PRESETS),
+        help="built-in study (default without SPEC.toml: remedies): "
+        + "; ".join(f"{k}: {v}" for k, v in PRESETS.items()),
+    )
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        metavar="N",
+        help=f"seeds 0..N-1 for every variant (default: the spec's, else {DEFAULT_SEEDS})",
+    )
+    parser.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default="local",
+        help="local: a process pool, a run per core, one thread each; serial: one run "
+        "at a time in this process; ray: Ray tasks (default: local)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="runs at once (default: cores ÷ threads per run; --threads sets those)",
+    )
     parser.add_argument("--address", metavar="ADDR", help="join this Ray cluster (with --backend ray)")
-    parser.add_argument("--resume", metavar="NAME",
-                        help="finish an interrupted study: complete runs are kept, the others redone")
-    parser.add_argument("--tensorboard", action="store_true",
-                        help="also write TensorBoard logs to each run folder's tb/")
-    parser.add_argument("--stack-seeds", action="store_true",
-                        help="train the seeds of each variant at once (torch.func.vmap over stacked "
-                        "weights; for GPUs, slower on CPU; numbers equal up to rounding). Variants "
-                        "with augmentation, max-norm or normalization run one by one")
+    parser.add_argument(
+        "--resume",
+        metavar="NAME",
+        help="finish an interrupted study: complete runs are kept, the others redone",
+    )
+    parser.add_argument(
+        "--tensorboard", action="store_true", help="also write TensorBoard logs to each run folder's tb/"
+    )
+    parser.add_argument(
+        "--stack-seeds",
+        action="store_true",
+        help="train the seeds of each variant at once (torch.func.vmap over stacked "
+        "weights; for GPUs, slower on CPU; numbers equal up to rounding). Variants "
+        "with augmentation, max-norm or normalization run one by one",
+    )
     add_output_flags(parser)
     # The study sets each run's seed; --threads is the threads per run.
     add_config_flags(parser, skip=("seed",))

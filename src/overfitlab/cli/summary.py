@@ -26,8 +26,9 @@ def run(args: argparse.Namespace) -> int:
             print(f"{name:<10} {model_spec(name)}")
         return 0
     shape = parse_shape(args.input)
-    overrides = dict(hidden=args.hidden, blocks=args.blocks, batchnorm=args.batchnorm,
-                     dropout=args.dropout, head=args.head)
+    overrides = dict(
+        hidden=args.hidden, blocks=args.blocks, batchnorm=args.batchnorm, dropout=args.dropout, head=args.head
+    )
     if args.compare:
         heads = [h.strip() for h in args.compare.split(",") if h.strip()]
         bad = [h for h in heads if h not in ("fc", "gap")]

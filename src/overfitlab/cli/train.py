@@ -34,15 +34,19 @@ class ProgressBar(Callback):
         total = max(1, trainer.batches_per_epoch)
         done = (batch + 1) / total
         bar = "#" * int(24 * done)
-        self.stream.write(f"\repoch {self._epoch}/{self.epochs} [{bar:<24}] {done:4.0%} "
-                          f"loss {loss.item():.4f}  {now - self._started:5.1f}s")
+        self.stream.write(
+            f"\repoch {self._epoch}/{self.epochs} [{bar:<24}] {done:4.0%} "
+            f"loss {loss.item():.4f}  {now - self._started:5.1f}s"
+        )
         self.stream.flush()
 
     def on_epoch_end(self, trainer, epoch: int, metrics) -> None:
         self.stream.write(
             f"\repoch {epoch}/{self.epochs}  train loss {metrics['train_loss']:.4f} "
             f"acc {metrics['train_acc']:.4f} | valid loss {metrics['valid_loss']:.4f} "
-            f"acc {metrics['valid_acc']:.4f}  ({metrics['epoch_seconds']:.1f}s)".ljust(78) + "\n")
+            f"acc {metrics['valid_acc']:.4f}  ({metrics['epoch_seconds']:.1f}s)".ljust(78)
+            + "\n"
+        )
         self.stream.flush()
 
 
@@ -86,8 +90,10 @@ def record_in_index(run_dir: Path) -> None:
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
-        "train", help="train one model and save its run folder",
-        description="Train one model; every remedy is a flag. Writes runs/<name>/.")
+        "train",
+        help="train one model and save its run folder",
+        description="Train one model; every remedy is a flag. Writes runs/<name>/.",
+    )
     add_output_flags(parser)
     parser.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run folder")
     add_config_flags(parser)
