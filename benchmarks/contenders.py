@@ -106,7 +106,7 @@ def overfitlab_api(config: dict[str, Any], save: bool = True) -> dict:
     history = result.history
     epochs = [
         {"train_seconds": t, "valid_seconds": v}
-        for t, v in zip(history.column("train_seconds"), history.column("valid_seconds"))
+        for t, v in zip(history.column("train_seconds"), history.column("valid_seconds"), strict=True)
     ]
     return {
         **_totals(epochs),

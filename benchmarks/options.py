@@ -51,7 +51,7 @@ class Options:
     def warmup_batches(self) -> int:
         return 20
 
-    def quick_version(self) -> "Options":
+    def quick_version(self) -> Options:
         """A smoke check of every code path in about two minutes: numbers are not comparable."""
         return Options(
             data_root=self.data_root,

@@ -16,7 +16,6 @@ and reports the local/serial speed-up beside.
 
 from __future__ import annotations
 
-
 from overfitlab.backends import available_cores
 
 from .common import remedies_study
@@ -70,7 +69,7 @@ def local_vs_serial(comparison: Comparison, contenders: list[Contender]) -> dict
     """Speed-up of the local backend over serial, and whether every run's metrics were identical."""
     serial = comparison.runs.get(contenders[1].name, [])
     local = comparison.runs.get(contenders[2].name, [])
-    identical = [s["per_run"] == lo["per_run"] for s, lo in zip(serial, local)]
+    identical = [s["per_run"] == lo["per_run"] for s, lo in zip(serial, local, strict=True)]
     medians = comparison.medians()
     ratio = (
         medians[contenders[1].name]["seconds"] / medians[contenders[2].name]["seconds"]

@@ -29,7 +29,8 @@ def run(opts: Options, log=print) -> dict:
         remedies_study(opts, "seeds one by one", threads, base, baseline=True, backend="serial"),
         remedies_study(opts, "seeds stacked", threads, base, backend="serial", stack_seeds=True),
     ]
-    title = f"{TITLE}, {opts.study_seeds} seed{'s' if opts.study_seeds > 1 else ''}, {opts.device}, {threads} thread{'s' if threads > 1 else ''}"
+    seeds = f"{opts.study_seeds} seed{'s' if opts.study_seeds > 1 else ''}"
+    title = f"{TITLE}, {seeds}, {opts.device}, {threads} thread{'s' if threads > 1 else ''}"
     log(title)
     comparison = alternate(
         title,
@@ -51,7 +52,7 @@ def largest_difference(comparison: Comparison, contenders: list[Contender]) -> f
     stacked = comparison.runs.get(contenders[1].name, [])
     gaps = [
         abs(a["per_run"][name][1] - s["per_run"][name][1])
-        for a, s in zip(alone, stacked)
+        for a, s in zip(alone, stacked, strict=True)
         for name in a["per_run"]
     ]
     return max(gaps) if gaps else None

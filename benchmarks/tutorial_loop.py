@@ -18,14 +18,12 @@ from __future__ import annotations
 import time
 
 import numpy as np  # 텐서 계산을 위해
-
 import torch  # 파이토치 텐서 사용을 위해
 import torch.nn as nn  # 뉴럴 네트워크 빌드를 위해
 import torch.optim as optim  # optimizer 사용을 위해
 import torchvision.datasets as dsets  # torchvision에 내장된 MNIST 데이터셋 다운로드 위해
 import torchvision.transforms as transforms  # torchvision 전처리를 위해
 from torch.utils.data import DataLoader, Dataset  # 딥러닝 학습 데이터로더 구현을 위해
-
 
 # ============================================================================ copied
 # Set hyperparameters
@@ -38,7 +36,7 @@ Config = {
 
 class CNN(nn.Module):
     def __init__(self, in_dim=1, hidden_dim=8, out_dim=10):
-        super(CNN, self).__init__()
+        super().__init__()
         self.features = nn.Sequential(
             # convolution layer
             nn.Conv2d(in_dim, hidden_dim, kernel_size=3, stride=1, padding=1),
@@ -73,7 +71,7 @@ class CNN(nn.Module):
 # GAP 적용한 CNN
 class GAPcnn(nn.Module):
     def __init__(self):
-        super(GAPcnn, self).__init__()
+        super().__init__()
         self.features = nn.Sequential(
             # convolution layer
             nn.Conv2d(1, 8, kernel_size=3, stride=1, padding=1),

@@ -10,7 +10,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-
 from conftest import MNIST_RAW, SHARED_DATA, cli_command, cli_env, run_overfitlab
 
 TIMINGS = {"train_seconds", "valid_seconds", "epoch_seconds"}

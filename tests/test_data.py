@@ -10,6 +10,7 @@ from fractions import Fraction
 import numpy as np
 import pytest
 import torch
+from conftest import MNIST_RAW
 from PIL import Image
 from torchvision import transforms
 
@@ -25,7 +26,6 @@ from overfitlab.data import (
     stratified_indices,
     train_batches,
 )
-from conftest import MNIST_RAW
 
 to_tensor = transforms.ToTensor()
 
@@ -56,7 +56,7 @@ def test_digits_split_is_stratified_450_valid(digits):
     expected_valid = largest_remainder(counts, 450)
     assert digits.valid.labels.bincount(minlength=10).tolist() == expected_valid
     assert digits.train.labels.bincount(minlength=10).tolist() == [
-        c - v for c, v in zip(counts, expected_valid)
+        c - v for c, v in zip(counts, expected_valid, strict=True)
     ]
     assert digits.classes == 10 and digits.image_shape == (1, 8, 8)
     assert digits.train.images.dtype == torch.uint8 and digits.train.labels.dtype == torch.int64
@@ -64,10 +64,12 @@ def test_digits_split_is_stratified_450_valid(digits):
 
 def test_digits_split_holds_every_image_once(digits):
     images, target = sklearn_digits()
-    everything = Counter((img.tobytes(), int(t)) for img, t in zip(images, target))
+    everything = Counter((img.tobytes(), int(t)) for img, t in zip(images, target, strict=True))
     ours = Counter()
     for split in (digits.train, digits.valid):
-        ours.update((img.numpy().tobytes(), int(t)) for img, t in zip(split.images[:, 0], split.labels))
+        ours.update(
+            (img.numpy().tobytes(), int(t)) for img, t in zip(split.images[:, 0], split.labels, strict=True)
+        )
     assert ours == everything
 
 
@@ -100,7 +102,7 @@ def test_mnist_batches_equal_to_tensor_on_the_same_images(mnist, shared_data):
     # The batch order: one seeded permutation, sliced (the documented rule).
     perm = torch.randperm(len(reference), generator=torch.Generator().manual_seed(seed))
     batches = train_batches(mnist.train, batch_size, torch.Generator().manual_seed(seed))
-    for b, (images, labels) in zip(range(3), batches):
+    for b, (images, labels) in zip(range(3), batches, strict=False):
         idx = perm[b * batch_size : (b + 1) * batch_size].tolist()
         expected = torch.stack([reference[i][0] for i in idx])
         assert torch.equal(Scaling()(images), expected)
@@ -274,9 +276,9 @@ def test_train_batches_count_and_cover(n, batch_size, drop_last, sizes):
 
 def test_train_batches_are_seeded():
     split = numbered_split(100)
-    first = [l.tolist() for _, l in train_batches(split, 10, torch.Generator().manual_seed(3))]
-    again = [l.tolist() for _, l in train_batches(split, 10, torch.Generator().manual_seed(3))]
-    other = [l.tolist() for _, l in train_batches(split, 10, torch.Generator().manual_seed(4))]
+    first = [labels.tolist() for _, labels in train_batches(split, 10, torch.Generator().manual_seed(3))]
+    again = [labels.tolist() for _, labels in train_batches(split, 10, torch.Generator().manual_seed(3))]
+    other = [labels.tolist() for _, labels in train_batches(split, 10, torch.Generator().manual_seed(4))]
     assert first == again and first != other
 
 

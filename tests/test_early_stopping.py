@@ -28,7 +28,7 @@ def run(values, monitor="valid_loss", epochs=None, **kwargs):
     es = EarlyStopping(monitor=monitor, **kwargs)
     epochs = list(range(1, len(values) + 1)) if epochs is None else epochs
     flags = []
-    for epoch, value in zip(epochs, values):
+    for epoch, value in zip(epochs, values, strict=True):
         stop = es.update(epoch, {monitor: value, "train_loss": 0.0})
         flags.append(es.is_best)
         if stop:

@@ -75,7 +75,7 @@ def test_foreach_optimizer_updates_equal_the_single_tensor_loop_bit_for_bit(reci
             opt.zero_grad()
             F.cross_entropy(net(x), y).backward()
             opt.step()
-    for (name, a), b in zip(model.named_parameters(), reference.parameters()):
+    for (name, a), b in zip(model.named_parameters(), reference.parameters(), strict=True):
         assert torch.equal(a, b), name
 
 
@@ -115,7 +115,7 @@ def test_flat_adam_state_moves_to_and_from_torch_adam(optimizer):
     plain.load_state_dict(flat_state)
     _train_steps(flat_model, flat, 5, start=5)
     _train_steps(torch_model, plain, 5, start=5)
-    for a, b in zip(flat_model.parameters(), torch_model.parameters()):
+    for a, b in zip(flat_model.parameters(), torch_model.parameters(), strict=True):
         assert torch.equal(a, b)
 
 
@@ -132,7 +132,7 @@ def test_flat_adam_falls_back_to_torch_when_parameters_are_replaced():
     reference.to(memory_format=torch.channels_last)
     _train_steps(model, flat, 3, start=3)
     _train_steps(reference, plain, 3, start=3)
-    for a, b in zip(model.parameters(), reference.parameters()):
+    for a, b in zip(model.parameters(), reference.parameters(), strict=True):
         assert torch.equal(a, b)
 
 

@@ -139,7 +139,7 @@ def test_a_corrupt_index_says_how_to_recover(tmp_path):
 # --------------------------------------------------------------------------- metrics
 def epochs(*rows):
     keys = ("epoch", "train_loss", "train_acc", "valid_loss", "valid_acc")
-    return [dict(zip(keys, r)) for r in rows]
+    return [dict(zip(keys, r, strict=True)) for r in rows]
 
 
 HISTORY = epochs(

@@ -186,7 +186,7 @@ def test_pooling_before_relu_gives_the_same_outputs_and_gradients_bit_for_bit(
         results.append((out.detach(), [p.grad.clone() for p in model.parameters()]))
     (out, grads), (literal_out, literal_grads) = results
     assert torch.equal(out, literal_out)
-    assert all(torch.equal(g, h) for g, h in zip(grads, literal_grads))
+    assert all(torch.equal(g, h) for g, h in zip(grads, literal_grads, strict=True))
 
 
 def test_only_a_relu_directly_before_a_max_pool_moves_and_hooks_see_the_written_order():

@@ -147,8 +147,8 @@ def test_max_norm_bounds_every_unit_and_leaves_small_units_alone(max_norm):
             w = layer.weight
             target = torch.rand(w.shape[0]) * 2 * max_norm
             w.mul_((target / w.flatten(1).norm(dim=1)).view(-1, *[1] * (w.dim() - 1)))
-    before = {id(l): l.weight.detach().clone() for l in layers}
-    biases = {id(l): l.bias.detach().clone() for l in layers}
+    before = {id(layer): layer.weight.detach().clone() for layer in layers}
+    biases = {id(layer): layer.bias.detach().clone() for layer in layers}
     apply_max_norm(model, max_norm)
     over_seen = under_seen = 0
     for layer in layers:

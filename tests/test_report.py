@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from scipy import stats as scipy_stats
 
-from overfitlab.history import History
 from overfitlab.cli import main
 from overfitlab.errors import OverfitlabError
+from overfitlab.history import History
 from overfitlab.report import StudyData, curve_figures, load_study, render_report, write_report
 from overfitlab.stats import Summary, describe, mean_curve
 from overfitlab.study_plots import gap_figure, grid_figure, learning_curves_figure
@@ -188,7 +188,9 @@ def test_user_strings_are_escaped(tiny, page):
         ),
     )
     evil = render_report(
-        StudyData(hostile, study, rows, {r["run_id"]: h for r, h in zip(rows, tiny.histories.values())})
+        StudyData(
+            hostile, study, rows, {r["run_id"]: h for r, h in zip(rows, tiny.histories.values(), strict=True)}
+        )
     )
     assert "<script>" not in evil and "alert(1)</" not in evil
     assert "x&lt;script&gt;alert(1)&lt;/script&gt;&amp;&quot;&#x27;" in evil

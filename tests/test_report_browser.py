@@ -16,11 +16,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from scipy import stats as scipy_stats
+from test_report import SEEDS, VARIANTS, build_tiny_study
 
 from overfitlab.index import RunIndex
 from overfitlab.report import write_report
-
-from test_report import SEEDS, VARIANTS, build_tiny_study
 
 webdriver = pytest.importorskip(
     "selenium.webdriver", reason="selenium not installed: pip install 'selenium>=4'"

@@ -41,7 +41,7 @@ def test_each_member_follows_its_own_run():
     for member in members:
         alone = _separate(config, member.config.seed)
         assert len(member.history) == len(alone.history) == 3
-        for ours, theirs in zip(member.history.epochs, alone.history.epochs):
+        for ours, theirs in zip(member.history.epochs, alone.history.epochs, strict=True):
             for key in COMPARED:
                 assert ours[key] == pytest.approx(theirs[key], abs=1e-5), key
         assert [(b["epoch"], b["batch"]) for b in member.history.batches] == [
@@ -51,7 +51,9 @@ def test_each_member_follows_its_own_run():
             [b["loss"] for b in alone.history.batches], abs=1e-5
         )
         assert [b["acc"] for b in member.history.batches] == [b["acc"] for b in alone.history.batches]
-        for (name, a), b in zip(member.model.state_dict().items(), alone.model.state_dict().values()):
+        for (name, a), b in zip(
+            member.model.state_dict().items(), alone.model.state_dict().values(), strict=True
+        ):
             assert torch.allclose(a, b, atol=1e-5), name
     # Different seeds really are different runs.
     assert members[0].history[-1]["train_loss"] != members[1].history[-1]["train_loss"]
@@ -63,7 +65,7 @@ def test_batch_norm_members_train_as_their_runs():
     config = Config(train_size=120, epochs=2, hidden=4, threads=1, batchnorm=True, dropout=0.0)
     for member in train_seeds(config, [3, 4]):
         alone = _separate(config, member.config.seed)
-        for ours, theirs in zip(member.history.epochs, alone.history.epochs):
+        for ours, theirs in zip(member.history.epochs, alone.history.epochs, strict=True):
             assert ours["train_loss"] == pytest.approx(theirs["train_loss"], abs=1e-4)
         ours, theirs = member.model.state_dict(), alone.model.state_dict()
         for name in ours:
@@ -85,7 +87,7 @@ def test_members_on_cuda_follow_their_runs():
     for member in train_seeds(config, [0, 1]):
         assert all(p.device.type == "cuda" for p in member.model.parameters())
         alone = _separate(config, member.config.seed)
-        for ours, theirs in zip(member.history.epochs, alone.history.epochs):
+        for ours, theirs in zip(member.history.epochs, alone.history.epochs, strict=True):
             assert ours["valid_loss"] == pytest.approx(theirs["valid_loss"], abs=1e-3)
 
 
@@ -111,7 +113,7 @@ def test_members_write_ordinary_run_folders_that_resume_alone(tmp_path):
         continued = resume(ours, epochs=3)
         reference = json.loads((alone / store.HISTORY_JSON).read_text())["epochs"]
         assert len(continued.history) == 3
-        for ours_epoch, theirs in zip(continued.history.epochs, reference):
+        for ours_epoch, theirs in zip(continued.history.epochs, reference, strict=True):
             for key in COMPARED:
                 assert ours_epoch[key] == pytest.approx(theirs[key], abs=1e-5), (ours_epoch["epoch"], key)
 
@@ -119,7 +121,7 @@ def test_members_write_ordinary_run_folders_that_resume_alone(tmp_path):
 def test_a_member_whose_loss_is_not_finite_ends_diverged(tmp_path):
     config = Config(train_size=120, epochs=3, hidden=4, threads=1, batchnorm=False, dropout=0.0, lr=1e12)
     members = train_seeds(config, [0, 1], [tmp_path / "a", tmp_path / "b"])
-    for member, folder in zip(members, ("a", "b")):
+    for member, folder in zip(members, ("a", "b"), strict=True):
         assert member.stop_reason == "diverged"
         assert "training diverged" in member.stop_message
         summary = json.loads((tmp_path / folder / store.SUMMARY_JSON).read_text())
@@ -154,7 +156,7 @@ def test_each_member_stops_early_where_its_run_stops():
         assert [e["valid_loss"] for e in member.history.epochs] == pytest.approx(
             [e["valid_loss"] for e in alone.history.epochs], rel=1e-4
         )
-        for a, b in zip(member.model.state_dict().values(), alone.model.state_dict().values()):
+        for a, b in zip(member.model.state_dict().values(), alone.model.state_dict().values(), strict=True):
             assert torch.allclose(a, b, atol=1e-4)  # the best epoch's weights, restored
         stops.append(member.stopped_epoch)
     assert len(set(stops)) > 1, stops  # members stopped at different epochs

@@ -358,7 +358,7 @@ def test_stacked_seeds_give_each_run_its_own_numbers_and_resume(tmp_path):
     alone = run_study(STACKABLE_SPEC, tmp_path, "alone", threads=1, report=False)
     assert stacked.status == alone.status == "complete"
     assert seen == [(i, 12) for i in range(1, 13)]
-    for ours, theirs in zip(stacked.runs, alone.runs):
+    for ours, theirs in zip(stacked.runs, alone.runs, strict=True):
         assert ours["run_id"].split("/")[1] == theirs["run_id"].split("/")[1]
         for key in COMPARED:
             assert ours[key] == pytest.approx(theirs[key], abs=1e-5), (ours["run_id"], key)

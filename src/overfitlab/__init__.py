@@ -64,14 +64,45 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # what type checkers and IDEs see
-    from .callbacks import Callback
-    from .config import Config, load_toml, to_toml
-    from .data import DataSet, Split, load_dataset
-    from .early_stopping import EarlyStopping, StopReason
-    from .errors import OverfitlabError
-    from .history import History
-    from .models import build_cnn, create_model, list_models, register_model
-    from .regularizers import apply_max_norm, l1_penalty, l2_penalty, param_groups
-    from .run import RunResult, load_model, resume, train
-    from .summary import ModelSummary, summarize
-    from .trainer import Trainer
+    from .callbacks import Callback as Callback
+    from .config import Config as Config
+    from .config import load_toml as load_toml
+    from .config import to_toml as to_toml
+    from .data import DataSet as DataSet
+    from .data import Split as Split
+    from .data import load_dataset as load_dataset
+    from .early_stopping import EarlyStopping as EarlyStopping
+    from .early_stopping import StopReason as StopReason
+    from .errors import OverfitlabError as OverfitlabError
+    from .history import History as History
+    from .models import (
+        build_cnn as build_cnn,
+    )
+    from .models import (
+        create_model as create_model,
+    )
+    from .models import (
+        list_models as list_models,
+    )
+    from .models import (
+        register_model as register_model,
+    )
+    from .regularizers import (
+        apply_max_norm as apply_max_norm,
+    )
+    from .regularizers import (
+        l1_penalty as l1_penalty,
+    )
+    from .regularizers import (
+        l2_penalty as l2_penalty,
+    )
+    from .regularizers import (
+        param_groups as param_groups,
+    )
+    from .run import RunResult as RunResult
+    from .run import load_model as load_model
+    from .run import resume as resume
+    from .run import train as train
+    from .summary import ModelSummary as ModelSummary
+    from .summary import summarize as summarize
+    from .trainer import Trainer as Trainer

@@ -19,8 +19,9 @@ import os
 import select
 import threading
 import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 from .errors import OverfitlabError
 
@@ -91,7 +92,7 @@ def resources(
     return Resources(backend, workers, threads, cores)
 
 
-def create(resources: Resources, address: str | None = None) -> "Backend":
+def create(resources: Resources, address: str | None = None) -> Backend:
     if resources.backend == "serial":
         return SerialBackend()
     if resources.backend == "local":
@@ -104,7 +105,7 @@ class Backend:
 
     name = ""
 
-    def __enter__(self) -> "Backend":
+    def __enter__(self) -> Backend:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -226,7 +227,7 @@ class LocalBackend(Backend):
             initargs=(os.getpid(),),
         )
 
-    def __enter__(self) -> "LocalBackend":
+    def __enter__(self) -> LocalBackend:
         self._pool = self._new_pool()
         return self
 
@@ -297,7 +298,7 @@ class RayBackend(Backend):
         self._ray = import_ray()
         self._owned = False
 
-    def __enter__(self) -> "RayBackend":
+    def __enter__(self) -> RayBackend:
         ray = self._ray
         if not ray.is_initialized():
             common = dict(log_to_driver=False, logging_level="WARNING", configure_logging=False)

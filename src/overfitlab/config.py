@@ -12,9 +12,10 @@ import dataclasses
 import math
 import os
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from .errors import OverfitlabError
 
@@ -138,7 +139,7 @@ class Config:
         "torch.compile the model (changes the numbers slightly; slower than eager on small CPUs)",
     )
 
-    def replace(self, **changes: Any) -> "Config":
+    def replace(self, **changes: Any) -> Config:
         return validate(dataclasses.replace(self, **changes))
 
 

@@ -12,9 +12,9 @@ from __future__ import annotations
 import importlib.util
 import math
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import torch
@@ -43,7 +43,7 @@ class Split:
     def __len__(self) -> int:
         return self.labels.numel()
 
-    def to(self, device: torch.device) -> "Split":
+    def to(self, device: torch.device) -> Split:
         return Split(self.images.to(device), self.labels.to(device))
 
 
@@ -77,7 +77,7 @@ def stratified_indices(labels: torch.Tensor, size: int, generator: torch.Generat
         order = torch.argsort(exact - quota, descending=True, stable=True)
         quota[order[:shortfall]] += 1
     chosen = []
-    for cls, take in zip(classes.tolist(), quota.tolist()):
+    for cls, take in zip(classes.tolist(), quota.tolist(), strict=True):
         members = (labels == cls).nonzero().flatten()
         chosen.append(members[torch.randperm(members.numel(), generator=generator)[:take]])
     return torch.cat(chosen).sort().values
@@ -235,7 +235,7 @@ class Scaling:
     std: float = 1.0
 
     @classmethod
-    def fit(cls, images: torch.Tensor) -> "Scaling":
+    def fit(cls, images: torch.Tensor) -> Scaling:
         x = images.double() / 255.0
         return cls(float(x.mean()), float(x.std()))
 

@@ -50,7 +50,8 @@ import numbers
 import operator
 import struct
 import warnings
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from overfitlab.callbacks import Callback
 from overfitlab.errors import OverfitlabError
@@ -58,7 +59,7 @@ from overfitlab.errors import OverfitlabError
 __all__ = ["EarlyStopping", "StopReason"]
 
 
-class StopReason(str, enum.Enum):
+class StopReason(enum.StrEnum):
     """Why :class:`EarlyStopping` asked to stop (``NOT_STOPPED`` while it has not)."""
 
     NOT_STOPPED = "not_stopped"
@@ -246,7 +247,7 @@ class EarlyStopping(Callback):
 
     # ------------------------------------------------------------------ state
 
-    def reset(self) -> "EarlyStopping":
+    def reset(self) -> EarlyStopping:
         """Forget everything seen so far (keeps the configuration); returns self."""
         self.updates = 0  # update() calls seen, warm-up and skipped ones included
         self.wait_count = 0
@@ -285,7 +286,8 @@ class EarlyStopping(Callback):
         for key, mine in (("monitor", self.monitor), ("mode", self.mode_)):
             if key in state and state[key] != mine:
                 raise OverfitlabError(
-                    f"EarlyStopping state was saved with {key}={state[key]!r} but this one has {key}={mine!r}; "
+                    f"EarlyStopping state was saved with {key}={state[key]!r} "
+                    f"but this one has {key}={mine!r}; "
                     f"use the same {key} to resume, or start fresh without loading the state"
                 )
         try:

@@ -66,7 +66,7 @@ class FlatAdam(torch.optim.Adam):
         params = self.param_groups[index]["params"]
         return all(
             p.grad is g and p.data_ptr() == v.data_ptr()
-            for p, g, v in zip(params, views["grad"], views["param"])
+            for p, g, v in zip(params, views["grad"], views["param"], strict=True)
         )
 
     def _moments(self, index: int) -> None:
@@ -150,10 +150,10 @@ def _flatten(params: list[nn.Parameter]) -> tuple[dict[str, torch.Tensor] | None
     flat["step"] = torch.zeros(len(params), dtype=torch.float32)
     views["step"] = list(flat["step"].unbind())
     with torch.no_grad():
-        for p, view in zip(params, views["param"]):
+        for p, view in zip(params, views["param"], strict=True):
             view.copy_(p)
             p.data = view
-    for p, grad in zip(params, views["grad"]):
+    for p, grad in zip(params, views["grad"], strict=True):
         if p.grad is not None:
             grad.copy_(p.grad)
         p.grad = grad

@@ -13,7 +13,8 @@ import csv
 import io
 import json
 import math
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 METRICS = ("train_loss", "train_acc", "valid_loss", "valid_acc")
 
@@ -40,7 +41,7 @@ class History:
         self.epochs.append(dict(record))
 
     def add_batches(self, epoch: int, losses: list[float], accs: list[float]) -> None:
-        for batch, (loss, acc) in enumerate(zip(losses, accs), start=1):
+        for batch, (loss, acc) in enumerate(zip(losses, accs, strict=True), start=1):
             self.batches.append({"epoch": epoch, "batch": batch, "loss": loss, "acc": acc})
 
     def column(self, name: str) -> list[Any]:
@@ -74,7 +75,7 @@ class History:
         return {"epochs": clean(self.epochs), "batches": clean(self.batches)}
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "History":
+    def from_dict(cls, data: Mapping[str, Any]) -> History:
         fix = lambda rows: [{k: (math.nan if v is None else v) for k, v in r.items()} for r in rows]  # noqa: E731
         return cls(fix(data.get("epochs", [])), fix(data.get("batches", [])))
 
@@ -82,7 +83,7 @@ class History:
         return json.dumps(self.to_dict(), indent=1)
 
     @classmethod
-    def from_json(cls, text: str) -> "History":
+    def from_json(cls, text: str) -> History:
         return cls.from_dict(json.loads(text))
 
     def to_csv(self) -> str:

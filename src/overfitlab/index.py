@@ -30,8 +30,9 @@ import json
 import math
 import os
 import sqlite3
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any
 
 from . import store
 from .config import load_toml, to_dict
@@ -136,14 +137,14 @@ class RunIndex:
             ) from None
 
     @classmethod
-    def of(cls, runs_dir: str | os.PathLike) -> "RunIndex":
+    def of(cls, runs_dir: str | os.PathLike) -> RunIndex:
         return cls(Path(runs_dir) / INDEX)
 
     # ------------------------------------------------------------------ plumbing
     def close(self) -> None:
         self._db.close()
 
-    def __enter__(self) -> "RunIndex":
+    def __enter__(self) -> RunIndex:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -174,7 +175,7 @@ class RunIndex:
     @staticmethod
     def _decode(columns: Mapping[str, str], row: tuple, names: list[str]) -> dict:
         out = {}
-        for name, value in zip(names, row):
+        for name, value in zip(names, row, strict=True):
             if name not in columns:
                 continue
             out[name] = json.loads(value) if columns[name] == "JSON" and value is not None else value

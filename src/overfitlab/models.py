@@ -12,8 +12,8 @@ parameter counts): ``seed-cnn`` is its ``CNN``, ``seed-fc`` its ``FCcnn``,
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Callable
 
 import torch
 from torch import nn

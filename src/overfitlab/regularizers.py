@@ -20,7 +20,7 @@ them limits no capacity and can hurt (the rule nanoGPT and timm use).
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 import torch
 from torch import nn

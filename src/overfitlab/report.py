@@ -16,9 +16,10 @@ import base64
 import html
 import math
 import os
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 from . import stats, study_plots
 from .errors import OverfitlabError
@@ -300,12 +301,13 @@ def question_section(
     if not comparisons:
         parts.append("<p>One variant: no remedy to compare with a baseline.</p>")
     elif apart:
+        gaps = {v: comparisons[v][stats.GAP_METRIC] for v in apart}
         items = "".join(
             f"<li><strong>{esc(v)}</strong> closes the accuracy gap by "
-            f"{stats.fmt(stats.gap_reduction(comparisons[v][stats.GAP_METRIC]))} "
-            f"(95% interval of the reduction [{stats.fmt(-comparisons[v][stats.GAP_METRIC].high)}, "
-            f"{stats.fmt(-comparisons[v][stats.GAP_METRIC].low)}], n={comparisons[v][stats.GAP_METRIC].n})</li>"
-            for v in apart
+            f"{stats.fmt(stats.gap_reduction(gap))} "
+            f"(95% interval of the reduction [{stats.fmt(-gap.high)}, "
+            f"{stats.fmt(-gap.low)}], n={gap.n})</li>"
+            for v, gap in gaps.items()
         )
         parts.append(
             f"<p>Remedies whose gap is narrower than the baseline's, beyond seed noise:</p><ul>{items}</ul>"

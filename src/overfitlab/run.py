@@ -15,9 +15,10 @@ import os
 import platform
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -182,8 +183,8 @@ def load_data(config: Config) -> DataSet:
 # --------------------------------------------------------------------------- persistence callback
 # last.pt, best.pt and the history files are written after the first epoch, then at the
 # end of an epoch once this many seconds have passed since the previous write, and
-# always when training ends for any reason (done, early stop, Ctrl-C, divergence, error). A digits epoch of the
-# remedies study takes ~25 ms and writing those files ~12 ms, so writing after every
+# always when training ends for any reason (done, early stop, Ctrl-C, divergence, error).
+# A digits epoch of the remedies study takes ~25 ms and writing those files ~12 ms, so writing after every
 # epoch made each study run 30-40 % slower. A hard kill loses at most this much training.
 SAVE_EVERY_SECONDS = 2.0
 

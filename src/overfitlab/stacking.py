@@ -39,9 +39,9 @@ import copy
 import math
 import os
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import torch
 from torch import nn
@@ -120,7 +120,7 @@ def train_seeds(
         raise OverfitlabError(f"{len(seeds)} seeds need {len(seeds)} run folders, got {len(run_dirs)}")
     members = [
         _Member(*start_run(config.replace(seed=seed), run_dir))
-        for seed, run_dir in zip(seeds, run_dirs or [None] * len(seeds))
+        for seed, run_dir in zip(seeds, run_dirs or [None] * len(seeds), strict=True)
     ]
     for member in members:
         if member.early_stopping is not None:
@@ -173,7 +173,7 @@ def train_seeds(
     return [_ended(member) for member in members]
 
 
-def _end_epoch(member: _Member, stack: "_Stack", s: int, epoch: int, record: dict, trained: dict) -> None:
+def _end_epoch(member: _Member, stack: _Stack, s: int, epoch: int, record: dict, trained: dict) -> None:
     """Member ``s``'s epoch, as its own run ends one: history, weights and optimizer state
     in its trainer, its early stopping and recorder told (in the trainer's order)."""
     trainer = member.trainer
@@ -234,15 +234,15 @@ class _Stack:
         batches = datalib.epoch_batches(len(splits[0]), size, self.config.max_batches)
         orders = [
             torch.randperm(len(split), generator=g).to(split.labels.device)
-            for split, g in zip(splits, generators)
+            for split, g in zip(splits, generators, strict=True)
         ]
         losses = torch.empty(self.size, batches)
         corrects = torch.empty(self.size, batches)
         penalties = torch.zeros(self.size)
         for b in range(batches):
             picks = [order[b * size : (b + 1) * size] for order in orders]
-            x = torch.stack([Scaling.unit(s.images[i]) for s, i in zip(splits, picks)])
-            y = torch.stack([s.labels[i] for s, i in zip(splits, picks)])
+            x = torch.stack([Scaling.unit(s.images[i]) for s, i in zip(splits, picks, strict=True)])
+            y = torch.stack([s.labels[i] for s, i in zip(splits, picks, strict=True)])
             outputs = self.forward_each(self.params, self.buffers, x)  # (members, batch, classes)
             loss = self.loss_fn(outputs.flatten(0, 1), y.flatten(), reduction="none")
             loss = loss.view(self.size, -1).mean(1)  # each member's batch mean

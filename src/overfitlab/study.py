@@ -53,9 +53,10 @@ import platform
 import shutil
 import time
 import traceback
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any
 
 from . import backends, store
 from .config import (
@@ -102,10 +103,10 @@ class StudySpec:
     name: str | None = None
     description: str = ""
 
-    def with_seeds(self, seeds: int | Sequence[int]) -> "StudySpec":
+    def with_seeds(self, seeds: int | Sequence[int]) -> StudySpec:
         return dataclasses.replace(self, seeds=parse_seeds(seeds, "--seeds"))
 
-    def with_base(self, overrides: Mapping[str, Any]) -> "StudySpec":
+    def with_base(self, overrides: Mapping[str, Any]) -> StudySpec:
         """The spec with base fields changed (command-line flags over the spec's base)."""
         base = check_overrides({**self.base, **overrides}, "the base recipe", allow=("threads",))
         apply_overrides(Config(), base, "the base recipe")  # a bad base would fail every run
@@ -123,7 +124,7 @@ class StudySpec:
         }
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "StudySpec":
+    def from_dict(cls, data: Mapping[str, Any]) -> StudySpec:
         grid = data.get("grid")
         return make_spec(
             base=data.get("base") or {},
@@ -417,9 +418,7 @@ def expand(spec: StudySpec, threads: int | None = None) -> list[RunPlan]:
 
 # --------------------------------------------------------------------------- one run (in a worker)
 def _now() -> str:
-    return (
-        datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-    )
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _message(err: BaseException) -> str:
@@ -505,10 +504,12 @@ def execute_stacked(task: Mapping[str, Any]) -> list[dict]:
         statuses = [_failed(err) for _ in runs]
     seconds = round((time.perf_counter() - started) / len(runs), 3)  # each member's share
     names = [run["plan"]["name"] for run in runs]
-    for run_dir, status in zip(run_dirs, statuses):
+    for run_dir, status in zip(run_dirs, statuses, strict=True):
         status.update(started_at=started_at, ended_at=_now(), seconds=seconds, stacked_with=names)
         store.write_json(run_dir / STATUS_JSON, status)
-    return [run_record(task["study"], run["plan"], run_dir) for run, run_dir in zip(runs, run_dirs)]
+    return [
+        run_record(task["study"], run["plan"], run_dir) for run, run_dir in zip(runs, run_dirs, strict=True)
+    ]
 
 
 def execute_task(task: Mapping[str, Any]) -> list[dict]:
@@ -848,7 +849,7 @@ def _run(
                 group = groups[position]
                 if error is not None:  # the worker itself failed, not the run's training
                     rows = [{**records[i], "status": "failed", "error": _message(error)} for i in group]
-                for i, row in zip(group, rows):
+                for i, row in zip(group, rows, strict=True):
                     records[i] = row
                     index.upsert_run(row)
                     done += 1

@@ -8,7 +8,8 @@ the single-run picture: train dashed, valid solid.
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -38,8 +39,8 @@ def learning_curves_figure(curves: Mapping[str, Mapping[str, Curve]], title: str
     fig, axes = plt.subplots(
         rows, 2, figsize=(7.5, 0.6 + 2.2 * rows), sharex=True, sharey="col", squeeze=False
     )
-    for (loss_ax, acc_ax), label in zip(axes, labels):
-        for ax, (metric, ylabel) in zip((loss_ax, acc_ax), PANELS):
+    for (loss_ax, acc_ax), label in zip(axes, labels, strict=True):
+        for ax, (metric, ylabel) in zip((loss_ax, acc_ax), PANELS, strict=True):
             for split, style in (("train", TRAIN_STYLE), ("valid", VALID_STYLE)):
                 curve = curves[label].get(f"{split}_{metric}")
                 if curve is None or not len(curve.epochs):
@@ -82,7 +83,7 @@ def gap_figure(
     labels = [label for label, _ in summaries]
     fig, ax = plt.subplots(figsize=(7, 1.0 + 0.45 * max(len(labels), 1)))
     y = np.arange(len(labels))[::-1]
-    for yi, (label, summary) in zip(y, summaries):
+    for yi, (label, summary) in zip(y, summaries, strict=True):
         is_base = _is_baseline(label, baseline)
         color = BASELINE_COLOR if is_base else REMEDY_COLOR
         if math.isfinite(summary.low):
@@ -101,7 +102,7 @@ def gap_figure(
             ax.axvline(summary.mean, color=BASELINE_COLOR, linestyle="--", linewidth=1, alpha=0.7)
     ax.set_yticks(y)
     ax.set_yticklabels([f"{label}  (n={s.n})" for label, s in summaries], fontsize=9)
-    for tick, label in zip(ax.get_yticklabels(), labels):
+    for tick, label in zip(ax.get_yticklabels(), labels, strict=True):
         if _is_baseline(label, baseline):
             tick.set_color(BASELINE_COLOR)
             tick.set_fontweight("bold")

@@ -62,7 +62,12 @@ def text(value) -> str:
 
 def render_table(head: list[str], rows: list[list[str]]) -> str:
     widths = [max(len(r[i]) for r in [head] + rows) for i in range(len(head))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in [head] + rows) + "\n"
+    return (
+        "\n".join(
+            "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in [head] + rows
+        )
+        + "\n"
+    )
 
 
 def open_index(runs_dir: str) -> RunIndex:
@@ -166,7 +171,7 @@ def compare_figure(histories: dict[str, History]):
     from ..plots import TRAIN_STYLE, VALID_STYLE, plt
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for ax, metric, label in zip(axes, ("loss", "acc"), ("cross-entropy loss", "accuracy")):
+    for ax, metric, label in zip(axes, ("loss", "acc"), ("cross-entropy loss", "accuracy"), strict=True):
         for number, (name, history) in enumerate(histories.items()):
             color = f"C{number % 10}"
             epochs = history.column("epoch")

@@ -11,9 +11,9 @@ from ..backends import BACKENDS, start_worker_server
 from ..config import flatten_toml
 from ..errors import OverfitlabError
 from ..study import DEFAULT_SEEDS, PRESETS, StudyResult, load_spec, preset, run_study
+from ._common import add_config_flags, add_output_flags
 
 DEFAULT_PRESET = "remedies"
-from ._common import add_config_flags, add_output_flags
 
 
 def base_overrides(args: argparse.Namespace) -> dict:
@@ -71,7 +71,7 @@ def table_text(result: StudyResult) -> str:
         for e in result.table
     ]
     widths = [max(len(r[i]) for r in [head] + rows) for i in range(len(head))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in [head] + rows]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in [head] + rows]
     return "\n".join(lines) + "\n"
 
 
