@@ -89,7 +89,7 @@ def tutorial_digits_runs(plans: list[dict], threads: int | None = None, device: 
         "epoch_seconds": seconds,
         "seconds": time.perf_counter() - started,
         "runs": len(plans),
-        "best_valid_acc_mean": sum(accs) / len(accs),
+        "peak_valid_acc_mean": sum(accs) / len(accs),
     }
 
 
@@ -148,7 +148,7 @@ def overfitlab_study(
     if result.failed:
         raise RuntimeError(f"{len(result.failed)} runs failed: {result.failed[0]['error']}")
     per_run = {
-        r["run_id"].split("/", 1)[1]: [r["best_valid_loss"], r["best_valid_acc"], r["epochs_run"]]
+        r["run_id"].split("/", 1)[1]: [r["lowest_valid_loss"], r["peak_valid_acc"], r["epochs_run"]]
         for r in result.runs
     }
     accs = [acc for _, acc, _ in per_run.values()]
@@ -156,7 +156,7 @@ def overfitlab_study(
         "seconds": seconds,
         "wall_seconds": result.wall_seconds,
         "runs": len(result.runs),
-        "best_valid_acc_mean": sum(accs) / len(accs),
+        "peak_valid_acc_mean": sum(accs) / len(accs),
         "per_run": per_run,
     }
 

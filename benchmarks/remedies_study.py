@@ -59,7 +59,7 @@ def run(opts: Options, log=print) -> dict:
         opts.repeats,
         opts.warmup,
         metrics=("seconds",),
-        shown=("best_valid_acc_mean", "wall_seconds"),
+        shown=("peak_valid_acc_mean", "wall_seconds"),
         log=log,
     )
     return {"comparisons": [comparison], "local_vs_serial": local_vs_serial(comparison, contenders)}

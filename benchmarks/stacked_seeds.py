@@ -38,7 +38,7 @@ def run(opts: Options, log=print) -> dict:
         opts.repeats,
         opts.warmup,
         metrics=("seconds",),
-        shown=("best_valid_acc_mean", "wall_seconds"),
+        shown=("peak_valid_acc_mean", "wall_seconds"),
         log=log,
     )
     agreement = largest_difference(comparison, contenders)

@@ -16,6 +16,21 @@ TIMINGS = {"train_seconds", "valid_seconds", "epoch_seconds"}
 SUMMARY_KEYS = {
     "best",
     "last",
+    "final",
+    "final_epoch",
+    "final_train_acc",
+    "final_valid_acc",
+    "final_train_loss",
+    "final_valid_loss",
+    "final_gap_acc",
+    "final_gap_loss",
+    "peak_valid_acc",
+    "lowest_valid_loss",
+    "dataset",
+    "train_images",
+    "valid_images",
+    "input_shape",
+    "classes",
     "best_epoch",
     "stopped_epoch",
     "epochs_run",
@@ -75,7 +90,7 @@ BAD_INPUTS = {
     ),
     "unknown-toml-key": (
         ["train", "--config", "typo.toml"],
-        "unknown key 'dropuot' in typo.toml: valid keys are",
+        "unknown key 'dropuot' in typo.toml: did you mean dropout",
         setup_file("typo.toml", "dropuot = 0.5\n"),
     ),
     "unknown-flag": (["train", "--dropuot", "0.5"], "(did you mean --dropout?)", None),
@@ -220,7 +235,7 @@ def test_train_runs_are_in_the_index_as_their_folders_say(run_cli, tmp_path):
     epochs = json.loads((tmp_path / "runs" / "one" / "history.json").read_text())["epochs"]
     last = epochs[-1]
     assert row["status"] == "complete" and row["study"] == "(train)" and row["seed"] == 3
-    assert row["best_valid_acc"] == max(e["valid_acc"] for e in epochs)
+    assert row["peak_valid_acc"] == max(e["valid_acc"] for e in epochs)
     assert row["final_gap_acc"] == pytest.approx(last["train_acc"] - last["valid_acc"])
     before = [index_row(tmp_path / "runs", n) for n in ("one", "two")]
     (tmp_path / "runs" / "index.sqlite").unlink()
@@ -255,7 +270,7 @@ def test_sigint_then_resume_matches_an_uninterrupted_run(tmp_path, run_cli):
     assert process.returncode == 130, stderr
     lines = stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in stderr
-    assert lines[0].startswith("overfitlab: interrupted: interrupted after epoch ")
+    assert lines[0].startswith("overfitlab: interrupted after epoch ")
     assert lines[0].endswith("resume with `overfitlab train --resume runs/cut`")
     stopped_at = len(json.loads(history.read_text())["epochs"])
     assert 1 <= stopped_at < 25
@@ -263,7 +278,7 @@ def test_sigint_then_resume_matches_an_uninterrupted_run(tmp_path, run_cli):
         json.loads((tmp_path / "runs" / "cut" / "summary.json").read_text())["stop_reason"] == "interrupted"
     )
     row = index_row(tmp_path / "runs", "cut")
-    assert row["status"] == "failed" and row["error"].startswith("interrupted: after epoch")
+    assert row["status"] == "interrupted" and row["error"].startswith("interrupted: after epoch")
     assert row["epochs_run"] == stopped_at
 
     resumed = run_cli("train", "--resume", "runs/cut", "--json")

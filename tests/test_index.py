@@ -30,8 +30,8 @@ RUN_KEYS = {
     "stopped_epoch",
     "stop_reason",
     "final_epoch",
-    "best_valid_acc",
-    "best_valid_loss",
+    "peak_valid_acc",
+    "lowest_valid_loss",
     "final_train_acc",
     "final_valid_acc",
     "final_train_loss",
@@ -70,7 +70,7 @@ def test_rows_have_exactly_the_documented_keys_and_round_trip(tmp_path):
                 grid_field="train_size",
                 grid_value=300,
                 config={"lr": 0.01, "train_size": None},
-                best_valid_acc=0.5,
+                peak_valid_acc=0.5,
                 final_gap_loss=math.nan,
             )
         )
@@ -88,7 +88,7 @@ def test_rows_have_exactly_the_documented_keys_and_round_trip(tmp_path):
         # JSON columns come back as Python values; "300" would come back as int even as TEXT
         # affinity, so check the type of a str grid value too.
         assert got["grid_value"] == 300 and got["config"] == {"lr": 0.01, "train_size": None}
-        assert got["best_valid_acc"] == 0.5
+        assert got["peak_valid_acc"] == 0.5
         assert got["final_gap_loss"] is None  # NaN is stored as NULL
         index.upsert_run(row("s/b-s0", grid_value="300"))
         assert index.run("s/b-s0")["grid_value"] == "300"
@@ -102,10 +102,10 @@ def test_rows_have_exactly_the_documented_keys_and_round_trip(tmp_path):
 def test_upsert_replaces_and_keeps_the_planned_order(tmp_path):
     with RunIndex(tmp_path / "index.sqlite") as index:
         index.upsert_runs([{**row(f"s/{name}"), "position": i} for i, name in enumerate(["z", "a", "m"])])
-        index.upsert_run(row("s/a", status="complete", best_valid_acc=0.9))  # no position: keeps its own
+        index.upsert_run(row("s/a", status="complete", peak_valid_acc=0.9))  # no position: keeps its own
         index.upsert_run(row("t/b"))
         assert [r["run_id"] for r in index.runs("s")] == ["s/z", "s/a", "s/m"]
-        assert index.run("s/a")["status"] == "complete" and index.run("s/a")["best_valid_acc"] == 0.9
+        assert index.run("s/a")["status"] == "complete" and index.run("s/a")["peak_valid_acc"] == 0.9
         assert [r["run_id"] for r in index.runs()] == ["s/z", "s/a", "s/m", "t/b"]
         assert len(index.runs("t")) == 1
 
@@ -154,7 +154,7 @@ def test_metrics_without_early_stopping_are_the_last_epoch():
         {"early_stopping": False},
     )
     assert m["final_epoch"] == 4 and m["epochs_run"] == 4 and m["params"] == 7
-    assert m["best_valid_acc"] == 0.8 and m["best_valid_loss"] == 0.7  # each its own best epoch
+    assert m["peak_valid_acc"] == 0.8 and m["lowest_valid_loss"] == 0.7  # each its own best epoch
     assert (m["final_train_acc"], m["final_valid_acc"]) == (1.0, 0.78)
     assert m["final_gap_acc"] == pytest.approx(1.0 - 0.78)
     assert m["final_gap_loss"] == pytest.approx(0.95 - 0.1)
@@ -173,7 +173,7 @@ def test_metrics_with_restored_early_stopping_are_the_best_epoch():
 def test_metrics_skip_non_finite_values():
     history = epochs((1, 1.0, 0.5, 0.9, 0.6), (2, math.nan, 0.1, None, 0.1))
     m = run_metrics({"best_epoch": 1}, history, {})
-    assert m["best_valid_loss"] == 0.9 and m["best_valid_acc"] == 0.6
+    assert m["lowest_valid_loss"] == 0.9 and m["peak_valid_acc"] == 0.6
     assert m["final_epoch"] == 2 and m["final_train_loss"] is None and m["final_gap_loss"] is None
     assert m["final_gap_acc"] == pytest.approx(0.1 - 0.1)
 
@@ -188,7 +188,7 @@ def _writer(path: str, prefix: str, count: int) -> None:
                 "study": prefix,
                 "status": "complete",
                 "seed": i,
-                "best_valid_acc": i / count,
+                "peak_valid_acc": i / count,
             }
         )
     index.close()

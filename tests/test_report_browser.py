@@ -135,7 +135,7 @@ def test_numbers_on_screen_equal_the_index(browser, report, runs_dir):
 
     per_run = {(c["runId"], c["metric"]): c for c in cells if "runId" in c}
     for row in rows:
-        for metric in ("best_valid_acc", "best_valid_loss", "final_gap_acc", "final_gap_loss", "params"):
+        for metric in ("peak_valid_acc", "lowest_valid_loss", "final_gap_acc", "final_gap_loss", "params"):
             cell = per_run[(row["run_id"], metric)]
             assert float(cell["value"]) == row[metric]
             digits = 0 if metric == "params" else 3
@@ -143,7 +143,7 @@ def test_numbers_on_screen_equal_the_index(browser, report, runs_dir):
 
     summaries = [c for c in cells if "runMetric" in c]
     for variant, _ in VARIANTS:
-        for metric in ("best_valid_acc", "final_gap_acc"):
+        for metric in ("peak_valid_acc", "final_gap_acc"):
             values = np.array([r[metric] for r in rows if r["variant"] == variant])
             mean, s = values.mean(), values.std(ddof=1)
             half = scipy_stats.t.ppf(0.975, len(values) - 1) * s / math.sqrt(len(values))

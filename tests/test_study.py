@@ -22,6 +22,7 @@ from overfitlab.study import (
     ALL_REMEDIES,
     REMEDIES,
     REMEDIES_BASE,
+    _absolute_data_dir,
     expand,
     load_spec,
     make_spec,
@@ -105,7 +106,7 @@ def test_load_spec_reads_base_variants_seeds_and_grid(tmp_path):
     "text, message",
     [
         ("bogus = 1", r"unknown key 'bogus'.*valid keys are name, description, seeds, base, variant, grid"),
-        ("[base]\nlearning_rate = 0.1", r"unknown key 'learning_rate' in .*\[base\]: valid keys are .*lr"),
+        ("[base]\nlearning_rate = 0.1", r"unknown key 'learning_rate' in .*\[base\]: did you mean lr\?"),
         ("[[variant]]\nname = 'x'\ndropuot = 0.5", r"unknown key 'dropuot' in .*variant 'x'.*dropout"),
         ("[grid]\nfield = 'size'\nvalues = [1]", r"unknown grid field 'size'.*train_size"),
         (
@@ -264,8 +265,8 @@ def test_index_metrics_match_the_run_files(small_study):
         summary = json.loads((folder / "summary.json").read_text())
         last = epochs[-1]
         assert row["epochs_run"] == len(epochs) == 2 and row["final_epoch"] == 2
-        assert row["best_valid_acc"] == max(e["valid_acc"] for e in epochs)
-        assert row["best_valid_loss"] == min(e["valid_loss"] for e in epochs)
+        assert row["peak_valid_acc"] == max(e["valid_acc"] for e in epochs)
+        assert row["lowest_valid_loss"] == min(e["valid_loss"] for e in epochs)
         assert row["final_gap_acc"] == pytest.approx(last["train_acc"] - last["valid_acc"], abs=1e-12)
         assert row["final_gap_loss"] == pytest.approx(last["valid_loss"] - last["train_loss"], abs=1e-12)
         assert row["params"] == summary["params"] and row["best_epoch"] == summary["best_epoch"]
@@ -279,10 +280,10 @@ def test_table_means_and_stds_over_seeds(small_study):
     table = {e["variant"]: e for e in result.table}
     assert list(table) == ["baseline", "l2", "diverges", "bad"]
     for variant in ("baseline", "l2"):
-        values = [r["best_valid_acc"] for r in rows if r["variant"] == variant]
+        values = [r["peak_valid_acc"] for r in rows if r["variant"] == variant]
         assert table[variant]["n"] == 2 and table[variant]["failed"] == 0
-        assert table[variant]["best_valid_acc"]["mean"] == pytest.approx(statistics.mean(values), abs=1e-6)
-        assert table[variant]["best_valid_acc"]["std"] == pytest.approx(statistics.stdev(values), abs=1e-6)
+        assert table[variant]["peak_valid_acc"]["mean"] == pytest.approx(statistics.mean(values), abs=1e-6)
+        assert table[variant]["peak_valid_acc"]["std"] == pytest.approx(statistics.stdev(values), abs=1e-6)
     assert table["bad"]["n"] == 0 and table["bad"]["failed"] == 2
     assert table["bad"]["final_gap_acc"] == {"mean": None, "std": None}
 
@@ -339,7 +340,7 @@ STACKABLE_SPEC = make_spec(
     ],
     seeds=[0, 1, 2],
 )
-COMPARED = ("best_valid_loss", "best_valid_acc", "final_train_loss", "final_gap_acc", "epochs_run")
+COMPARED = ("lowest_valid_loss", "peak_valid_acc", "final_train_loss", "final_gap_acc", "epochs_run")
 
 
 def test_stacked_seeds_give_each_run_its_own_numbers_and_resume(tmp_path):
@@ -421,7 +422,6 @@ def test_cli_study_json_and_exit_status(tmp_path, capsys):
         epochs = 2
         hidden = 4
         batch_size = 40
-        data_dir = "some/data"
         [[variant]]
         name = "baseline"
         [[variant]]
@@ -452,14 +452,15 @@ def test_cli_study_json_and_exit_status(tmp_path, capsys):
     rows = index_rows(tmp_path / "runs", "cli")
     assert all(r["config"]["epochs"] == 3 for r in rows)  # the flag overrides the spec's base
     # Relative paths are made absolute: Ray workers run in another directory.
-    assert all(r["config"]["data_dir"] == os.path.abspath("some/data") for r in rows)
+    plan = _absolute_data_dir({"config": {"dataset": "mnist", "data_dir": "some/data"}})
+    assert plan["config"]["data_dir"] == os.path.abspath("some/data")
     assert out["runs"] == 4 and out["complete"] == 2
     assert {f["run_id"] for f in out["failed"]} == {"cli/big-batch-s0", "cli/big-batch-s1"}
     assert all("batch size 500" in f["error"] for f in out["failed"])
     (baseline, _) = out["table"]
-    accs = [r["best_valid_acc"] for r in rows if r["variant"] == "baseline"]
+    accs = [r["peak_valid_acc"] for r in rows if r["variant"] == "baseline"]
     assert baseline["variant"] == "baseline" and baseline["n"] == 2
-    assert baseline["best_valid_acc"]["mean"] == pytest.approx(statistics.mean(accs), abs=1e-6)
+    assert baseline["peak_valid_acc"]["mean"] == pytest.approx(statistics.mean(accs), abs=1e-6)
     assert out["report"] == str(tmp_path / "runs" / "cli" / "report.html")
 
 
@@ -506,7 +507,7 @@ def test_cli_runs_list_show_compare_rebuild(small_study, capsys, tmp_path):
     out = capsys.readouterr().out.splitlines()
     assert out[0].split()[:2] == ["run", "status"] and len(out) == 1 + 8
     row = index_rows(runs_dir, "small")[0]
-    assert f"{row['best_valid_acc']:.4f}" in out[1] and out[1].startswith("small/baseline-s0")
+    assert f"{row['peak_valid_acc']:.4f}" in out[1] and out[1].startswith("small/baseline-s0")
 
     assert main(["runs", "show", "baseline-s1", *common]) == 0  # a folder name is enough when unique
     out = capsys.readouterr().out

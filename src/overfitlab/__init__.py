@@ -14,9 +14,13 @@ study's worker server do not wait two seconds for it.
 from __future__ import annotations
 
 import importlib
+import importlib.metadata as _metadata
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+try:  # one source of the version: pyproject.toml, as installed
+    __version__ = _metadata.version("overfitlab")
+except _metadata.PackageNotFoundError:  # run from a source tree that was never installed
+    __version__ = "0+unknown"
 
 # public name -> module that defines it
 _EXPORTS = {

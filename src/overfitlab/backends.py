@@ -17,6 +17,7 @@ import concurrent.futures as futures
 import multiprocessing
 import os
 import select
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -27,6 +28,9 @@ from .errors import OverfitlabError
 
 BACKENDS = ("serial", "local", "ray")
 RAY_MISSING = "--backend ray needs Ray: pip install 'overfitlab[ray]'"
+# Joining a cluster that is not there must fail, not retry for minutes: seconds to wait for
+# the head node's port to accept a connection (study --connect-timeout).
+RAY_CONNECT_TIMEOUT = 30.0
 
 Outcome = tuple[int, Any, BaseException | None]  # (position in the payloads, result, error)
 
@@ -92,12 +96,39 @@ def resources(
     return Resources(backend, workers, threads, cores)
 
 
-def create(resources: Resources, address: str | None = None) -> Backend:
+def create(
+    resources: Resources, address: str | None = None, connect_timeout: float = RAY_CONNECT_TIMEOUT
+) -> Backend:
     if resources.backend == "serial":
         return SerialBackend()
     if resources.backend == "local":
         return LocalBackend(resources.workers)
-    return RayBackend(resources.workers, resources.threads, resources.cores, address)
+    return RayBackend(resources.workers, resources.threads, resources.cores, address, connect_timeout)
+
+
+def wait_for_head(address: str, timeout: float) -> None:
+    """Return once ``host:port`` accepts a TCP connection; one OverfitlabError line when it
+    does not within ``timeout`` seconds (Ray itself retries for minutes, printing warnings)."""
+    if address == "auto":
+        return  # Ray finds the cluster started on this machine, or says it found none
+    target = address.split("://", 1)[-1]
+    host, _, port = target.rpartition(":")
+    if not host or not port.isdigit():
+        raise OverfitlabError(
+            f"bad --address {address!r}: give the head node as HOST:PORT, e.g. 127.0.0.1:6379"
+        )
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection((host.strip("[]"), int(port)), timeout=min(5.0, timeout)):
+                return
+        except OSError as err:
+            if time.monotonic() + 0.5 > deadline:
+                raise OverfitlabError(
+                    f"no Ray cluster answers at {address} within {timeout:g} s ({err.strerror or err}): "
+                    "start one with `ray start --head`, check --address, or raise --connect-timeout"
+                ) from None
+            time.sleep(0.5)
 
 
 class Backend:
@@ -290,11 +321,19 @@ class RayBackend(Backend):
 
     name = "ray"
 
-    def __init__(self, workers: int, threads: int, cores: int, address: str | None = None):
+    def __init__(
+        self,
+        workers: int,
+        threads: int,
+        cores: int,
+        address: str | None = None,
+        connect_timeout: float = RAY_CONNECT_TIMEOUT,
+    ):
         self.workers = workers
         self.threads = threads
         self.cores = cores
         self.address = address
+        self.connect_timeout = connect_timeout
         self._ray = import_ray()
         self._owned = False
 
@@ -303,6 +342,7 @@ class RayBackend(Backend):
         if not ray.is_initialized():
             common = dict(log_to_driver=False, logging_level="WARNING", configure_logging=False)
             if self.address:
+                wait_for_head(self.address, self.connect_timeout)
                 ray.init(address=self.address, **common)
             else:
                 # A study's Ray sends nothing anywhere: no usage statistics.

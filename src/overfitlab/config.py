@@ -17,11 +17,13 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from .errors import OverfitlabError
+from .errors import OverfitlabError, did_you_mean
+from .history import EPOCH_COLUMNS
 
 SECTIONS = ("data", "model", "optim", "regularization", "early_stopping", "run")
 
 DATASETS = ("digits", "mnist", "fashion-mnist", "kmnist", "cifar10")
+READS_DATA_DIR = DATASETS[1:]  # the torchvision sets; digits comes with scikit-learn
 HEADS = ("fc", "gap")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 DEVICES = ("auto", "cpu", "cuda", "mps")
@@ -193,6 +195,16 @@ def validate(config: Config) -> Config:
     _fraction("dropout", config.dropout, closed=False)
     _fraction("label_noise", config.label_noise, closed=True)
     _fraction("label_smoothing", config.label_smoothing, closed=False)
+    if config.data_dir is not None and config.dataset not in READS_DATA_DIR:
+        raise OverfitlabError(
+            f"data_dir is read by the data sets {', '.join(READS_DATA_DIR)}, but the data set is "
+            f"{config.dataset!r} (built in, it reads no folder): pass --dataset too, or drop --data-dir"
+        )
+    if config.monitor not in EPOCH_COLUMNS:
+        raise OverfitlabError(
+            f"unknown monitor {config.monitor!r}: {did_you_mean(config.monitor, EPOCH_COLUMNS)}"
+            f"a run records {', '.join(EPOCH_COLUMNS)}"
+        )
     from .models import list_models  # late: models imports nothing from config
 
     if config.model not in list_models():
@@ -216,8 +228,49 @@ def _coerce(name: str, value: Any) -> Any:
     return value
 
 
-def unknown_key_error(key: str, where: str) -> OverfitlabError:
-    return OverfitlabError(f"unknown key {key!r} in {where}: valid keys are {', '.join(sorted(FIELDS))}")
+# What people coming from Keras, Lightning or the tutorial write for a field.
+ALIASES = {
+    "learning_rate": "lr",
+    "epoch": "epochs",
+    "max_epochs": "epochs",
+    "batch": "batch_size",
+    "wd": "weight_decay",
+    "optim": "optimizer",
+    "bn": "batchnorm",
+    "batch_norm": "batchnorm",
+    "data": "dataset",
+    "es": "early_stopping",
+    "restore_best_weights": "restore_best",
+    "smoothing": "label_smoothing",
+}
+
+
+def section_keys(section: str) -> list[str]:
+    return [f.name for f in fields(Config) if f.metadata["section"] == section]
+
+
+def unknown_key_error(key: str, where: str, section: str | None = None) -> OverfitlabError:
+    """One line: the close matches, else the keys of the section it was found in (never all 50)."""
+    name = key.replace("-", "_")
+    if section is not None and name in FIELDS:
+        return OverfitlabError(
+            f"{key!r} in [{section}] of {where} belongs in "
+            f"[{FIELDS[name].metadata['section']}]: move it there"
+        )
+    hint = f"did you mean {ALIASES[name]}? " if name in ALIASES else did_you_mean(name, FIELDS)
+    if section is not None:
+        where = f"[{section}] of {where}"
+        rest = hint or f"the keys of [{section}] are {', '.join(section_keys(section))}"
+    else:
+        rest = hint or "see `overfitlab train --help` for every option"
+    return OverfitlabError(f"unknown key {key!r} in {where}: {rest.rstrip()}")
+
+
+def unknown_section_error(section: str, where: str) -> OverfitlabError:
+    hint = did_you_mean(section, SECTIONS) or ""
+    return OverfitlabError(
+        f"unknown section [{section}] in {where}: {hint}the sections are {', '.join(SECTIONS)}"
+    )
 
 
 def apply_overrides(config: Config, overrides: Mapping[str, Any], where: str = "overrides") -> Config:
@@ -239,8 +292,10 @@ def flatten_toml(document: Mapping[str, Any], where: str) -> dict[str, Any]:
             for inner, inner_value in value.items():
                 name = inner.replace("-", "_")
                 if name not in FIELDS or FIELDS[name].metadata["section"] != key:
-                    raise unknown_key_error(f"{key}.{inner}", where)
+                    raise unknown_key_error(inner, where, section=key)
                 flat[name] = inner_value
+        elif isinstance(value, dict) and key.replace("-", "_") not in FIELDS:
+            raise unknown_section_error(key, where)
         else:
             flat[key] = value
     return flat

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import OverfitlabError
+from .store import removed_on_failure
 
 # The digits split is fixed whatever the run's seed, so every run is validated
 # on the same 450 images.
@@ -131,8 +132,12 @@ def load_torchvision(name: str, data_dir: str | os.PathLike | None, download: bo
     cls = getattr(dsets, class_name)
     where = root / folder / ("raw" if name != "cifar10" else "")
     splits = []
-    for train in (True, False):
-        dataset = _open_torchvision(cls, root, train, download, name, where, folder)
+    # A download that fails (no network) must not leave torchvision's empty folders behind.
+    with removed_on_failure(where):
+        opened = [
+            _open_torchvision(cls, root, train, download, name, where, folder) for train in (True, False)
+        ]
+    for dataset in opened:
         try:
             splits.append(_as_split(dataset))
         except Exception as err:  # a header that parses into nonsense shapes

@@ -44,6 +44,7 @@ it improves.
 
 from __future__ import annotations
 
+import difflib
 import enum
 import math
 import numbers
@@ -258,6 +259,7 @@ class EarlyStopping(Callback):
         self.stop_reason = StopReason.NOT_STOPPED
         self.reason: str | None = None
         self.last_value: float | None = None
+        self.best_weights: dict[str, Any] | None = None
         self._loaded = False
         return self
 
@@ -444,16 +446,39 @@ class EarlyStopping(Callback):
 
     # ---------------------------------------------------------- as a callback
 
+    # As a callback it also keeps the best epoch's weights and, with ``restore_best``,
+    # puts them back into ``trainer.model`` when fit ends, whatever ended it (patience,
+    # a threshold, or the last epoch), as Keras's restore_best_weights does when it stops.
+    # ``best_weights`` is that copy (a state_dict), None before the first best epoch.
+
     def on_fit_start(self, trainer: Any) -> None:
         # Re-used across fits like Keras (fresh state each fit), unless a state
         # was just loaded to resume.
         if not self._loaded:
             self.reset()
         self._loaded = False
+        names = getattr(trainer, "metric_names", None)
+        if self.strict and names is not None and self.monitor not in names:
+            close = difflib.get_close_matches(self.monitor, names, n=3, cutoff=0.6)
+            hint = f"did you mean {', '.join(close)}? " if close else ""
+            raise OverfitlabError(
+                f"EarlyStopping monitors {self.monitor!r}, which this trainer never records: "
+                f"{hint}it records {', '.join(names)}"
+            )
 
     def on_epoch_end(self, trainer: Any, epoch: int, metrics: Mapping[str, float]) -> None:
-        if self.update(epoch, metrics):
+        stop = self.update(epoch, metrics)
+        model = getattr(trainer, "model", None)  # any object with the trainer's attributes
+        if self.is_best and self.restore_best and model is not None:
+            # Cloned: the next steps change the live tensors.
+            self.best_weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        if stop:
             trainer.should_stop = True
+
+    def on_fit_end(self, trainer: Any) -> None:
+        model = getattr(trainer, "model", None)
+        if self.restore_best and self.best_weights is not None and model is not None:
+            model.load_state_dict(self.best_weights)
 
     def __repr__(self) -> str:
         return (

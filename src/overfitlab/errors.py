@@ -1,5 +1,14 @@
 """The one error type users see: a message that says what is wrong and how to fix it."""
 
+import difflib
+from collections.abc import Iterable
+
+
+def did_you_mean(word: str, choices: Iterable[str], n: int = 3) -> str:
+    """'did you mean a, b? ' for the close matches of ``word``, else ''."""
+    close = difflib.get_close_matches(word, list(choices), n=n, cutoff=0.6)
+    return f"did you mean {', '.join(close)}? " if close else ""
+
 
 class OverfitlabError(Exception):
     """Bad input or a run that cannot go on. The CLI prints ``str(err)`` on one line, exit 2."""

@@ -17,6 +17,19 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 METRICS = ("train_loss", "train_acc", "valid_loss", "valid_acc")
+# Every epoch record's columns, in order (trainer.epoch_record writes them): what early
+# stopping can monitor.
+EPOCH_COLUMNS = (
+    "epoch",
+    *METRICS,
+    "gap_acc",
+    "gap_loss",
+    "train_penalty",
+    "lr",
+    "train_seconds",
+    "valid_seconds",
+    "epoch_seconds",
+)
 
 
 def _json_number(value: Any) -> Any:

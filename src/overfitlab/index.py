@@ -5,12 +5,12 @@ The run folders are the truth; the index is a queryable copy of them that
 (``studies``), read back as plain dicts::
 
     index = RunIndex("runs/index.sqlite")
-    index.runs("remedies-demo")      # [{"run_id": "remedies-demo/l2-s0", "best_valid_acc": ..., ...}]
+    index.runs("remedies-demo")      # [{"run_id": "remedies-demo/l2-s0", "peak_valid_acc": ..., ...}]
     index.study("remedies-demo")     # {"name": ..., "spec": {...}, "environment": {...}, ...}
 
 Metric columns of a run (None when the run has no such epoch):
 
-- ``best_valid_acc``, ``best_valid_loss``: the highest valid accuracy and the
+- ``peak_valid_acc``, ``lowest_valid_loss``: the highest valid accuracy and the
   lowest valid loss over all epochs (each its own best, possibly at two epochs);
 - ``final_epoch``: the epoch of the model the run returns, the best epoch when
   early stopping restored it, else the last epoch;
@@ -29,7 +29,9 @@ import contextlib
 import json
 import math
 import os
+import shlex
 import sqlite3
+import time
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -37,13 +39,15 @@ from typing import Any
 from . import store
 from .config import load_toml, to_dict
 from .errors import OverfitlabError
+from .metrics import outcome
 
 INDEX = "index.sqlite"
 STUDY_JSON = "study.json"
 STATUS_JSON = "status.json"  # written last in a study's run folder: the run's outcome
 BUSY_TIMEOUT_MS = 60_000
 
-STATUSES = ("pending", "running", "complete", "failed")
+# interrupted: Ctrl-C ended it; resumable (`train --resume`, `study --resume`), not a failure.
+STATUSES = ("pending", "running", "complete", "interrupted", "failed")
 # The study column of runs made by `overfitlab train` (a name no study can take: parentheses).
 SINGLE_RUNS = "(train)"
 
@@ -66,8 +70,8 @@ RUN_COLUMNS = {
     "stopped_epoch": "INTEGER",
     "stop_reason": "TEXT",
     "final_epoch": "INTEGER",
-    "best_valid_acc": "REAL",
-    "best_valid_loss": "REAL",
+    "peak_valid_acc": "REAL",
+    "lowest_valid_loss": "REAL",
     "final_train_acc": "REAL",
     "final_valid_acc": "REAL",
     "final_train_loss": "REAL",
@@ -118,8 +122,8 @@ class RunIndex:
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
+        store.ensure_folder(self.path.parent, "runs folder", "--runs-dir")
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(
                 self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None
             )  # transactions are explicit
@@ -129,12 +133,26 @@ class RunIndex:
             # the last commits, which `rebuild` recovers from the run folders.
             self._db.execute("PRAGMA synchronous = NORMAL")
             with self._transaction():  # executescript would commit on its own
+                # Inside the write lock: two processes opening a new index see one schema.
+                stale = self._stale_tables()
+                for table in stale:
+                    self._db.execute(f"DROP TABLE {table}")
                 for statement in _schema().split(";\n"):
                     self._db.execute(statement)
         except sqlite3.DatabaseError as err:
-            raise OverfitlabError(
-                f"run index {self.path} is unusable ({err}): delete it and run `overfitlab runs rebuild`"
-            ) from None
+            raise _open_error(self.path, err) from None
+        if stale:
+            # Written by an older overfitlab with other columns: the folders are the truth.
+            self.rebuild(self.path.parent)
+
+    def _stale_tables(self) -> list[str]:
+        """Tables whose columns are not this version's (an index from an older overfitlab)."""
+        stale = []
+        for table, columns in (("studies", list(STUDY_COLUMNS)), ("runs", [*RUN_COLUMNS, _POSITION])):
+            found = [row[1] for row in self._db.execute(f"PRAGMA table_info({table})")]
+            if found and found != columns:
+                stale.append(table)
+        return stale
 
     @classmethod
     def of(cls, runs_dir: str | os.PathLike) -> RunIndex:
@@ -270,6 +288,31 @@ class RunIndex:
         return len(runs)
 
 
+def _open_error(path: Path, err: sqlite3.DatabaseError) -> OverfitlabError:
+    """One line for an index that cannot be opened: unwritable, or corrupt (with the fix)."""
+    text = str(err)
+    if isinstance(err, sqlite3.OperationalError):
+        if "readonly" in text or "unable to open" in text or "disk I/O" in text:
+            return IndexNotWritable(
+                f"the runs folder {path.parent} is not writable ({text}): pass a --runs-dir you can "
+                "write to, or make that folder writable"
+            )
+        if "malformed" not in text:  # locked past busy_timeout, and the like: not the file's fault
+            return OverfitlabError(f"run index {path} cannot be used now ({text}): try again")
+    return IndexCorrupt(
+        f"run index {path} is corrupt ({text}): run `overfitlab runs rebuild --runs-dir "
+        f"{shlex.quote(str(path.parent))}`, which keeps it aside and rebuilds it from the run folders"
+    )
+
+
+class IndexCorrupt(OverfitlabError):
+    """index.sqlite is not a usable SQLite database; ``rebuild`` recovers from the folders."""
+
+
+class IndexNotWritable(OverfitlabError):
+    """The runs folder (or the index in it) cannot be written."""
+
+
 def _check_run(record: Mapping[str, Any]) -> None:
     unknown = set(record) - set(RUN_COLUMNS) - {_POSITION}
     if unknown:
@@ -281,6 +324,25 @@ def _check_run(record: Mapping[str, Any]) -> None:
             raise OverfitlabError(f"a run record needs {key}")
     if record["status"] not in STATUSES:
         raise OverfitlabError(f"unknown run status {record['status']!r}: choose one of {', '.join(STATUSES)}")
+
+
+def rebuild_index(runs_dir: str | os.PathLike) -> tuple[int, int, Path | None]:
+    """Recreate ``<runs_dir>/index.sqlite`` from the folders: (studies, runs, where a corrupt
+    index was kept). A corrupt file is moved aside, never deleted: it may hold what a person
+    wants to look at."""
+    path = Path(runs_dir) / INDEX
+    kept = None
+    try:
+        index = RunIndex(path)
+    except IndexCorrupt:
+        kept = path.with_name(f"{INDEX}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}")
+        os.replace(path, kept)
+        for suffix in ("-wal", "-shm"):  # the corrupt file's journal belongs to it
+            Path(f"{path}{suffix}").unlink(missing_ok=True)
+        index = RunIndex(path)
+    with index:
+        runs = index.rebuild(runs_dir)
+        return len(index.studies()), runs, kept
 
 
 # --------------------------------------------------------------------------- records from folders
@@ -299,36 +361,15 @@ def _read_optional_json(path: Path) -> Any:
 def run_metrics(
     summary: Mapping[str, Any], epochs: list[Mapping[str, Any]], config: Mapping[str, Any]
 ) -> dict:
-    """The metric columns of a run from its summary.json and history epochs."""
-
-    def number(value: Any) -> float | None:
-        return value if isinstance(value, (int, float)) and math.isfinite(value) else None
-
-    def best(column: str, pick) -> float | None:
-        values = [v for v in (number(e.get(column)) for e in epochs) if v is not None]
-        return pick(values) if values else None
-
-    last = epochs[-1]["epoch"] if epochs else None
+    """The metric columns of a run from its summary.json and history epochs (the numbers and
+    their names are :mod:`overfitlab.metrics`', as in summary.txt)."""
     best_epoch = summary.get("best_epoch")
-    restored = config.get("early_stopping") and config.get("restore_best", True) and best_epoch is not None
-    final_epoch = best_epoch if restored else last
-    final = next((e for e in epochs if e["epoch"] == final_epoch), {})
-    train_acc, valid_acc = number(final.get("train_acc")), number(final.get("valid_acc"))
-    train_loss, valid_loss = number(final.get("train_loss")), number(final.get("valid_loss"))
+    restored = bool(config.get("early_stopping") and config.get("restore_best", True))
     return {
         "epochs_run": len(epochs),
-        "best_epoch": best_epoch,
         "stopped_epoch": summary.get("stopped_epoch"),
         "stop_reason": summary.get("stop_reason"),
-        "final_epoch": final_epoch,
-        "best_valid_acc": best("valid_acc", max),
-        "best_valid_loss": best("valid_loss", min),
-        "final_train_acc": train_acc,
-        "final_valid_acc": valid_acc,
-        "final_train_loss": train_loss,
-        "final_valid_loss": valid_loss,
-        "final_gap_acc": train_acc - valid_acc if None not in (train_acc, valid_acc) else None,
-        "final_gap_loss": valid_loss - train_loss if None not in (train_loss, valid_loss) else None,
+        **outcome(epochs, best_epoch, restored),
         "params": summary.get("params"),
     }
 
@@ -392,9 +433,10 @@ def single_run_record(run_dir: str | os.PathLike) -> dict:
         return record
     history = _read_optional_json(run_dir / store.HISTORY_JSON) or {}
     record.update(run_metrics(summary, history.get("epochs", []), config or {}))
-    failed = summary.get("stop_reason") in ("interrupted", "diverged")
+    reason = summary.get("stop_reason")
+    failed = reason in ("interrupted", "diverged")
     record.update(
-        status="failed" if failed else "complete",
+        status=("interrupted" if reason == "interrupted" else "failed") if failed else "complete",
         seconds=summary.get("train_seconds"),
         error=f"{summary['stop_reason']}: {summary.get('stop_message') or ''}".strip(": ")
         if failed

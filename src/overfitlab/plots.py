@@ -9,6 +9,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only: no display needed, none opened
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from .history import History  # noqa: E402
 from .store import atomic_write  # noqa: E402
@@ -22,6 +23,11 @@ def figure_png(fig) -> bytes:
     fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)
     return buffer.getvalue()
+
+
+def integer_epochs(ax) -> None:
+    """Epoch ticks on whole numbers: a 4-epoch run gets 1 2 3 4, never 2.5."""
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
 def _mark(ax, best_epoch: int | None, stopped_epoch: int | None) -> None:
@@ -50,6 +56,7 @@ def curves_figure(
         ax.fill_between(epochs, train, valid, color="tab:red", alpha=0.12, label="gap")
         _mark(ax, best_epoch, stopped_epoch)
         ax.set_xlabel("epoch")
+        integer_epochs(ax)
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
     loss_ax.legend(fontsize=8)

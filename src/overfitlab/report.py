@@ -34,8 +34,8 @@ INDEX_FILE = "index.sqlite"
 
 # Columns of the per-variant table, in order.
 TABLE_METRICS = (
-    "best_valid_acc",
-    "best_valid_loss",
+    "peak_valid_acc",
+    "lowest_valid_loss",
     "final_gap_acc",
     "final_gap_loss",
     "best_epoch",
@@ -45,8 +45,8 @@ TABLE_METRICS = (
 )
 # Columns of the per-run table.
 RUN_COLUMNS = (
-    "best_valid_acc",
-    "best_valid_loss",
+    "peak_valid_acc",
+    "lowest_valid_loss",
     "final_train_acc",
     "final_valid_acc",
     "final_gap_acc",
@@ -208,16 +208,6 @@ def comparison_cell(c: Comparison, with_p: bool = True) -> str:
     return f"<td{attrs}>{text}</td>"
 
 
-def verdict(c: Comparison) -> str:
-    if c.n == 0:
-        return "no run matches a baseline seed"
-    if c.tells_apart:
-        word = "narrower" if c.mean_diff < 0 else "wider"
-        return f"gap {word} than baseline (n={c.n})"
-    why = f"; {c.note}" if c.note else ""
-    return f"cannot tell apart from baseline (n={c.n}{why})"
-
-
 def table(head: Sequence[str], body: Iterable[str], caption: str = "", css: str = "") -> str:
     cap = f"<caption>{caption}</caption>" if caption else ""
     cls = f' class="{css}"' if css else ""
@@ -375,15 +365,15 @@ def remedies_section(
                 f'<td data-compare-metric="gap_reduction" data-variant="{esc(variant)}" '
                 f'data-value="{_exact(stats.gap_reduction(gap))}">{stats.fmt(stats.gap_reduction(gap))}</td>'
                 + "".join(comparison_cell(c[m]) for m in stats.COMPARED)
-                + f'<td class="verdict">{esc(verdict(gap))}</td></tr>'
+                + f'<td class="verdict">{esc(stats.verdict(gap))}</td></tr>'
             )
         head = (
             "remedy",
             "gap closed",
             "Δ gap (acc)",
-            "Δ best valid acc",
+            "Δ peak valid acc",
             "Δ gap (loss)",
-            "Δ best valid loss",
+            "Δ lowest valid loss",
             "verdict",
         )
         out.append(table(head, rows, css="compare"))

@@ -13,6 +13,7 @@ import ctypes
 import math
 import os
 import platform
+import shlex
 import sys
 import time
 from collections.abc import Sequence
@@ -33,6 +34,7 @@ from .early_stopping import EarlyStopping
 from .errors import OverfitlabError
 from .flat_adam import FlatAdam
 from .history import METRICS, History
+from .metrics import LABELS, outcome
 from .models import CNN, build_cnn, count_parameters, model_spec
 from .regularizers import param_groups, penalized_parameters
 from .trainer import Diverged, Regularization, Trainer
@@ -199,7 +201,9 @@ class RunRecorder(Callback):
         early_stopping: EarlyStopping | None,
         model_meta: dict,
         save_every: float = SAVE_EVERY_SECONDS,
+        data_info: DataInfo | None = None,
     ):
+        self.data_info = data_info
         self.config = config
         self.run_dir = run_dir
         self.early_stopping = early_stopping
@@ -245,7 +249,10 @@ class RunRecorder(Callback):
     def on_epoch_end(self, trainer: Trainer, epoch: int, metrics) -> None:
         if self._is_best(dict(metrics)):
             self.best_epoch = epoch
-            self.best_state = copy.deepcopy(trainer.model.state_dict())
+            es = self.early_stopping
+            # Early stopping keeps its own copy to restore: the same tensors serve best.pt.
+            kept = es.best_weights if es is not None and es.restore_best else None
+            self.best_state = kept if kept is not None else copy.deepcopy(trainer.model.state_dict())
             self._best_pending = True
         if self.run_dir:
             # Copied: the next epoch changes the live weights, optimizer state and RNGs.
@@ -276,10 +283,7 @@ class RunRecorder(Callback):
         self._saved_at = time.perf_counter()
 
     def on_fit_end(self, trainer: Trainer) -> None:
-        self.flush(trainer)
-        es = self.early_stopping
-        if es is not None and es.restore_best and self.best_state is not None:
-            trainer.model.load_state_dict(self.best_state)
+        self.flush(trainer)  # restoring the best weights is early stopping's (its on_fit_end)
 
 
 def _copied(value: Any) -> Any:
@@ -300,6 +304,34 @@ def write_history(run_dir: Path, history: History) -> None:
 
 
 # --------------------------------------------------------------------------- results
+@dataclass(frozen=True)
+class DataInfo:
+    """What a run trained and validated on, named in every output."""
+
+    dataset: str
+    train_images: int
+    valid_images: int
+    input_shape: tuple[int, int, int]  # (C, H, W): the parameter count of a CNN depends on it
+    classes: int
+
+    @classmethod
+    def of(cls, data: DataSet) -> DataInfo:
+        return cls(data.name, len(data.train), len(data.valid), data.image_shape, data.classes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "dataset": self.dataset,
+            "train_images": self.train_images,
+            "valid_images": self.valid_images,
+            "input_shape": list(self.input_shape),
+            "classes": self.classes,
+        }
+
+
+def shape_text(shape: Sequence[int]) -> str:
+    return "×".join(str(side) for side in shape)
+
+
 @dataclass
 class RunResult:
     config: Config
@@ -311,13 +343,19 @@ class RunResult:
     stop_message: str
     params: int
     run_dir: Path | None
+    data: DataInfo | None = None
 
     @property
     def train_seconds(self) -> float:
         return sum(self.history.column("epoch_seconds"))
 
+    @property
+    def restored(self) -> bool:
+        """Whether the model returned is the best epoch's (early stopping restored it)."""
+        return bool(self.config.early_stopping and self.config.restore_best and self.best_epoch is not None)
+
     def summary(self) -> dict[str, Any]:
-        """The final summary (``overfitlab train --json``)."""
+        """The final summary (``overfitlab train --json``); names as in :mod:`overfitlab.metrics`."""
 
         def metrics(epoch: int | None) -> dict | None:
             if epoch is None:
@@ -326,42 +364,61 @@ class RunResult:
             return {k: (record[k] if math.isfinite(record[k]) else None) for k in METRICS}
 
         last = self.history[-1]["epoch"] if len(self.history) else None
+        numbers = outcome(self.history.epochs, self.best_epoch, self.restored)
         return {
+            **numbers,
             "best": metrics(self.best_epoch),
             "last": metrics(last),
-            "best_epoch": self.best_epoch,
+            "final": metrics(numbers["final_epoch"]),
             "stopped_epoch": self.stopped_epoch,
             "epochs_run": len(self.history),
             "stop_reason": self.stop_reason,
             "stop_message": self.stop_message,
             "train_seconds": round(self.train_seconds, 4),
             "params": self.params,
+            **(self.data.to_dict() if self.data else {}),
             "run_dir": str(self.run_dir) if self.run_dir else None,
         }
 
 
 def summary_text(summary: dict) -> str:
-    best, last = summary["best"] or {}, summary["last"] or {}
-    fmt = lambda v: "n/a" if v is None else f"{v:.4f}"  # noqa: E731
-    gap = (
-        None
-        if not last
-        else last["train_acc"] - last["valid_acc"]
-        if last.get("valid_acc") is not None and last.get("train_acc") is not None
-        else None
-    )
-    rows = [
-        ("best epoch", str(summary["best_epoch"])),
-        ("best valid accuracy", fmt(best.get("valid_acc"))),
-        ("best valid loss", fmt(best.get("valid_loss"))),
-        ("final gap (train − valid acc)", fmt(gap)),
+    """The summary for people: the same names as every other output (overfitlab.metrics)."""
+
+    def fmt(value: Any) -> str:
+        if value is None:
+            return "n/a"
+        return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+    best = summary.get("best") or {}
+    rows = []
+    if summary.get("dataset"):
+        rows.append(
+            (
+                "data set",
+                f"{summary['dataset']}: {summary['train_images']:,} training and "
+                f"{summary['valid_images']:,} validation images of "
+                f"{shape_text(summary['input_shape'])}, {summary['classes']} classes",
+            )
+        )
+    rows += [
         ("epochs run", str(summary["epochs_run"])),
-        (
-            "stop reason",
-            summary["stop_reason"] + (f": {summary['stop_message']}" if summary["stop_message"] else ""),
-        ),
+        (LABELS["best_epoch"], fmt(summary["best_epoch"])),
+        ("valid acc at best epoch", fmt(best.get("valid_acc"))),
+        ("valid loss at best epoch", fmt(best.get("valid_loss"))),
+    ]
+    rows += [
+        (LABELS[key], fmt(summary.get(key)))
+        for key in ("final_epoch", "final_valid_acc", "final_gap_acc", "peak_valid_acc", "lowest_valid_loss")
+    ]
+    reason = summary["stop_reason"]
+    message = summary["stop_message"]
+    parameters = f"{summary['params']:,}"
+    if summary.get("input_shape"):
+        parameters += f" (for {shape_text(summary['input_shape'])} inputs)"
+    rows += [
+        ("stop reason", reason + (f": {message}" if message else "")),
         ("train time", f"{summary['train_seconds']:.1f} s"),
-        ("parameters", f"{summary['params']:,}"),
+        ("parameters", parameters),
         ("run folder", str(summary["run_dir"])),
     ]
     width = max(len(label) for label, _ in rows)
@@ -390,6 +447,7 @@ def end_run(
         message,
         count_parameters(trainer.model),
         run_dir,
+        recorder.data_info,
     )
     if run_dir:
         summary = result.summary()
@@ -423,7 +481,7 @@ def _setup(config: Config, run_dir: Path | None, callbacks: Sequence[Callback]):
     optimizer = build_optimizer(config, model)
     es = build_early_stopping(config)
     meta = {"image_shape": list(data.image_shape), "classes": data.classes}
-    recorder = RunRecorder(config, run_dir, es, meta)
+    recorder = RunRecorder(config, run_dir, es, meta, data_info=DataInfo.of(data))
     scaling = Scaling.fit(data.train.images) if config.normalize else Scaling()
     loss_fn = loss_function(config.label_smoothing)
     trainer = Trainer(
@@ -462,19 +520,26 @@ def _fit(config, data, trainer, es, recorder, run_dir) -> RunResult:
             recorder.flush(trainer)  # whatever ended training, the folder holds its last epoch
     except KeyboardInterrupt:
         end_run(trainer, recorder, es, config, run_dir, "interrupted", f"after epoch {trainer.epoch}")
-        where = f": resume with `overfitlab train --resume {run_dir}`" if run_dir else ""
-        raise Interrupted(f"interrupted after epoch {trainer.epoch}{where}") from None
+        raise Interrupted(interrupted_message(trainer.epoch, run_dir)) from None
     except Diverged as err:
         end_run(trainer, recorder, es, config, run_dir, "diverged", str(err))
         raise
     return end_run(trainer, recorder, es, config, run_dir, *finished(es, config))
 
 
+def interrupted_message(epoch: int, run_dir: Path | None) -> str:
+    """What Ctrl-C leaves, and the command that continues it, quoted for a shell."""
+    if epoch == 0:
+        return "before the first epoch ended: nothing was saved, run it again"
+    where = f": resume with `overfitlab train --resume {shlex.quote(str(run_dir))}`" if run_dir else ""
+    return f"after epoch {epoch}{where}"
+
+
 def finished(es: EarlyStopping | None, config: Config) -> tuple[str, str]:
     """Why a run that trained to its end ended: (reason, message) for its summary."""
     if es is not None and es.stopped_epoch is not None:
         return es.stop_reason.value, es.reason or ""
-    return "completed", f"{config.epochs} epochs"
+    return "completed", f"{config.epochs} epoch{'s' if config.epochs != 1 else ''}"
 
 
 def train(
@@ -492,7 +557,7 @@ def start_run(config: Config, run_dir: str | os.PathLike | None = None, callback
     # Data and model first: a bad --train-size or data folder fails before any file is written.
     data, trainer, es, recorder = _setup(config, path, callbacks)
     if path is not None:
-        path.mkdir(parents=True, exist_ok=True)
+        store.ensure_folder(path, "run folder", "run_dir")
         store.atomic_write(path / store.CONFIG, to_toml(config))
     return config, data, trainer, es, recorder, path
 
@@ -525,10 +590,13 @@ def resume(
     recorder.best_value = checkpoint.get("best_value", math.inf)
     if (path / store.BEST).is_file():
         recorder.best_state = store.load_checkpoint(path / store.BEST)["model"]
+        if es is not None and es.restore_best:
+            es.best_weights = recorder.best_state
     torch.set_rng_state(checkpoint["rng_torch"])
     trainer.generator.set_state(checkpoint["rng_generator"])
     if es is not None and es.stopped_epoch is not None:
         # Already stopped early: nothing to train, report what was found.
+        es.on_fit_end(trainer)
         recorder.on_fit_end(trainer)
         return end_run(trainer, recorder, es, config, path, *finished(es, config))
     return _fit(config, data, trainer, es, recorder, path)

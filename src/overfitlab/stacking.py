@@ -169,7 +169,7 @@ def train_seeds(
                 "interrupted",
                 f"after epoch {member.trainer.epoch}",
             )
-        raise Interrupted(f"interrupted after epoch {members[0].trainer.epoch}") from None
+        raise Interrupted(f"after epoch {members[0].trainer.epoch}") from None
     return [_ended(member) for member in members]
 
 
@@ -191,8 +191,10 @@ def _end_epoch(member: _Member, stack: _Stack, s: int, epoch: int, record: dict,
 def _ended(member: _Member) -> RunResult:
     """How ``train`` ends a run: the last epoch written, the best weights restored where
     early stopping says so, the summary."""
-    member.recorder.on_fit_end(member.trainer)
     es = member.early_stopping
+    if es is not None:
+        es.on_fit_end(member.trainer)  # the best weights back, where it restores them
+    member.recorder.on_fit_end(member.trainer)
     ending = ("diverged", member.diverged) if member.diverged is not None else finished(es, member.config)
     return end_run(member.trainer, member.recorder, es, member.config, member.run_dir, *ending)
 

@@ -1,7 +1,7 @@
 """How sure are we? Means over seeds, 95% t-intervals, and remedies paired against the baseline.
 
 Every function here takes plain run rows (dicts with the index's keys:
-``variant``, ``seed``, ``grid_value``, ``status``, ``best_valid_acc`` ...) or
+``variant``, ``seed``, ``grid_value``, ``status``, ``peak_valid_acc`` ...) or
 Histories, and returns plain numbers: the report and the pictures only format
 them.
 
@@ -31,12 +31,13 @@ CONFIDENCE = 0.95
 
 # Row metric -> what a person reads. ``stop_epoch`` is derived (see metric_value).
 METRICS: dict[str, str] = {
-    "best_valid_acc": "best valid accuracy",
-    "best_valid_loss": "best valid loss",
+    # The words of overfitlab.metrics (summary.txt, runs list): one meaning each.
+    "peak_valid_acc": "peak valid accuracy (any epoch)",
+    "lowest_valid_loss": "lowest valid loss (any epoch)",
     "final_gap_acc": "final gap, train − valid accuracy",
     "final_gap_loss": "final gap, valid − train loss",
     "final_train_acc": "final train accuracy",
-    "final_valid_acc": "final valid accuracy",
+    "final_valid_acc": "final valid accuracy (model returned)",
     "best_epoch": "best epoch",
     "stop_epoch": "stop epoch",
     "params": "parameters",
@@ -46,7 +47,7 @@ METRICS: dict[str, str] = {
 # The question is about the gap, so remedies are ranked by how much they shrink it.
 GAP_METRIC = "final_gap_acc"
 # Differences shown next to the gap in the comparison table.
-COMPARED = ("final_gap_acc", "best_valid_acc", "final_gap_loss", "best_valid_loss")
+COMPARED = ("final_gap_acc", "peak_valid_acc", "final_gap_loss", "lowest_valid_loss")
 
 Row = Mapping[str, Any]
 
@@ -269,6 +270,54 @@ def compare_all(
 def gap_reduction(comparison: Comparison) -> float:
     """How much a remedy closes the accuracy gap: baseline gap − remedy gap (positive is better)."""
     return -comparison.mean_diff
+
+
+def verdict(c: Comparison) -> str:
+    """What a gap comparison says, in words (the report's and ``study --json``'s)."""
+    if c.n == 0:
+        return "no run matches a baseline seed"
+    if c.tells_apart:
+        word = "narrower" if c.mean_diff < 0 else "wider"
+        return f"gap {word} than baseline (n={c.n})"
+    why = f"; {c.note}" if c.note else ""
+    return f"cannot tell apart from baseline (n={c.n}{why})"
+
+
+def comparisons_table(rows: Iterable[Row], spec_variants: Sequence[str] = ()) -> dict[str, Any]:
+    """The report's comparison table as plain data: every remedy against the baseline, ranked
+    by how much it closes the gap, each metric's paired difference and the verdict."""
+    rows = list(rows)
+    order = variant_order(rows, spec_variants)
+    baseline = baseline_name(order)
+    comparisons = compare_all(rows, baseline=baseline, spec_variants=spec_variants)
+
+    def number(x: float | None) -> float | None:
+        return round(x, 6) if x is not None and math.isfinite(x) else None
+
+    return {
+        "baseline": baseline,
+        "ranked_by": GAP_METRIC,
+        "confidence": CONFIDENCE,
+        "remedies": [
+            {
+                "variant": variant,
+                "gap_reduction": number(gap_reduction(comparisons[variant][GAP_METRIC])),
+                "verdict": verdict(comparisons[variant][GAP_METRIC]),
+                "differences": {
+                    metric: {
+                        "mean": number(c.mean_diff),
+                        "low": number(c.low),
+                        "high": number(c.high),
+                        "p_value": number(c.p_value),
+                        "n": c.n,
+                        "note": c.note,
+                    }
+                    for metric, c in comparisons[variant].items()
+                },
+            }
+            for variant in rank_by_gap(comparisons)
+        ],
+    }
 
 
 def rank_by_gap(comparisons: Mapping[str, Mapping[str, Comparison]], metric: str = GAP_METRIC) -> list[str]:

@@ -15,12 +15,16 @@ Writes go to a temporary file in the same folder, then ``os.replace``: a reader
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
 import re
+import shlex
+import shutil
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,22 +39,36 @@ SUMMARY_JSON = "summary.json"
 SUMMARY_TXT = "summary.txt"
 CURVES = "curves.png"
 
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)  # read once: umask can only be read by setting it
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+def _umask() -> int:
+    """The process's umask (it can only be read by setting it; set back at once)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+# Letters and digits of any script, then also '.', '_' and '-': a name is one folder, never a
+# path, an option (a leading '-') or hidden (a leading '.').
+_NAME = re.compile(r"^[^\W_][\w.-]*$")
 
 
 def atomic_write(path: str | os.PathLike, data: bytes | str) -> None:
     path = Path(path)
     payload = data.encode("utf-8") if isinstance(data, str) else data
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; a report is meant to be shared
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as err:  # a missing, read-only or full folder: one line, not a traceback
+        raise OverfitlabError(f"cannot write {path}: {err.strerror or err}") from None
+    try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a report is meant to be shared
         with os.fdopen(fd, "wb") as handle:
             handle.write(payload)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
+    except OSError as err:
+        Path(tmp).unlink(missing_ok=True)
+        raise OverfitlabError(f"cannot write {path}: {err.strerror or err}") from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -68,12 +86,62 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
     atomic_write(path, json.dumps(obj, indent=1, allow_nan=False) + "\n")
 
 
-def check_name(name: str) -> str:
+def check_name(name: str, what: str = "run") -> str:
     if not _NAME.match(name):
         raise OverfitlabError(
-            f"bad run name {name!r}: use letters, digits, '.', '_' and '-' (no spaces or slashes)"
+            f"bad {what} name {name!r}: start with a letter or digit (of any script), then use "
+            "letters, digits, '.', '_' and '-' only (no spaces, slashes or other signs)"
         )
     return name
+
+
+def _first_existing(path: Path) -> Path:
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def check_writable(path: str | os.PathLike, what: str, flag: str) -> Path:
+    """Fail in one line, before any work, if ``path`` cannot become a folder we write in:
+    it (or a parent) is a file, or the nearest existing folder is not writable."""
+    path = Path(path)
+    existing = _first_existing(path.absolute())
+    if not existing.is_dir():
+        where = "" if existing == path.absolute() else f" ({existing} is a file)"
+        raise OverfitlabError(f"{what} {path} is a file, not a folder{where}: pass another {flag}")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise OverfitlabError(
+            f"{what} {path} is not writable ({existing} is read-only for this user): pass a "
+            f"{flag} you can write to"
+        )
+    return path
+
+
+def ensure_folder(path: str | os.PathLike, what: str, flag: str) -> Path:
+    """``path`` as a folder (made with its parents), or one line saying why it cannot be."""
+    path = check_writable(path, what, flag)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise OverfitlabError(f"cannot create {what} {path}: {err.strerror}: pass another {flag}") from None
+    return path
+
+
+@contextlib.contextmanager
+def removed_on_failure(path: str | os.PathLike, keep: Callable[[], bool] = lambda: False) -> Iterator[None]:
+    """Folders this block creates at or above ``path`` are removed again if it fails (an
+    exception, Ctrl-C), unless ``keep()`` says what was written is worth keeping (a run
+    that finished an epoch can be resumed). A failed command leaves no new folder behind."""
+    path = Path(path).absolute()
+    top = None
+    while not path.exists() and path != path.parent:
+        top, path = path, path.parent
+    try:
+        yield
+    except BaseException:
+        if top is not None and top.exists() and not keep():
+            shutil.rmtree(top, ignore_errors=True)
+        raise
 
 
 def generated_name(prefix: str = "run") -> str:
@@ -81,17 +149,18 @@ def generated_name(prefix: str = "run") -> str:
 
 
 def new_run_dir(runs_dir: str | os.PathLike, name: str | None) -> Path:
-    """Create runs_dir/name; an existing non-empty folder is an error, never overwritten."""
+    """The path of a new run folder runs_dir/name, checked but not created (the run creates it
+    once its data and model are built): an existing non-empty folder is an error, never
+    overwritten."""
     name = check_name(name) if name else generated_name()
+    check_writable(runs_dir, "runs folder", "--runs-dir")
     path = Path(runs_dir) / name
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.mkdir(exist_ok=True)
-    except OSError as err:
-        raise OverfitlabError(f"cannot create run folder {path}: {err.strerror}") from None
-    if any(path.iterdir()):
+    if path.is_file():
+        raise OverfitlabError(f"{path} is a file, not a run folder: pass another --name")
+    if path.is_dir() and any(path.iterdir()):
         raise OverfitlabError(
-            f"run folder {path} already exists: pass another --name, or --resume {path} to continue it"
+            f"run folder {path} already exists: pass another --name, or "
+            f"--resume {shlex.quote(str(path))} to continue it"
         )
     return path
 

@@ -50,6 +50,7 @@ import datetime
 import math
 import os
 import platform
+import shlex
 import shutil
 import time
 import traceback
@@ -78,7 +79,7 @@ GRID_KEYS = ("field", "values")
 # The study sets these per run: a variant changing them would break the paired design
 # or make a run's numbers depend on where it ran.
 STUDY_FIELDS = ("seed", "threads")
-TABLE_METRICS = ("best_valid_acc", "best_valid_loss", "final_gap_acc")
+TABLE_METRICS = ("final_valid_acc", "final_gap_acc", "peak_valid_acc", "lowest_valid_loss")
 
 
 # --------------------------------------------------------------------------- spec
@@ -557,6 +558,8 @@ class StudyResult:
         return [r for r in self.runs if r["status"] != "complete"]
 
     def to_dict(self) -> dict[str, Any]:
+        from .stats import comparisons_table  # numpy and scipy, only once a study is done
+
         return {
             "study": self.name,
             "study_dir": str(self.study_dir),
@@ -565,6 +568,7 @@ class StudyResult:
             "complete": len(self.runs) - len(self.failed),
             "failed": [{"run_id": r["run_id"], "error": r["error"]} for r in self.failed],
             "table": self.table,
+            "comparisons": comparisons_table(self.runs),
             "wall_seconds": round(self.wall_seconds, 3),
             "report": str(self.report) if self.report else None,
         }
@@ -705,6 +709,7 @@ def run_study(
     tensorboard: bool = False,
     report: bool = True,
     stack_seeds: bool = False,
+    connect_timeout: float = backends.RAY_CONNECT_TIMEOUT,
 ) -> StudyResult:
     """Run (or with ``resume``, finish) a study into ``runs_dir/name``; record it in the index.
 
@@ -716,7 +721,7 @@ def run_study(
     trained at once (``overfitlab.stacking``: for GPUs; numbers equal up to
     rounding); a resumed study keeps the choice it was started with.
     """
-    runs_dir = Path(runs_dir).resolve()
+    runs_dir = store.check_writable(Path(runs_dir).resolve(), "runs folder", "--runs-dir")
     if resume:
         if not name:
             raise OverfitlabError("resuming needs the study's name: pass --resume NAME")
@@ -746,24 +751,28 @@ def run_study(
         from .tensorboard import require_tensorboard
 
         require_tensorboard()
-    study_dir.mkdir(parents=True, exist_ok=True)
-    index = RunIndex.of(runs_dir)
-    try:
-        with _study_lock(study_dir, name):
-            return _run(
-                _Study(name, spec, study_dir, runs_dir, plans, document),
-                index,
-                backend,
-                workers,
-                threads,
-                address,
-                progress,
-                tensorboard,
-                report,
-                stack_seeds,
-            )
-    finally:
-        index.close()
+    # A study that fails before it starts (no Ray cluster, a bad backend) leaves no folder;
+    # once study.json is written it is a study that `--resume` can finish.
+    with store.removed_on_failure(study_dir, keep=lambda: (study_dir / STUDY_JSON).exists()):
+        store.ensure_folder(study_dir, "study folder", "--runs-dir")
+        index = RunIndex.of(runs_dir)
+        try:
+            with _study_lock(study_dir, name):
+                return _run(
+                    _Study(name, spec, study_dir, runs_dir, plans, document),
+                    index,
+                    backend,
+                    workers,
+                    threads,
+                    address,
+                    progress,
+                    tensorboard,
+                    report,
+                    stack_seeds,
+                    connect_timeout,
+                )
+        finally:
+            index.close()
 
 
 @dataclass
@@ -794,6 +803,7 @@ def _run(
     tensorboard: bool,
     report: bool,
     stack_seeds: bool,
+    connect_timeout: float,
 ) -> StudyResult:
     started = time.perf_counter()
     previous_wall = (study.document or {}).get("wall_seconds") or 0.0
@@ -839,7 +849,7 @@ def _run(
 
     done = len(records) - len(todo)
     try:
-        with backends.create(sized, address) as backend:
+        with backends.create(sized, address, connect_timeout) as backend:
             record["environment"] = environment(sized, _device_of(study.plans), backend.versions())
             if stack_seeds:  # in the index and the report, where the backend is
                 record["environment"]["seed stacking"] = "the seeds of each variant at once (torch.func.vmap)"
@@ -870,8 +880,13 @@ def _run(
             status="interrupted", wall_seconds=round(previous_wall + time.perf_counter() - started, 3)
         )
         study.save(index, record)
+        runs_dir = (
+            ""
+            if study.runs_dir == Path("runs").resolve()
+            else f" --runs-dir {shlex.quote(str(study.runs_dir))}"
+        )
         raise Interrupted(
-            f"study {study.name} interrupted: finish it with `overfitlab study --resume {study.name}`"
+            f"study {study.name}: finish it with `overfitlab study --resume {study.name}{runs_dir}`"
         ) from None
     status = "complete" if all(r["status"] == "complete" for r in records) else "failed"
     wall = previous_wall + time.perf_counter() - started

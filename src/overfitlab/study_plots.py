@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from .plots import TRAIN_STYLE, VALID_STYLE, plt
+from .plots import TRAIN_STYLE, VALID_STYLE, integer_epochs, plt
 from .stats import Curve, Summary
 
 BASELINE_COLOR = "tab:red"
@@ -54,7 +54,7 @@ def learning_curves_figure(curves: Mapping[str, Mapping[str, Curve]], title: str
         loss_ax.set_title(f"{label}{runs}", loc="left", fontsize=9, fontweight="bold")
     for ax in axes[-1]:
         ax.set_xlabel("epoch", fontsize=9)
-        ax.xaxis.get_major_locator().set_params(integer=True)
+        integer_epochs(ax)
     axes[0][0].legend(fontsize=9, loc="upper right")
     if title:
         fig.suptitle(title, fontsize=10)

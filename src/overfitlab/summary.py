@@ -46,7 +46,13 @@ class ModelSummary:
 
     def __str__(self) -> str:
         rule = "-" * 64
-        lines = [rule, f"{'Layer (type)':>25}  {'Output Shape':>20}  {'Param #':>13}", "=" * 64]
+        shape = "×".join(map(str, self.input_shape))
+        lines = [
+            f"{self.name or 'model'} on {shape} inputs (channels × height × width)",
+            rule,
+            f"{'Layer (type)':>25}  {'Output Shape':>20}  {'Param #':>13}",
+            "=" * 64,
+        ]
         for index, layer in enumerate(self.layers, start=1):
             shape = "[" + ", ".join(["-1", *map(str, layer.output_shape[1:])]) + "]"
             lines.append(f"{layer.kind + '-' + str(index):>25}  {shape:>20}  {layer.params:>13,}")

@@ -11,6 +11,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -20,7 +21,7 @@ from . import data as datalib
 from .callbacks import Callback
 from .data import DataSet, Scaling, Split
 from .errors import OverfitlabError
-from .history import History
+from .history import EPOCH_COLUMNS, History
 from .regularizers import apply_max_norm, l1_penalty, l2_penalty
 
 
@@ -98,6 +99,8 @@ class Trainer:
     max_batches: int | None = None
     autocast_dtype: torch.dtype | None = None  # e.g. torch.bfloat16: forward and loss under autocast
     generator: torch.Generator = field(default_factory=torch.Generator)  # batch order, augmentation
+    # The columns of every epoch record: what callbacks such as EarlyStopping can monitor.
+    metric_names: ClassVar[tuple[str, ...]] = EPOCH_COLUMNS
 
     def __post_init__(self) -> None:
         self.history = History()

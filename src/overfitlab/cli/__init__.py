@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import sys
 
+from .. import __version__
 from ..errors import OverfitlabError
 from . import report, runs, study, summary, train
 from ._common import OneLineParser
@@ -22,6 +23,7 @@ def build_parser() -> OneLineParser:
         prog="overfitlab", description="See over-fitting in image classifiers and fight it, measured."
     )
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    parser.add_argument("--version", action="version", version=f"overfitlab {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
     sub.required = True
     for module in COMMANDS:
@@ -47,10 +49,10 @@ def main(argv: list[str] | None = None) -> int:
             raise
         from ..run import Interrupted
 
-        print(
-            f"overfitlab: {'interrupted' if isinstance(err, Interrupted) else 'error'}: {err}",
-            file=sys.stderr,
-        )
+        if isinstance(err, Interrupted):
+            print(f"overfitlab: interrupted {err}", file=sys.stderr)
+        else:
+            print(f"overfitlab: error: {err}", file=sys.stderr)
         return 130 if isinstance(err, Interrupted) else 2
 
 

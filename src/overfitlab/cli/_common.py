@@ -51,8 +51,11 @@ def _type_of(field) -> type:
     return {"str": str, "int": int, "float": float, "bool": bool}[str(field.type).split("|")[0].strip()]
 
 
-def add_config_flags(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> None:
-    """One flag per Config field, grouped by section; unset flags leave the config alone."""
+def add_config_flags(
+    parser: argparse.ArgumentParser, skip: tuple[str, ...] = (), default_text: str | None = None
+) -> None:
+    """One flag per Config field, grouped by section; unset flags leave the config alone.
+    ``default_text`` replaces every "(default: X)" where the default is not Config's own."""
     groups: dict[str, Any] = {}
     for f in fields(Config):
         if f.name in skip:
@@ -62,7 +65,10 @@ def add_config_flags(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ()
             section, parser.add_argument_group(section.replace("_", " "))
         )
         kind = _type_of(f)
-        default = f" (default: {f.default})" if f.default is not None else ""
+        if default_text is not None:
+            default = f" (default: {default_text})"
+        else:
+            default = f" (default: {f.default})" if f.default is not None else ""
         common = dict(dest=f"cfg_{f.name}", default=argparse.SUPPRESS, help=f.metadata["help"] + default)
         if kind is bool:
             group.add_argument(_flag(f.name), action=argparse.BooleanOptionalAction, **common)
@@ -84,8 +90,15 @@ def config_from_args(args: argparse.Namespace, base: Config | None = None) -> Co
     return apply_overrides(config, overrides, "command-line flags")
 
 
-def add_output_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--name", help="run folder name (default: generated)")
-    parser.add_argument("--runs-dir", default="runs", help="folder of run folders (default: runs)")
-    parser.add_argument("--json", action="store_true", help="print the final summary as one JSON object")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+def add_output_flags(parser: argparse.ArgumentParser, what: str = "run") -> None:
+    parser.add_argument(
+        "--name",
+        help=f"{what} folder name: letters and digits of any script, '.', '_', '-' (default: generated)",
+    )
+    parser.add_argument(
+        "--runs-dir", default="runs", help="folder of run folders and index.sqlite (default: runs)"
+    )
+    parser.add_argument(
+        "--json", action="store_true", help=f"print the {what}'s final summary as one JSON object"
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress display")

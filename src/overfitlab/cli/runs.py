@@ -9,16 +9,17 @@ from pathlib import Path
 
 from ..errors import OverfitlabError
 from ..history import History
-from ..index import INDEX, RunIndex
-from ..store import HISTORY_JSON, atomic_write
+from ..index import INDEX, RunIndex, rebuild_index
+from ..metrics import SHORT_LABELS
+from ..store import HISTORY_JSON, atomic_write, check_writable
 
+# Labels from overfitlab.metrics: the same words as summary.txt and the study's table.
 LIST_COLUMNS = (
     ("run", "run_id"),
     ("status", "status"),
     ("epochs", "epochs_run"),
-    ("best valid acc", "best_valid_acc"),
-    ("best valid loss", "best_valid_loss"),
-    ("final gap", "final_gap_acc"),
+    *((SHORT_LABELS[key], key) for key in ("final_valid_acc", "final_gap_acc", "peak_valid_acc")),
+    (SHORT_LABELS["lowest_valid_loss"], "lowest_valid_loss"),
     ("seconds", "seconds"),
 )
 SUMMARY_FIELDS = (
@@ -38,8 +39,8 @@ SUMMARY_FIELDS = (
     "stopped_epoch",
     "stop_reason",
     "final_epoch",
-    "best_valid_acc",
-    "best_valid_loss",
+    "peak_valid_acc",
+    "lowest_valid_loss",
     "final_train_acc",
     "final_valid_acc",
     "final_train_loss",
@@ -80,26 +81,32 @@ def open_index(runs_dir: str) -> RunIndex:
     return RunIndex(path)
 
 
+def folder_name(run_id: str) -> str:
+    """A run's folder name: the id of a train run, the part after "study/" of a study's run."""
+    return run_id.rsplit("/", 1)[-1]
+
+
 def find_run(index: RunIndex, name: str) -> dict:
-    """A run by id (study/run), by folder name when unique, or by its folder's path."""
+    """A run by id (study/run, or a train run's name), by folder name when unique, or by the
+    path of its folder."""
     row = index.run(name)
     if row is not None:
         return row
     rows = index.runs()
-    by_folder = [r for r in rows if r["run_id"].split("/", 1)[1] == name]
+    path = Path(name).resolve()
+    by_path = [r for r in rows if r["run_dir"] and Path(r["run_dir"]).resolve() == path]
+    if by_path:
+        return by_path[0]
+    by_folder = [r for r in rows if folder_name(r["run_id"]) == folder_name(name.rstrip("/"))]
     if len(by_folder) == 1:
         return by_folder[0]
     if len(by_folder) > 1:
         raise OverfitlabError(
             f"run {name!r} is in several studies: pass one of {', '.join(r['run_id'] for r in by_folder)}"
         )
-    path = Path(name).resolve()
-    by_path = [r for r in rows if r["run_dir"] and Path(r["run_dir"]).resolve() == path]
-    if by_path:
-        return by_path[0]
     ids = [r["run_id"] for r in rows]
     close = difflib.get_close_matches(name, ids, n=5, cutoff=0.5) or difflib.get_close_matches(
-        name, [i.split("/", 1)[1] for i in ids], n=5, cutoff=0.5
+        folder_name(name), [folder_name(i) for i in ids], n=5, cutoff=0.5
     )
     hint = f"did you mean {', '.join(close)}?" if close else "see `overfitlab runs list`"
     raise OverfitlabError(f"no run {name!r} in {index.path}: {hint}")
@@ -168,7 +175,7 @@ def show_run(args: argparse.Namespace) -> int:
 
 def compare_figure(histories: dict[str, History]):
     """Loss and accuracy of several runs: a colour per run, train dashed, valid solid."""
-    from ..plots import TRAIN_STYLE, VALID_STYLE, plt
+    from ..plots import TRAIN_STYLE, VALID_STYLE, integer_epochs, plt
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for ax, metric, label in zip(axes, ("loss", "acc"), ("cross-entropy loss", "accuracy"), strict=True):
@@ -190,6 +197,7 @@ def compare_figure(histories: dict[str, History]):
                 label=f"{name} valid",
             )
         ax.set_xlabel("epoch")
+        integer_epochs(ax)
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7)
@@ -227,13 +235,14 @@ def compare_runs(args: argparse.Namespace) -> int:
     return 0
 
 
-def rebuild_index(args: argparse.Namespace) -> int:
+def rebuild(args: argparse.Namespace) -> int:
     runs_dir = Path(args.runs_dir)
     if not runs_dir.is_dir():
         raise OverfitlabError(f"no runs folder {runs_dir}: pass --runs-dir")
-    with RunIndex(runs_dir / INDEX) as index:
-        count = index.rebuild(runs_dir)
-        studies = len(index.studies())
+    check_writable(runs_dir, "runs folder", "--runs-dir")
+    studies, count, kept = rebuild_index(runs_dir)
+    if kept is not None:
+        print(f"the corrupt index was kept as {kept}")
     print(f"rebuilt {runs_dir / INDEX}: {studies} studies, {count} runs")
     return 0
 
@@ -263,4 +272,4 @@ def add_parser(subparsers) -> None:
     p.add_argument("runs", nargs="+", metavar="RUN", help="run ids (study/run), folder names or paths")
     p.add_argument("--plot", metavar="FILE.png", help="also draw their learning curves")
     p.add_argument("--json", action="store_true", help="print the rows as JSON")
-    action("rebuild", rebuild_index, "recreate the index from the study and run folders")
+    action("rebuild", rebuild, "recreate the index from the study and run folders")

@@ -7,10 +7,11 @@ import json
 import sys
 import tomllib
 
-from ..backends import BACKENDS, start_worker_server
+from ..backends import BACKENDS, RAY_CONNECT_TIMEOUT, start_worker_server
 from ..config import flatten_toml
 from ..errors import OverfitlabError
-from ..study import DEFAULT_SEEDS, PRESETS, StudyResult, load_spec, preset, run_study
+from ..metrics import SHORT_LABELS
+from ..study import DEFAULT_SEEDS, PRESETS, TABLE_METRICS, StudyResult, load_spec, preset, run_study
 from ._common import add_config_flags, add_output_flags
 
 DEFAULT_PRESET = "remedies"
@@ -41,8 +42,8 @@ def progress_line(row: dict, done: int, total: int) -> str:
     if row["status"] != "complete":
         return f"{head}  {row['status']}: {row['error']}"
     return (
-        f"{head}  best valid acc {_fmt(row['best_valid_acc'])}  loss {_fmt(row['best_valid_loss'])}  "
-        f"final gap {_fmt(row['final_gap_acc'])}  ({row['seconds']:.1f}s)"
+        f"{head}  final valid acc {_fmt(row['final_valid_acc'])}  final gap {_fmt(row['final_gap_acc'])}  "
+        f"peak valid acc {_fmt(row['peak_valid_acc'])}  ({row['seconds']:.1f}s)"
     )
 
 
@@ -54,20 +55,12 @@ def table_text(result: StudyResult) -> str:
             return "-"
         return _fmt(stat["mean"]) + ("" if stat["std"] is None else f" ± {_fmt(stat['std'])}")
 
-    head = (
-        ["variant"]
-        + (["grid"] if grid else [])
-        + ["n", "best valid acc", "best valid loss", "final gap (acc)"]
-    )
+    head = ["variant"] + (["grid"] if grid else []) + ["n"] + [SHORT_LABELS[m] for m in TABLE_METRICS]
     rows = [
         [e["variant"]]
         + ([str(e["grid_value"])] if grid else [])
-        + [
-            str(e["n"]) + (f" ({e['failed']} failed)" if e["failed"] else ""),
-            cell(e["best_valid_acc"]),
-            cell(e["best_valid_loss"]),
-            cell(e["final_gap_acc"]),
-        ]
+        + [str(e["n"]) + (f" ({e['failed']} failed)" if e["failed"] else "")]
+        + [cell(e[m]) for m in TABLE_METRICS]
         for e in result.table
     ]
     widths = [max(len(r[i]) for r in [head] + rows) for i in range(len(head))]
@@ -114,6 +107,7 @@ def run(args: argparse.Namespace) -> int:
         progress=progress,
         tensorboard=args.tensorboard,
         stack_seeds=args.stack_seeds,
+        connect_timeout=args.connect_timeout,
     )
     if args.json:
         print(json.dumps(result.to_dict()))
@@ -165,6 +159,13 @@ def add_parser(subparsers) -> None:
     )
     parser.add_argument("--address", metavar="ADDR", help="join this Ray cluster (with --backend ray)")
     parser.add_argument(
+        "--connect-timeout",
+        type=float,
+        default=RAY_CONNECT_TIMEOUT,
+        metavar="SECONDS",
+        help=f"give up joining --address after this long (default: {RAY_CONNECT_TIMEOUT:g})",
+    )
+    parser.add_argument(
         "--resume",
         metavar="NAME",
         help="finish an interrupted study: complete runs are kept, the others redone",
@@ -179,7 +180,8 @@ def add_parser(subparsers) -> None:
         "weights; for GPUs, slower on CPU; numbers equal up to rounding). Variants "
         "with augmentation, max-norm or normalization run one by one",
     )
-    add_output_flags(parser)
-    # The study sets each run's seed; --threads is the threads per run.
-    add_config_flags(parser, skip=("seed",))
+    add_output_flags(parser, what="study")
+    # The study sets each run's seed; --threads is the threads per run. A flag left out
+    # keeps the spec's (or preset's) value, which is not Config's default (epochs 60, not 10).
+    add_config_flags(parser, skip=("seed",), default_text="the spec's or preset's")
     parser.set_defaults(handler=run)

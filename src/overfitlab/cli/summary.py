@@ -4,7 +4,19 @@ from __future__ import annotations
 
 import argparse
 
+from ..config import DATASETS
 from ..errors import OverfitlabError
+
+# The input shape (C, H, W) and classes of each built-in data set, known without loading it:
+# a CNN's parameter count depends on the input (seed-cnn h=8: 80,806 on 28×28, 8,806 on 8×8).
+DATASET_SHAPES = {
+    "digits": ((1, 8, 8), 10),
+    "mnist": ((1, 28, 28), 10),
+    "fashion-mnist": ((1, 28, 28), 10),
+    "kmnist": ((1, 28, 28), 10),
+    "cifar10": ((3, 32, 32), 10),
+}
+assert set(DATASET_SHAPES) == set(DATASETS), "every built-in data set needs its shape here"
 
 
 def parse_shape(text: str) -> tuple[int, int, int]:
@@ -17,6 +29,16 @@ def parse_shape(text: str) -> tuple[int, int, int]:
     return shape  # type: ignore[return-value]
 
 
+def input_of(args: argparse.Namespace) -> tuple[tuple[int, int, int], int]:
+    """(input shape, classes) from --dataset or --input and --classes (default: MNIST's)."""
+    if args.dataset is not None:
+        if args.input is not None:
+            raise OverfitlabError("pass --dataset or --input, not both: the data set fixes the input shape")
+        shape, classes = DATASET_SHAPES[args.dataset]
+        return shape, args.classes or classes
+    return parse_shape(args.input or "1,28,28"), args.classes or 10
+
+
 def run(args: argparse.Namespace) -> int:
     from ..models import list_models, model_spec
     from ..summary import compare_heads, summarize
@@ -25,9 +47,15 @@ def run(args: argparse.Namespace) -> int:
         for name in list_models():
             print(f"{name:<10} {model_spec(name)}")
         return 0
-    shape = parse_shape(args.input)
+    shape, classes = input_of(args)
+    if args.classes is not None and args.classes < 2:
+        raise OverfitlabError(f"--classes must be ≥ 2, got {args.classes}")
     overrides = dict(
-        hidden=args.hidden, blocks=args.blocks, batchnorm=args.batchnorm, dropout=args.dropout, head=args.head
+        hidden=args.hidden,
+        blocks=args.blocks,
+        batchnorm=args.batchnorm,
+        dropout=args.dropout,
+        head=args.head,
     )
     if args.compare:
         heads = [h.strip() for h in args.compare.split(",") if h.strip()]
@@ -35,24 +63,41 @@ def run(args: argparse.Namespace) -> int:
         if bad or not heads:
             raise OverfitlabError(f"bad --compare {args.compare!r}: use fc,gap")
         overrides.pop("head")
-        print(compare_heads(args.model, heads, shape, args.classes, **overrides))
+        print(compare_heads(args.model, heads, shape, classes, **overrides))
         return 0
     if args.dropout is not None and not 0 <= args.dropout < 1:
         raise OverfitlabError(f"dropout must be in [0, 1), got {args.dropout}")
-    print(summarize(args.model, shape, args.classes, **overrides))
+    print(summarize(args.model, shape, classes, **overrides))
     return 0
 
 
 def add_parser(subparsers) -> None:
-    parser = subparsers.add_parser("summary", help="per-layer table and parameter counts of a model")
+    description = (
+        "The per-layer table (layer, output shape, parameters), totals, sizes and mult-adds of a model."
+    )
+    parser = subparsers.add_parser(
+        "summary", help="per-layer table and parameter counts of a model", description=description
+    )
     parser.add_argument("model", nargs="?", help="model preset, e.g. seed-cnn, seed-fc, seed-gap")
     parser.add_argument("--list", action="store_true", help="list the model presets")
-    parser.add_argument("--hidden", type=int, help="channels of the first block")
-    parser.add_argument("--blocks", type=int, help="number of conv blocks")
-    parser.add_argument("--batchnorm", action=argparse.BooleanOptionalAction, default=None)
-    parser.add_argument("--dropout", type=float)
-    parser.add_argument("--head", choices=("fc", "gap"))
-    parser.add_argument("--classes", type=int, default=10)
-    parser.add_argument("--input", default="1,28,28", metavar="C,H,W", help="input shape (default: 1,28,28)")
+    parser.add_argument("--hidden", type=int, help="channels of the first block (default: the preset's)")
+    parser.add_argument("--blocks", type=int, help="number of conv blocks (default: the preset's)")
+    parser.add_argument(
+        "--batchnorm",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="batch normalization after each conv (default: the preset's)",
+    )
+    parser.add_argument("--dropout", type=float, help="dropout probability (default: the preset's)")
+    parser.add_argument("--head", choices=("fc", "gap"), help="classifier head (default: the preset's)")
+    parser.add_argument(
+        "--dataset",
+        choices=DATASETS,
+        help="use this data set's input shape and classes (digits: 1,8,8; mnist: 1,28,28; ...)",
+    )
+    parser.add_argument("--classes", type=int, help="output classes (default: the data set's, else 10)")
+    parser.add_argument(
+        "--input", metavar="C,H,W", help="input shape (default: 1,28,28, MNIST's; or the --dataset's)"
+    )
     parser.add_argument("--compare", metavar="fc,gap", help="heads side by side with the head's share")
     parser.set_defaults(handler=run)
