@@ -51,7 +51,7 @@ import operator
 import struct
 import warnings
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal, overload
 
 from overfitlab.callbacks import Callback
 from overfitlab.errors import OverfitlabError
@@ -105,6 +105,10 @@ def _check_int(name: str, value: Any) -> int:
     return out
 
 
+@overload
+def _check_number(name: str, value: Any, *, optional: Literal[False]) -> float: ...
+@overload
+def _check_number(name: str, value: Any, *, optional: bool) -> float | None: ...
 def _check_number(name: str, value: Any, *, optional: bool) -> float | None:
     if value is None and optional:
         return None
@@ -429,6 +433,7 @@ class EarlyStopping(Callback):
         if improved:
             return self._go_on()
         if self.wait_count >= self.patience:
+            assert self.best_score is not None  # not improved: an earlier epoch set the best
             if self.baseline is not None and not self._improves(self.best_score, self.baseline):
                 message = (
                     f"{self.monitor} did not beat baseline {_fmt(self.baseline)} by more than "

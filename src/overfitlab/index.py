@@ -327,15 +327,17 @@ def run_metrics(
         "final_valid_acc": valid_acc,
         "final_train_loss": train_loss,
         "final_valid_loss": valid_loss,
-        "final_gap_acc": train_acc - valid_acc if None not in (train_acc, valid_acc) else None,
-        "final_gap_loss": valid_loss - train_loss if None not in (train_loss, valid_loss) else None,
+        "final_gap_acc": train_acc - valid_acc if train_acc is not None and valid_acc is not None else None,
+        "final_gap_loss": (
+            valid_loss - train_loss if train_loss is not None and valid_loss is not None else None
+        ),
         "params": summary.get("params"),
     }
 
 
 def planned_record(study: str, plan: Mapping[str, Any], run_dir: str | os.PathLike) -> dict:
     """The row of a run not done yet (pending): its identity and config, no metrics."""
-    record = {col: None for col in RUN_COLUMNS}
+    record: dict[str, Any] = {col: None for col in RUN_COLUMNS}
     record.update(
         {
             "run_id": f"{study}/{plan['name']}",

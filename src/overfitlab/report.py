@@ -279,7 +279,7 @@ def question_section(
     complete = len(stats.completed(rows))
     failed = sum(r.get("status") == "failed" for r in rows)
     other = len(rows) - complete - failed
-    seeds = sorted({r.get("seed") for r in rows if r.get("seed") is not None})
+    seeds = sorted({seed for r in rows if (seed := r.get("seed")) is not None})
     description = (data.study.get("spec") or {}).get("description")
     parts = [
         f'<p class="question">{esc(QUESTION)}</p>',
@@ -377,7 +377,7 @@ def remedies_section(
                 + "".join(comparison_cell(c[m]) for m in stats.COMPARED)
                 + f'<td class="verdict">{esc(verdict(gap))}</td></tr>'
             )
-        head = (
+        head: tuple[str, ...] = (
             "remedy",
             "gap closed",
             "Δ gap (acc)",
@@ -449,10 +449,8 @@ def plots_section(
                 "Left of the line: a narrower gap than the baseline.",
             )
         )
-    numeric = (
-        grid_field and all(isinstance(k[1], (int, float)) for k in keys) and len({k[1] for k in keys}) > 1
-    )
-    if numeric:
+    numeric = all(isinstance(k[1], (int, float)) for k in keys) and len({k[1] for k in keys}) > 1
+    if grid_field and numeric:
         by_variant: dict[str, dict] = {}
         for variant, value in keys:
             by_variant.setdefault(variant, {})[value] = summaries[(variant, value)]

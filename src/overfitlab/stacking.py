@@ -118,9 +118,11 @@ def train_seeds(
     check_stackable(config, seeds)
     if run_dirs is not None and len(run_dirs) != len(seeds):
         raise OverfitlabError(f"{len(seeds)} seeds need {len(seeds)} run folders, got {len(run_dirs)}")
+    no_dirs: list[str | os.PathLike[str] | None] = [None] * len(seeds)
+    dirs = run_dirs or no_dirs
     members = [
         _Member(*start_run(config.replace(seed=seed), run_dir))
-        for seed, run_dir in zip(seeds, run_dirs or [None] * len(seeds), strict=True)
+        for seed, run_dir in zip(seeds, dirs, strict=True)
     ]
     for member in members:
         if member.early_stopping is not None:
@@ -226,7 +228,13 @@ class _Stack:
     def _penalty(self) -> torch.Tensor:
         """Per member: the single run's penalty (the sum over members is what is minimized)."""
         l1, l2 = self.config.l1, self.config.l2
-        return vmap(lambda weights: Regularization(l1, l2, weights).penalty())(self.penalized)
+
+        def penalty(weights: list[torch.Tensor]) -> torch.Tensor:
+            value = Regularization(l1, l2, weights).penalty()
+            assert value is not None  # called only when l1 or l2 is set
+            return value
+
+        return vmap(penalty)(self.penalized)
 
     def train_epoch(self, splits: list[datalib.Split], generators: list[torch.Generator]) -> dict:
         self.base.train()

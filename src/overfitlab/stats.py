@@ -252,6 +252,8 @@ def compare_all(
     rows = list(rows)
     order = variant_order(rows, spec_variants)
     baseline = baseline or baseline_name(order)
+    if baseline is None:  # no variant at all: nothing to compare
+        return {}
     by_variant: dict[str, list[Row]] = {}
     for row in rows:
         by_variant.setdefault(row["variant"], []).append(row)

@@ -14,7 +14,7 @@ from torch import nn
 from torchinfo import summary as torchinfo_summary
 
 from .errors import OverfitlabError
-from .models import create_model
+from .models import CNN, create_model
 
 
 @dataclass
@@ -108,7 +108,7 @@ def summarize(
     return summarize_model(model, input_shape, name)
 
 
-def head_params(model: nn.Module) -> int:
+def head_params(model: CNN) -> int:
     return sum(p.numel() for p in model.classifier.parameters())
 
 

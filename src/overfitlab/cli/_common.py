@@ -6,7 +6,7 @@ import argparse
 import difflib
 import sys
 from dataclasses import fields
-from typing import Any
+from typing import Any, NoReturn
 
 from ..config import Config, apply_overrides, load_toml
 
@@ -14,7 +14,7 @@ from ..config import Config, apply_overrides, load_toml
 class OneLineParser(argparse.ArgumentParser):
     """argparse, but a usage error is one line (with a suggestion) and exit status 2."""
 
-    def error(self, message: str, more_flags: tuple[str, ...] = ()) -> None:  # type: ignore[override]
+    def error(self, message: str, more_flags: tuple[str, ...] = ()) -> NoReturn:
         if "unrecognized arguments" in message:
             flags = [s for a in self._actions for s in a.option_strings] + list(more_flags)
             bad = message.split(":", 1)[1].split()
@@ -25,7 +25,7 @@ class OneLineParser(argparse.ArgumentParser):
         print(f"{self.prog}: error: {message}; see `{self.prog} --help`", file=sys.stderr)
         raise SystemExit(2)
 
-    def parse_args(self, args=None, namespace=None):  # type: ignore[override]
+    def parse_args(self, args=None, namespace=None):
         namespace, extras = self.parse_known_args(args, namespace)
         if extras:
             # argparse reports a command's unknown flags from the top parser, whose few
@@ -39,7 +39,8 @@ class OneLineParser(argparse.ArgumentParser):
     def _command_parser(self, namespace: argparse.Namespace) -> argparse.ArgumentParser | None:
         for action in self._actions:
             if isinstance(action, argparse._SubParsersAction):
-                return action.choices.get(getattr(namespace, action.dest, None))
+                command = getattr(namespace, action.dest, None)
+                return None if command is None else action.choices.get(command)
         return None
 
 

@@ -14,7 +14,7 @@ def parse_shape(text: str) -> tuple[int, int, int]:
         shape = ()
     if len(shape) != 3 or min(shape) < 1:
         raise OverfitlabError(f"bad --input {text!r}: give channels,height,width such as 1,28,28")
-    return shape  # type: ignore[return-value]
+    return shape
 
 
 def run(args: argparse.Namespace) -> int:
