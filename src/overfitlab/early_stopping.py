@@ -78,7 +78,8 @@ _DELTA_MODES = ("abs", "rel")
 
 def _f32(x: float) -> float:
     """Round to the nearest float32, the precision Keras and Lightning compare in."""
-    return struct.unpack("f", struct.pack("f", x))[0]
+    rounded: float = struct.unpack("f", struct.pack("f", x))[0]
+    return rounded
 
 
 def _fmt(x: float | None) -> str:
@@ -265,7 +266,7 @@ class EarlyStopping(Callback):
         self._loaded = False
         return self
 
-    def state_dict(self) -> dict:
+    def state_dict(self) -> dict[str, Any]:
         """Everything needed to resume exactly; plain Python values."""
         return {
             "monitor": self.monitor,

@@ -9,6 +9,7 @@ side with the head's share of all parameters.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from torch import nn
 from torchinfo import summary as torchinfo_summary
@@ -101,7 +102,7 @@ def summarize_model(model: nn.Module, input_shape: tuple[int, int, int], name: s
 
 
 def summarize(
-    name: str, input_shape: tuple[int, int, int] = (1, 28, 28), classes: int = 10, **overrides
+    name: str, input_shape: tuple[int, int, int] = (1, 28, 28), classes: int = 10, **overrides: Any
 ) -> ModelSummary:
     """Summary of a preset (overrides as in ``create_model``: hidden, head, ...)."""
     model = create_model(name, input_shape, classes, **overrides)
@@ -117,7 +118,7 @@ def compare_heads(
     heads: list[str],
     input_shape: tuple[int, int, int] = (1, 28, 28),
     classes: int = 10,
-    **overrides,
+    **overrides: Any,
 ) -> str:
     """A table of total and head parameters, and the head's share, one column per head."""
     columns = []
