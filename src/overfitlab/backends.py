@@ -21,6 +21,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Any
 
 from .errors import OverfitlabError
@@ -108,7 +109,7 @@ class Backend:
     def __enter__(self) -> Backend:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         pass
 
     def versions(self) -> dict[str, str]:
@@ -126,7 +127,12 @@ class Backend:
 class SerialBackend(Backend):
     name = "serial"
 
-    def execute(self, fn, payloads, on_start=lambda position: None) -> Iterator[Outcome]:
+    def execute(
+        self,
+        fn: Callable[[Any], Any],
+        payloads: Sequence[Any],
+        on_start: Callable[[int], None] = lambda position: None,
+    ) -> Iterator[Outcome]:
         for position, payload in enumerate(payloads):
             on_start(position)
             try:
@@ -231,16 +237,21 @@ class LocalBackend(Backend):
         self._pool = self._new_pool()
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
 
-    def execute(self, fn, payloads, on_start=lambda position: None) -> Iterator[Outcome]:
+    def execute(
+        self,
+        fn: Callable[[Any], Any],
+        payloads: Sequence[Any],
+        on_start: Callable[[int], None] = lambda position: None,
+    ) -> Iterator[Outcome]:
         if self._pool is None:
             raise RuntimeError("LocalBackend.execute outside its `with` block")
         waiting = collections.deque(enumerate(payloads))
-        running: dict[futures.Future, int] = {}
+        running: dict[futures.Future[Any], int] = {}
         while waiting or running:
             # At most `workers` runs submitted: a run is "running" when the study says so.
             while waiting and len(running) < self.workers:
@@ -271,7 +282,7 @@ class LocalBackend(Backend):
 
 
 # --------------------------------------------------------------------------- Ray
-def import_ray():
+def import_ray() -> ModuleType:
     try:
         import ray
     except ImportError:
@@ -311,7 +322,7 @@ class RayBackend(Backend):
             self._owned = True
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         if self._owned:
             self._ray.shutdown()  # stops a private instance; only disconnects from a cluster
             self._owned = False
@@ -319,7 +330,12 @@ class RayBackend(Backend):
     def versions(self) -> dict[str, str]:
         return {"ray": self._ray.__version__}
 
-    def execute(self, fn, payloads, on_start=lambda position: None) -> Iterator[Outcome]:
+    def execute(
+        self,
+        fn: Callable[[Any], Any],
+        payloads: Sequence[Any],
+        on_start: Callable[[int], None] = lambda position: None,
+    ) -> Iterator[Outcome]:
         ray = self._ray
         # max_retries=0: a run that failed is recorded as failed, not silently rerun.
         task = ray.remote(num_cpus=self.threads, max_retries=0)(fn)

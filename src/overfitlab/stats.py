@@ -75,7 +75,8 @@ def metric_value(row: Row, metric: str) -> float:
 
 def _finite(values: Iterable[float]) -> np.ndarray:
     array = np.asarray([float(v) for v in values], dtype=float)
-    return array[np.isfinite(array)]
+    finite: np.ndarray = array[np.isfinite(array)]
+    return finite
 
 
 def t_quantile(n: int, confidence: float = CONFIDENCE) -> float:

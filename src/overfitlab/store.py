@@ -40,7 +40,7 @@ os.umask(_UMASK)  # read once: umask can only be read by setting it
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
-def atomic_write(path: str | os.PathLike, data: bytes | str) -> None:
+def atomic_write(path: str | os.PathLike[str], data: bytes | str) -> None:
     path = Path(path)
     payload = data.encode("utf-8") if isinstance(data, str) else data
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -56,7 +56,7 @@ def atomic_write(path: str | os.PathLike, data: bytes | str) -> None:
         raise
 
 
-def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
+def atomic_torch_save(obj: Any, path: str | os.PathLike[str]) -> None:
     import torch  # here, not at the top: the command line starts without torch
 
     buffer = io.BytesIO()
@@ -64,7 +64,7 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
     atomic_write(path, buffer.getvalue())
 
 
-def write_json(path: str | os.PathLike, obj: Any) -> None:
+def write_json(path: str | os.PathLike[str], obj: Any) -> None:
     atomic_write(path, json.dumps(obj, indent=1, allow_nan=False) + "\n")
 
 
@@ -80,7 +80,7 @@ def generated_name(prefix: str = "run") -> str:
     return f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid() % 10000:04d}"
 
 
-def new_run_dir(runs_dir: str | os.PathLike, name: str | None) -> Path:
+def new_run_dir(runs_dir: str | os.PathLike[str], name: str | None) -> Path:
     """Create runs_dir/name; an existing non-empty folder is an error, never overwritten."""
     name = check_name(name) if name else generated_name()
     path = Path(runs_dir) / name
@@ -96,7 +96,7 @@ def new_run_dir(runs_dir: str | os.PathLike, name: str | None) -> Path:
     return path
 
 
-def load_checkpoint(path: str | os.PathLike) -> dict:
+def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     import torch
 
     path = Path(path)
@@ -104,14 +104,15 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
         raise OverfitlabError(f"checkpoint {path} not found: check the path")
     try:
         # Our checkpoints hold tensors, plain Python values and RNG byte tensors only.
-        return torch.load(path, map_location="cpu", weights_only=True)
+        checkpoint: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=True)
+        return checkpoint
     except Exception as err:  # torch raises many types for a damaged zip
         raise OverfitlabError(
             f"checkpoint {path} is corrupt or not an overfitlab checkpoint ({err})"
         ) from None
 
 
-def read_json(path: str | os.PathLike) -> Any:
+def read_json(path: str | os.PathLike[str]) -> Any:
     path = Path(path)
     try:
         return json.loads(path.read_text(encoding="utf-8"))

@@ -46,7 +46,7 @@ def require_tensorboard() -> type[SummaryWriter]:
 class TensorBoardLogger(Callback):
     """Writes every epoch's metrics (step = epoch) to ``log_dir``, flushed each epoch."""
 
-    def __init__(self, log_dir: str | os.PathLike):
+    def __init__(self, log_dir: str | os.PathLike[str]):
         self.log_dir = Path(log_dir)
         self._writer_class = require_tensorboard()
         self.writer_: SummaryWriter | None = None

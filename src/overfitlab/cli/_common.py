@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import difflib
 import sys
+from collections.abc import Iterable
 from dataclasses import fields
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar, overload
 
 from ..config import Config, apply_overrides, load_toml
+
+_N = TypeVar("_N")
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -25,7 +29,14 @@ class OneLineParser(argparse.ArgumentParser):
         print(f"{self.prog}: error: {message}; see `{self.prog} --help`", file=sys.stderr)
         raise SystemExit(2)
 
-    def parse_args(self, args=None, namespace=None):
+    # argparse's own overloads: a namespace passed in is the one returned.
+    @overload
+    def parse_args(self, args: Iterable[str] | None = None, namespace: None = None) -> argparse.Namespace: ...
+    @overload
+    def parse_args(self, args: Iterable[str] | None, namespace: _N) -> _N: ...
+    @overload
+    def parse_args(self, *, namespace: _N) -> _N: ...
+    def parse_args(self, args: Iterable[str] | None = None, namespace: Any = None) -> Any:
         namespace, extras = self.parse_known_args(args, namespace)
         if extras:
             # argparse reports a command's unknown flags from the top parser, whose few
@@ -44,11 +55,16 @@ class OneLineParser(argparse.ArgumentParser):
         return None
 
 
+if TYPE_CHECKING:
+    # What each command's add_parser(subparsers) is given.
+    SubParsers = argparse._SubParsersAction[OneLineParser]
+
+
 def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def _type_of(field) -> type:
+def _type_of(field: dataclasses.Field[Any]) -> type:
     return {"str": str, "int": int, "float": float, "bool": bool}[str(field.type).split("|")[0].strip()]
 
 

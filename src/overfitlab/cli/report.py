@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ._common import SubParsers
 
 
 def run(args: argparse.Namespace) -> int:
@@ -13,7 +17,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_parser(subparsers) -> None:
+def add_parser(subparsers: SubParsers) -> None:
     parser = subparsers.add_parser(
         "report", help="write a study's HTML report (tables, intervals, pictures; works offline)"
     )

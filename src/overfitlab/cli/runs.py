@@ -6,11 +6,19 @@ import argparse
 import difflib
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from ..errors import OverfitlabError
 from ..history import History
 from ..index import INDEX, RunIndex
 from ..store import HISTORY_JSON, atomic_write
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from matplotlib.figure import Figure
+
+    from ._common import SubParsers
 
 LIST_COLUMNS = (
     ("run", "run_id"),
@@ -52,7 +60,7 @@ SUMMARY_FIELDS = (
 HISTORY_COLUMNS = ("epoch", "train_loss", "train_acc", "valid_loss", "valid_acc", "gap_acc", "epoch_seconds")
 
 
-def text(value) -> str:
+def text(value: object) -> str:
     if value is None:
         return "-"
     if isinstance(value, float):
@@ -80,7 +88,7 @@ def open_index(runs_dir: str) -> RunIndex:
     return RunIndex(path)
 
 
-def find_run(index: RunIndex, name: str) -> dict:
+def find_run(index: RunIndex, name: str) -> dict[str, Any]:
     """A run by id (study/run), by folder name when unique, or by its folder's path."""
     row = index.run(name)
     if row is not None:
@@ -105,7 +113,7 @@ def find_run(index: RunIndex, name: str) -> dict:
     raise OverfitlabError(f"no run {name!r} in {index.path}: {hint}")
 
 
-def load_history(row: dict) -> History:
+def load_history(row: dict[str, Any]) -> History:
     path = Path(row["run_dir"] or "") / HISTORY_JSON
     if not path.is_file():
         raise OverfitlabError(
@@ -166,7 +174,7 @@ def show_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def compare_figure(histories: dict[str, History]):
+def compare_figure(histories: dict[str, History]) -> Figure:
     """Loss and accuracy of several runs: a colour per run, train dashed, valid solid."""
     from ..plots import TRAIN_STYLE, VALID_STYLE, plt
 
@@ -238,7 +246,7 @@ def rebuild_index(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_parser(subparsers) -> None:
+def add_parser(subparsers: SubParsers) -> None:
     parser = subparsers.add_parser(
         "runs",
         help="list, show and compare recorded runs",
@@ -247,7 +255,7 @@ def add_parser(subparsers) -> None:
     sub = parser.add_subparsers(dest="runs_command", metavar="ACTION", parser_class=type(parser))
     sub.required = True
 
-    def action(name: str, handler, help: str) -> argparse.ArgumentParser:
+    def action(name: str, handler: Callable[[argparse.Namespace], int], help: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help, description=help)
         p.add_argument("--runs-dir", default="runs", help="folder holding index.sqlite (default: runs)")
         p.set_defaults(handler=handler)

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from ..errors import OverfitlabError
+
+if TYPE_CHECKING:
+    from ._common import SubParsers
 
 
 def parse_shape(text: str) -> tuple[int, int, int]:
@@ -43,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_parser(subparsers) -> None:
+def add_parser(subparsers: SubParsers) -> None:
     parser = subparsers.add_parser("summary", help="per-layer table and parameter counts of a model")
     parser.add_argument("model", nargs="?", help="model preset, e.g. seed-cnn, seed-fc, seed-gap")
     parser.add_argument("--list", action="store_true", help="list the model presets")
