@@ -113,6 +113,27 @@ BAD_INPUTS = {
         None,
     ),
     "resume-missing": (["train", "--resume", "runs/nothing"], "run folder runs/nothing not found", None),
+    # The same kinds of fault found beyond the reported ones: a file where a folder belongs.
+    "resume-a-file": (
+        ["train", "--resume", "afile"],
+        "afile is a file, not a run folder",
+        setup_file("afile", ""),
+    ),
+    "data-dir-a-file": (
+        ["train", "--dataset", "mnist", "--data-dir", "afile"],
+        "--data-dir afile is a file, not a folder",
+        setup_file("afile", ""),
+    ),
+    "name-a-file": (
+        ["train", "--name", "afile", "--runs-dir", "."],
+        "afile is a file, not a run folder",
+        setup_file("afile", ""),
+    ),
+    "bad-address": (
+        ["study", "--backend", "ray", "--address", "nohost"],
+        "bad --address 'nohost': give the head node as HOST:PORT",
+        None,
+    ),
     "summary-unknown-model": (["summary", "resnet"], "unknown model 'resnet'", None),
     "summary-bad-input": (["summary", "seed-cnn", "--input", "28,28"], "bad --input '28,28'", None),
 }

@@ -95,6 +95,13 @@ def test_runs_compare_takes_train_runs_and_study_runs(mixed_runs, run_cli):
     assert ids == ["plain", "stopped", "mini/baseline-s1"]
 
 
+def test_an_unwritable_output_file_is_one_line(mixed_runs, run_cli):
+    result = run_cli("runs", "compare", "plain", "stopped", "--plot", "/proc/x.png", cwd=mixed_runs)
+    one_line_error(result, "cannot write /proc/x.png")
+    result = run_cli("report", "mini", "--out", "/proc/report.html", cwd=mixed_runs)
+    one_line_error(result, "/proc")
+
+
 def test_one_name_one_number_in_every_output(mixed_runs, run_cli):
     """summary.txt, summary.json, runs list and runs compare say the same number under the
     same name, for an early-stopped run whose returned epoch is not its last."""

@@ -22,6 +22,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Any
 
 from .errors import OverfitlabError
@@ -139,7 +140,7 @@ class Backend:
     def __enter__(self) -> Backend:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         pass
 
     def versions(self) -> dict[str, str]:
@@ -157,7 +158,12 @@ class Backend:
 class SerialBackend(Backend):
     name = "serial"
 
-    def execute(self, fn, payloads, on_start=lambda position: None) -> Iterator[Outcome]:
+    def execute(
+        self,
+        fn: Callable[[Any], Any],
+        payloads: Sequence[Any],
+        on_start: Callable[[int], None] = lambda position: None,
+    ) -> Iterator[Outcome]:
         for position, payload in enumerate(payloads):
             on_start(position)
             try:
@@ -262,16 +268,21 @@ class LocalBackend(Backend):
         self._pool = self._new_pool()
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
 
-    def execute(self, fn, payloads, on_start=lambda position: None) -> Iterator[Outcome]:
+    def execute(
+        self,
+        fn: Callable[[Any], Any],
+        payloads: Sequence[Any],
+        on_start: Callable[[int], None] = lambda position: None,
+    ) -> Iterator[Outcome]:
         if self._pool is None:
             raise RuntimeError("LocalBackend.execute outside its `with` block")
         waiting = collections.deque(enumerate(payloads))
-        running: dict[futures.Future, int] = {}
+        running: dict[futures.Future[Any], int] = {}
         while waiting or running:
             # At most `workers` runs submitted: a run is "running" when the study says so.
             while waiting and len(running) < self.workers:
@@ -302,7 +313,7 @@ class LocalBackend(Backend):
 
 
 # --------------------------------------------------------------------------- Ray
-def import_ray():
+def import_ray() -> ModuleType:
     try:
         import ray
     except ImportError:
@@ -351,7 +362,7 @@ class RayBackend(Backend):
             self._owned = True
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         if self._owned:
             self._ray.shutdown()  # stops a private instance; only disconnects from a cluster
             self._owned = False
@@ -359,7 +370,12 @@ class RayBackend(Backend):
     def versions(self) -> dict[str, str]:
         return {"ray": self._ray.__version__}
 
-    def execute(self, fn, payloads, on_start=lambda position: None) -> Iterator[Outcome]:
+    def execute(
+        self,
+        fn: Callable[[Any], Any],
+        payloads: Sequence[Any],
+        on_start: Callable[[int], None] = lambda position: None,
+    ) -> Iterator[Outcome]:
         ray = self._ray
         # max_retries=0: a run that failed is recorded as failed, not silently rerun.
         task = ray.remote(num_cpus=self.threads, max_retries=0)(fn)

@@ -8,29 +8,34 @@ raised.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # the trainer imports this module; torch is imported with it
+    import torch
+
+    from .trainer import Trainer
 
 
 class Callback:
     """Base class: all hooks do nothing."""
 
-    def on_fit_start(self, trainer: Any) -> None:
+    def on_fit_start(self, trainer: Trainer) -> None:
         pass
 
-    def on_epoch_start(self, trainer: Any, epoch: int) -> None:
+    def on_epoch_start(self, trainer: Trainer, epoch: int) -> None:
         pass
 
-    def on_batch_end(self, trainer: Any, batch: int, loss: Any) -> None:
+    def on_batch_end(self, trainer: Trainer, batch: int, loss: torch.Tensor) -> None:
         """``loss`` is the batch's loss tensor: call ``.item()`` only when needed (it syncs)."""
         pass
 
-    def on_epoch_end(self, trainer: Any, epoch: int, metrics: Mapping[str, float]) -> None:
+    def on_epoch_end(self, trainer: Trainer, epoch: int, metrics: Mapping[str, float]) -> None:
         pass
 
-    def on_fit_end(self, trainer: Any) -> None:
+    def on_fit_end(self, trainer: Trainer) -> None:
         pass
 
-    def state_dict(self) -> dict:
+    def state_dict(self) -> dict[str, Any]:
         return {}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:

@@ -15,7 +15,7 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from .errors import OverfitlabError, did_you_mean
 from .history import EPOCH_COLUMNS
@@ -33,7 +33,10 @@ DROPOUT_IMPLS = ("fast", "torch")
 MEMORY_FORMATS = ("auto", "contiguous", "channels_last")
 
 
-def _opt(default: Any, section: str, help: str, choices: tuple[str, ...] | None = None):
+_T = TypeVar("_T")
+
+
+def _opt(default: _T, section: str, help: str, choices: tuple[str, ...] | None = None) -> _T:
     return field(default=default, metadata={"section": section, "help": help, "choices": choices})
 
 
@@ -301,7 +304,9 @@ def flatten_toml(document: Mapping[str, Any], where: str) -> dict[str, Any]:
     return flat
 
 
-def read_toml(path: str | os.PathLike, what: str = "config file", hint: str = "check the path") -> dict:
+def read_toml(
+    path: str | os.PathLike[str], what: str = "config file", hint: str = "check the path"
+) -> dict[str, Any]:
     """A TOML document, or one OverfitlabError line saying what is wrong with the file."""
     path = Path(path)
     try:
@@ -314,7 +319,7 @@ def read_toml(path: str | os.PathLike, what: str = "config file", hint: str = "c
         raise OverfitlabError(f"{what} {path} is not valid TOML ({err}): fix that line") from None
 
 
-def load_toml(path: str | os.PathLike, base: Config | None = None) -> Config:
+def load_toml(path: str | os.PathLike[str], base: Config | None = None) -> Config:
     """Read a config file; unknown keys are errors that name the valid ones."""
     document = read_toml(path)
     return apply_overrides(base or Config(), flatten_toml(document, str(path)), str(path))

@@ -12,9 +12,10 @@ from __future__ import annotations
 import importlib.util
 import math
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -57,7 +58,8 @@ class DataSet:
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
-        return tuple(self.train.images.shape[1:])  # type: ignore[return-value]
+        _, channels, height, width = self.train.images.shape  # (N, C, H, W)
+        return channels, height, width
 
 
 def default_data_dir() -> Path:
@@ -115,7 +117,14 @@ def load_digits_split() -> DataSet:
     )
 
 
-def _as_split(dataset) -> Split:
+class _VisionDataset(Protocol):
+    """What is read of a torchvision data set (torchvision ships no types)."""
+
+    data: Any  # uint8 images: a tensor (N, H, W) for the MNIST family, an array (N, H, W, C) for CIFAR
+    targets: Any  # int labels: a tensor or a list
+
+
+def _as_split(dataset: _VisionDataset) -> Split:
     images = torch.as_tensor(dataset.data)
     if images.dim() == 3:  # MNIST family: (N, H, W)
         images = images.unsqueeze(1)
@@ -124,10 +133,12 @@ def _as_split(dataset) -> Split:
     return Split(images.contiguous().to(torch.uint8), torch.as_tensor(dataset.targets).long())
 
 
-def load_torchvision(name: str, data_dir: str | os.PathLike | None, download: bool) -> DataSet:
+def load_torchvision(name: str, data_dir: str | os.PathLike[str] | None, download: bool) -> DataSet:
     import torchvision.datasets as dsets
 
     root = Path(data_dir) if data_dir else default_data_dir()
+    if root.exists() and not root.is_dir():
+        raise OverfitlabError(f"--data-dir {root} is a file, not a folder: pass the folder that holds {name}")
     class_name, folder = _TORCHVISION[name]
     cls = getattr(dsets, class_name)
     where = root / folder / ("raw" if name != "cifar10" else "")
@@ -151,7 +162,15 @@ def load_torchvision(name: str, data_dir: str | os.PathLike | None, download: bo
     return DataSet(name, train_split, valid_split, classes)
 
 
-def _open_torchvision(cls, root: Path, train: bool, download: bool, name: str, where: Path, folder: str):
+def _open_torchvision(
+    cls: Callable[..., _VisionDataset],
+    root: Path,
+    train: bool,
+    download: bool,
+    name: str,
+    where: Path,
+    folder: str,
+) -> _VisionDataset:
     """Open one split; missing files and unreadable files get different messages."""
     corrupt = f"{name} files under {where} are corrupt or truncated ({{}}): delete them and download again"
     try:
@@ -190,7 +209,7 @@ def _check_consistent(name: str, split: Split, where: Path) -> None:
         )
 
 
-def load_dataset(name: str, data_dir: str | os.PathLike | None = None, download: bool = True) -> DataSet:
+def load_dataset(name: str, data_dir: str | os.PathLike[str] | None = None, download: bool = True) -> DataSet:
     if name == "digits":
         return load_digits_split()
     if name in _TORCHVISION:

@@ -52,7 +52,7 @@ import operator
 import struct
 import warnings
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal, overload
 
 from overfitlab.callbacks import Callback
 from overfitlab.errors import OverfitlabError
@@ -79,7 +79,8 @@ _DELTA_MODES = ("abs", "rel")
 
 def _f32(x: float) -> float:
     """Round to the nearest float32, the precision Keras and Lightning compare in."""
-    return struct.unpack("f", struct.pack("f", x))[0]
+    rounded: float = struct.unpack("f", struct.pack("f", x))[0]
+    return rounded
 
 
 def _fmt(x: float | None) -> str:
@@ -106,6 +107,10 @@ def _check_int(name: str, value: Any) -> int:
     return out
 
 
+@overload
+def _check_number(name: str, value: Any, *, optional: Literal[False]) -> float: ...
+@overload
+def _check_number(name: str, value: Any, *, optional: bool) -> float | None: ...
 def _check_number(name: str, value: Any, *, optional: bool) -> float | None:
     if value is None and optional:
         return None
@@ -263,7 +268,7 @@ class EarlyStopping(Callback):
         self._loaded = False
         return self
 
-    def state_dict(self) -> dict:
+    def state_dict(self) -> dict[str, Any]:
         """Everything needed to resume exactly; plain Python values."""
         return {
             "monitor": self.monitor,
@@ -431,6 +436,7 @@ class EarlyStopping(Callback):
         if improved:
             return self._go_on()
         if self.wait_count >= self.patience:
+            assert self.best_score is not None  # not improved: an earlier epoch set the best
             if self.baseline is not None and not self._improves(self.best_score, self.baseline):
                 message = (
                     f"{self.monitor} did not beat baseline {_fmt(self.baseline)} by more than "

@@ -19,7 +19,8 @@ torch's own update, which gives the same numbers. ``state_dict`` and
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, overload
 
 import torch
 from torch import nn
@@ -73,6 +74,7 @@ class FlatAdam(torch.optim.Adam):
         """Point each parameter's state (step counter, moments) at its slices of the flat
         buffers, keeping the values a loaded state brought."""
         views = self._views[index]
+        assert views is not None  # called only for groups that have flat buffers
         for i, p in enumerate(self.param_groups[index]["params"]):
             state = self.state[p]
             for name in _STATE:
@@ -86,13 +88,13 @@ class FlatAdam(torch.optim.Adam):
     def zero_grad(self, set_to_none: bool = True) -> None:
         """Zero the flat gradient buffers in place (the gradients stay views of them)."""
         for index, flat in enumerate(self._flat):
-            if self._intact(index):
+            if flat is not None and self._intact(index):
                 flat["grad"].zero_()
             else:
                 for p in self.param_groups[index]["params"]:
                     p.grad = None if set_to_none else (p.grad.zero_() if p.grad is not None else None)
 
-    def load_state_dict(self, state_dict: dict) -> None:
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         super().load_state_dict(state_dict)
         self._pointed = [False] * len(self.param_groups)
         for index in range(len(self.param_groups)):
@@ -100,8 +102,12 @@ class FlatAdam(torch.optim.Adam):
                 with torch.no_grad():
                     self._moments(index)
 
+    @overload
+    def step(self, closure: None = None) -> None: ...
+    @overload
+    def step(self, closure: Callable[[], float]) -> float: ...
     @torch.no_grad()
-    def step(self, closure=None):
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:
         loss = None
         if closure is not None:
             with torch.enable_grad():
@@ -110,12 +116,13 @@ class FlatAdam(torch.optim.Adam):
         for index, group in enumerate(self.param_groups):
             if not group["params"]:
                 continue
-            if not self._intact(index) or group["amsgrad"] or group["maximize"]:
+            flat = self._flat[index]
+            if flat is None or not self._intact(index) or group["amsgrad"] or group["maximize"]:
                 fallback.append(index)
                 continue
             if not self._pointed[index]:
                 self._moments(index)
-            _flat_update(group, self._flat[index])
+            _flat_update(group, flat)
         if fallback:
             self._torch_step(fallback)
         return loss
@@ -130,7 +137,9 @@ class FlatAdam(torch.optim.Adam):
             self.param_groups = others
 
 
-def _flatten(params: list[nn.Parameter]) -> tuple[dict[str, torch.Tensor] | None, dict | None]:
+def _flatten(
+    params: list[nn.Parameter],
+) -> tuple[dict[str, torch.Tensor], dict[str, list[torch.Tensor]]] | tuple[None, None]:
     """Move the parameters into one buffer (keeping each one's shape and strides) and give
     them gradient views of another; (None, None) when they cannot share one."""
     if not params or any(p.dtype != params[0].dtype or p.device != params[0].device for p in params):
@@ -165,7 +174,7 @@ def _dense(t: torch.Tensor) -> bool:
     return t.is_contiguous() or (t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last))
 
 
-def _flat_update(group: dict, flat: dict[str, torch.Tensor]) -> None:
+def _flat_update(group: dict[str, Any], flat: dict[str, torch.Tensor]) -> None:
     """torch's _multi_tensor_adam (capturable=False), once over the whole group."""
     beta1, beta2 = group["betas"]
     lr, weight_decay, eps = group["lr"], group["weight_decay"], group["eps"]

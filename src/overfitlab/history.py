@@ -72,7 +72,7 @@ class History:
         self.batches = [b for b in self.batches if b["epoch"] <= epochs]
 
     def best_epoch(self, monitor: str = "valid_loss", mode: str = "min") -> int | None:
-        values = [
+        values: list[tuple[float, int]] = [
             (r[monitor], r["epoch"])
             for r in self.epochs
             if isinstance(r.get(monitor), (int, float)) and math.isfinite(r[monitor])
@@ -84,12 +84,16 @@ class History:
 
     # ------------------------------------------------------------------ files
     def to_dict(self) -> dict[str, Any]:
-        clean = lambda rows: [{k: _json_number(v) for k, v in r.items()} for r in rows]  # noqa: E731
+        def clean(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+            return [{k: _json_number(v) for k, v in r.items()} for r in rows]
+
         return {"epochs": clean(self.epochs), "batches": clean(self.batches)}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> History:
-        fix = lambda rows: [{k: (math.nan if v is None else v) for k, v in r.items()} for r in rows]  # noqa: E731
+        def fix(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+            return [{k: (math.nan if v is None else v) for k, v in r.items()} for r in rows]
+
         return cls(fix(data.get("epochs", [])), fix(data.get("batches", [])))
 
     def to_json(self) -> str:

@@ -120,7 +120,7 @@ def _finite(value: Any) -> Any:
 class RunIndex:
     """The runs and studies of one runs folder, in ``<runs_dir>/index.sqlite``."""
 
-    def __init__(self, path: str | os.PathLike):
+    def __init__(self, path: str | os.PathLike[str]):
         self.path = Path(path)
         store.ensure_folder(self.path.parent, "runs folder", "--runs-dir")
         try:
@@ -155,7 +155,7 @@ class RunIndex:
         return stale
 
     @classmethod
-    def of(cls, runs_dir: str | os.PathLike) -> RunIndex:
+    def of(cls, runs_dir: str | os.PathLike[str]) -> RunIndex:
         return cls(Path(runs_dir) / INDEX)
 
     # ------------------------------------------------------------------ plumbing
@@ -165,7 +165,7 @@ class RunIndex:
     def __enter__(self) -> RunIndex:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     @contextlib.contextmanager
@@ -181,7 +181,9 @@ class RunIndex:
         self._db.execute("COMMIT")
 
     @staticmethod
-    def _encode(columns: Mapping[str, str], record: Mapping[str, Any], position: int | None = None) -> dict:
+    def _encode(
+        columns: Mapping[str, str], record: Mapping[str, Any], position: int | None = None
+    ) -> dict[str, Any]:
         row = {}
         for col, kind in columns.items():
             value = record.get(col)
@@ -191,7 +193,7 @@ class RunIndex:
         return row
 
     @staticmethod
-    def _decode(columns: Mapping[str, str], row: tuple, names: list[str]) -> dict:
+    def _decode(columns: Mapping[str, str], row: tuple[Any, ...], names: list[str]) -> dict[str, Any]:
         out = {}
         for name, value in zip(names, row, strict=True):
             if name not in columns:
@@ -199,7 +201,7 @@ class RunIndex:
             out[name] = json.loads(value) if columns[name] == "JSON" and value is not None else value
         return out
 
-    def _insert(self, table: str, rows: list[dict], conflict: str = "") -> None:
+    def _insert(self, table: str, rows: list[dict[str, Any]], conflict: str = "") -> None:
         cols = list(rows[0])
         self._db.executemany(
             f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))}) {conflict}",
@@ -225,7 +227,7 @@ class RunIndex:
         with self._transaction():
             self._insert("runs", rows, f"ON CONFLICT (run_id) DO UPDATE SET {', '.join(updates)}")
 
-    def runs(self, study: str | None = None) -> list[dict]:
+    def runs(self, study: str | None = None) -> list[dict[str, Any]]:
         """Run rows, study by study, each study's runs in planned order."""
         where, args = ("WHERE study = ?", (study,)) if study is not None else ("", ())
         cursor = self._db.execute(
@@ -236,7 +238,7 @@ class RunIndex:
         names = [d[0] for d in cursor.description]
         return [self._decode(RUN_COLUMNS, row, names) for row in cursor.fetchall()]
 
-    def run(self, run_id: str) -> dict | None:
+    def run(self, run_id: str) -> dict[str, Any] | None:
         cursor = self._db.execute(f"SELECT {', '.join(RUN_COLUMNS)} FROM runs WHERE run_id = ?", (run_id,))
         row = cursor.fetchone()
         return self._decode(RUN_COLUMNS, row, [d[0] for d in cursor.description]) if row else None
@@ -253,18 +255,18 @@ class RunIndex:
                 f"ON CONFLICT (name) DO UPDATE SET {updates}",
             )
 
-    def studies(self) -> list[dict]:
+    def studies(self) -> list[dict[str, Any]]:
         cursor = self._db.execute(f"SELECT {', '.join(STUDY_COLUMNS)} FROM studies ORDER BY created_at, name")
         names = [d[0] for d in cursor.description]
         return [self._decode(STUDY_COLUMNS, row, names) for row in cursor.fetchall()]
 
-    def study(self, name: str) -> dict | None:
+    def study(self, name: str) -> dict[str, Any] | None:
         cursor = self._db.execute(f"SELECT {', '.join(STUDY_COLUMNS)} FROM studies WHERE name = ?", (name,))
         row = cursor.fetchone()
         return self._decode(STUDY_COLUMNS, row, [d[0] for d in cursor.description]) if row else None
 
     # ------------------------------------------------------------------ rebuild
-    def rebuild(self, runs_dir: str | os.PathLike) -> int:
+    def rebuild(self, runs_dir: str | os.PathLike[str]) -> int:
         """Recreate both tables from ``<runs_dir>/*/study.json``, the studies' run folders and the
         folders ``overfitlab train`` wrote (``<runs_dir>/*/summary.json``); return the run count."""
         studies, runs = [], []
@@ -326,7 +328,7 @@ def _check_run(record: Mapping[str, Any]) -> None:
         raise OverfitlabError(f"unknown run status {record['status']!r}: choose one of {', '.join(STATUSES)}")
 
 
-def rebuild_index(runs_dir: str | os.PathLike) -> tuple[int, int, Path | None]:
+def rebuild_index(runs_dir: str | os.PathLike[str]) -> tuple[int, int, Path | None]:
     """Recreate ``<runs_dir>/index.sqlite`` from the folders: (studies, runs, where a corrupt
     index was kept). A corrupt file is moved aside, never deleted: it may hold what a person
     wants to look at."""
@@ -346,7 +348,7 @@ def rebuild_index(runs_dir: str | os.PathLike) -> tuple[int, int, Path | None]:
 
 
 # --------------------------------------------------------------------------- records from folders
-def study_record(document: Mapping[str, Any]) -> dict:
+def study_record(document: Mapping[str, Any]) -> dict[str, Any]:
     """The ``studies`` row of a study.json document."""
     return {col: document.get(col) for col in STUDY_COLUMNS}
 
@@ -360,7 +362,7 @@ def _read_optional_json(path: Path) -> Any:
 
 def run_metrics(
     summary: Mapping[str, Any], epochs: list[Mapping[str, Any]], config: Mapping[str, Any]
-) -> dict:
+) -> dict[str, Any]:
     """The metric columns of a run from its summary.json and history epochs (the numbers and
     their names are :mod:`overfitlab.metrics`', as in summary.txt)."""
     best_epoch = summary.get("best_epoch")
@@ -374,9 +376,9 @@ def run_metrics(
     }
 
 
-def planned_record(study: str, plan: Mapping[str, Any], run_dir: str | os.PathLike) -> dict:
+def planned_record(study: str, plan: Mapping[str, Any], run_dir: str | os.PathLike[str]) -> dict[str, Any]:
     """The row of a run not done yet (pending): its identity and config, no metrics."""
-    record = {col: None for col in RUN_COLUMNS}
+    record: dict[str, Any] = {col: None for col in RUN_COLUMNS}
     record.update(
         {
             "run_id": f"{study}/{plan['name']}",
@@ -393,7 +395,7 @@ def planned_record(study: str, plan: Mapping[str, Any], run_dir: str | os.PathLi
     return record
 
 
-def run_record(study: str, plan: Mapping[str, Any], run_dir: str | os.PathLike) -> dict:
+def run_record(study: str, plan: Mapping[str, Any], run_dir: str | os.PathLike[str]) -> dict[str, Any]:
     """A run's index row from its plan (an entry of study.json's ``runs``) and its folder.
 
     The live study and ``rebuild`` both call this, so a rebuilt index equals the
@@ -417,7 +419,7 @@ def run_record(study: str, plan: Mapping[str, Any], run_dir: str | os.PathLike) 
     return record
 
 
-def single_run_record(run_dir: str | os.PathLike) -> dict:
+def single_run_record(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
     """The row of a run ``overfitlab train`` wrote (``run_id`` is its folder's name), from its
     folder: complete, or failed when interrupted or diverged (a resumed run becomes complete)."""
     run_dir = Path(run_dir).resolve()

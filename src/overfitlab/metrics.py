@@ -56,7 +56,7 @@ def final_epoch(last_epoch: int | None, best_epoch: int | None, restored: bool) 
     return best_epoch if restored and best_epoch is not None else last_epoch
 
 
-def outcome(epochs: Sequence[Mapping[str, Any]], best_epoch: int | None, restored: bool) -> dict:
+def outcome(epochs: Sequence[Mapping[str, Any]], best_epoch: int | None, restored: bool) -> dict[str, Any]:
     """The headline numbers of a history's epochs (dicts with ``epoch``, ``train_loss``,
     ``train_acc``, ``valid_loss``, ``valid_acc``): every key of :data:`LABELS`."""
     last = epochs[-1]["epoch"] if epochs else None

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
@@ -35,11 +36,13 @@ class ModelSpec:
 
 _REGISTRY: dict[str, Callable[[], ModelSpec]] = {}
 
+_Preset = TypeVar("_Preset", bound=Callable[[], ModelSpec])
 
-def register_model(name: str):
+
+def register_model(name: str) -> Callable[[_Preset], _Preset]:
     """Register a preset: a function returning its ModelSpec."""
 
-    def decorate(fn: Callable[[], ModelSpec]):
+    def decorate(fn: _Preset) -> _Preset:
         if name in _REGISTRY:
             raise ValueError(f"model {name!r} registered twice")
         _REGISTRY[name] = fn
@@ -70,7 +73,7 @@ def list_models() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def model_spec(name: str, **overrides) -> ModelSpec:
+def model_spec(name: str, **overrides: Any) -> ModelSpec:
     """The preset's spec with the overrides that are not None (timm's create_model rule)."""
     if name not in _REGISTRY:
         raise OverfitlabError(f"unknown model {name!r}: choose one of {', '.join(list_models())}")
@@ -94,7 +97,8 @@ class CNN(nn.Module):
         if hasattr(self, "gap"):
             x = self.gap(x)
         # flatten(1) rather than an nn.Flatten module keeps the tutorial's layer list.
-        return self.classifier(x.flatten(1))
+        logits: torch.Tensor = self.classifier(x.flatten(1))  # (Module calls are typed Any)
+        return logits
 
 
 def pool_before_relu(layers: nn.Sequential) -> list[nn.Module]:
@@ -175,7 +179,7 @@ def create_model(
     in_shape: tuple[int, int, int] = (1, 28, 28),
     classes: int = 10,
     dropout_impl: str = "torch",
-    **overrides,
+    **overrides: Any,
 ) -> CNN:
     """A preset by name, with overrides (hidden, blocks, batchnorm, dropout, head, fc_width)."""
     return build_cnn(model_spec(name, **overrides), in_shape, classes, dropout_impl)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+from typing import TYPE_CHECKING
 
 import matplotlib
 
@@ -14,23 +15,30 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 from .history import History  # noqa: E402
 from .store import atomic_write  # noqa: E402
 
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+# plt is imported from here by the study pictures and `runs compare`: pyplot with Agg selected.
+__all__ = ["TRAIN_STYLE", "VALID_STYLE", "curves_figure", "figure_png", "plot_curves", "plt"]
+
 TRAIN_STYLE = {"linestyle": "--", "color": "tab:blue", "label": "train"}
 VALID_STYLE = {"linestyle": "-", "color": "tab:orange", "label": "valid"}
 
 
-def figure_png(fig) -> bytes:
+def figure_png(fig: Figure) -> bytes:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)
     return buffer.getvalue()
 
 
-def integer_epochs(ax) -> None:
+def integer_epochs(ax: Axes) -> None:
     """Epoch ticks on whole numbers: a 4-epoch run gets 1 2 3 4, never 2.5."""
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
-def _mark(ax, best_epoch: int | None, stopped_epoch: int | None) -> None:
+def _mark(ax: Axes, best_epoch: int | None, stopped_epoch: int | None) -> None:
     if best_epoch is not None:
         ax.axvline(best_epoch, color="tab:green", linewidth=1, label=f"best (epoch {best_epoch})")
     if stopped_epoch is not None:
@@ -45,7 +53,7 @@ def _mark(ax, best_epoch: int | None, stopped_epoch: int | None) -> None:
 
 def curves_figure(
     history: History, best_epoch: int | None = None, stopped_epoch: int | None = None, title: str = ""
-):
+) -> Figure:
     epochs = history.column("epoch")
     fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(10, 3.8))
     for ax, metric, label in ((loss_ax, "loss", "cross-entropy loss"), (acc_ax, "acc", "accuracy")):
@@ -67,7 +75,7 @@ def curves_figure(
 
 def plot_curves(
     history: History,
-    path: str | os.PathLike,
+    path: str | os.PathLike[str],
     best_epoch: int | None = None,
     stopped_epoch: int | None = None,
     title: str = "",

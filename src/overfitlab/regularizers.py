@@ -21,6 +21,7 @@ them limits no capacity and can hurt (the rule nanoGPT and timm use).
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 import torch
 from torch import nn
@@ -35,23 +36,31 @@ def penalized_parameters(model: nn.Module, include_all: bool = False) -> list[to
     return [p for p in model.parameters() if p.requires_grad and (include_all or is_decayed(p))]
 
 
+def tensor_sum(terms: Iterable[torch.Tensor]) -> torch.Tensor:
+    """``sum(terms)``, added in the same order; a zero tensor when there are none (where
+    ``sum`` would return the int 0)."""
+    total = sum(terms)
+    return total if isinstance(total, torch.Tensor) else torch.zeros(())
+
+
 def l1_penalty(params: Iterable[torch.Tensor], lam: float) -> torch.Tensor:
     """λ Σ|w|; its gradient is λ·sign(w)."""
-    return lam * sum(p.abs().sum() for p in params)
+    return lam * tensor_sum(p.abs().sum() for p in params)
 
 
 def l2_penalty(params: Iterable[torch.Tensor], lam: float) -> torch.Tensor:
     """λ Σw²; its gradient is 2λw."""
-    return lam * sum(p.pow(2).sum() for p in params)
+    return lam * tensor_sum(p.pow(2).sum() for p in params)
 
 
-def param_groups(model: nn.Module, weight_decay: float, include_all: bool = False) -> list[dict]:
+def param_groups(model: nn.Module, weight_decay: float, include_all: bool = False) -> list[dict[str, Any]]:
     """Optimizer groups: decayed weights, then the rest with weight_decay 0."""
-    decay, no_decay = [], []
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
     for param in model.parameters():
         if param.requires_grad:
             (decay if include_all or is_decayed(param) else no_decay).append(param)
-    groups = [{"params": decay, "weight_decay": weight_decay}]
+    groups: list[dict[str, Any]] = [{"params": decay, "weight_decay": weight_decay}]
     if no_decay:
         groups.append({"params": no_decay, "weight_decay": 0.0})
     return groups

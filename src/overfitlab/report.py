@@ -67,7 +67,7 @@ class StudyData:
 
     name: str
     study: Mapping[str, Any]
-    rows: list[dict]
+    rows: list[dict[str, Any]]
     histories: dict[str, History] = field(default_factory=dict)
 
 
@@ -92,7 +92,7 @@ def load_histories(runs_dir: Path, rows: Iterable[Mapping[str, Any]]) -> dict[st
     return histories
 
 
-def load_study(runs_dir: str | os.PathLike, name: str) -> StudyData:
+def load_study(runs_dir: str | os.PathLike[str], name: str) -> StudyData:
     runs_dir = Path(runs_dir)
     index_path = runs_dir / INDEX_FILE
     if not index_path.is_file():
@@ -111,7 +111,7 @@ def load_study(runs_dir: str | os.PathLike, name: str) -> StudyData:
 
 
 # --------------------------------------------------------------------------- spec helpers
-def spec_variants(spec: Mapping[str, Any]) -> list[tuple[str, dict]]:
+def spec_variants(spec: Mapping[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     """[(name, overrides)] in the study's order, from a list of {name, overrides} or a dict."""
     variants = spec.get("variants") or []
     if isinstance(variants, Mapping):
@@ -126,14 +126,14 @@ def spec_variants(spec: Mapping[str, Any]) -> list[tuple[str, dict]]:
     return out
 
 
-def spec_base(spec: Mapping[str, Any]) -> dict:
+def spec_base(spec: Mapping[str, Any]) -> dict[str, Any]:
     for key in ("base", "config", "base_config"):
         if isinstance(spec.get(key), Mapping):
             return dict(spec[key])
     return {}
 
 
-def spec_grid(spec: Mapping[str, Any], rows: Sequence[Mapping[str, Any]]) -> tuple[str | None, list]:
+def spec_grid(spec: Mapping[str, Any], rows: Sequence[Mapping[str, Any]]) -> tuple[str | None, list[Any]]:
     grid = spec.get("grid")
     if isinstance(grid, Mapping) and grid.get("field"):
         return str(grid["field"]), list(grid.get("values") or stats.grid_values(rows))
@@ -199,7 +199,10 @@ def comparison_cell(c: Comparison, with_p: bool = True) -> str:
     )
     if c.n == 0:
         return f"<td{attrs}>–</td>"
-    sign = lambda v: ("+" if v > 0 else "") + stats.fmt(v)  # noqa: E731
+
+    def sign(v: float) -> str:
+        return ("+" if v > 0 else "") + stats.fmt(v)
+
     text = sign(c.mean_diff)
     if c.interval_defined:
         text += f'<br><span class="ci">[{sign(c.low)}, {sign(c.high)}]</span>'
@@ -269,7 +272,7 @@ def question_section(
     complete = len(stats.completed(rows))
     failed = sum(r.get("status") == "failed" for r in rows)
     other = len(rows) - complete - failed
-    seeds = sorted({r.get("seed") for r in rows if r.get("seed") is not None})
+    seeds = sorted({seed for r in rows if (seed := r.get("seed")) is not None})
     description = (data.study.get("spec") or {}).get("description")
     parts = [
         f'<p class="question">{esc(QUESTION)}</p>',
@@ -310,7 +313,7 @@ def question_section(
     return "<section><h2>Question</h2>" + "".join(parts) + "</section>"
 
 
-def recipe_section(data: StudyData, baseline: str | None, grid_field: str | None, grid: list) -> str:
+def recipe_section(data: StudyData, baseline: str | None, grid_field: str | None, grid: list[Any]) -> str:
     spec = data.study.get("spec") or {}
     base = spec_base(spec)
     base_rows = [
@@ -367,7 +370,7 @@ def remedies_section(
                 + "".join(comparison_cell(c[m]) for m in stats.COMPARED)
                 + f'<td class="verdict">{esc(stats.verdict(gap))}</td></tr>'
             )
-        head = (
+        head: tuple[str, ...] = (
             "remedy",
             "gap closed",
             "Δ gap (acc)",
@@ -411,7 +414,7 @@ def remedies_section(
     return "".join(out)
 
 
-def _sortable(value: Any) -> tuple:
+def _sortable(value: Any) -> tuple[int, Any, str]:
     return (0, value, "") if isinstance(value, (int, float)) else (1, 0, str(value))
 
 
@@ -439,11 +442,9 @@ def plots_section(
                 "Left of the line: a narrower gap than the baseline.",
             )
         )
-    numeric = (
-        grid_field and all(isinstance(k[1], (int, float)) for k in keys) and len({k[1] for k in keys}) > 1
-    )
-    if numeric:
-        by_variant: dict[str, dict] = {}
+    numeric = all(isinstance(k[1], (int, float)) for k in keys) and len({k[1] for k in keys}) > 1
+    if grid_field and numeric:
+        by_variant: dict[str, dict[str, Any]] = {}
         for variant, value in keys:
             by_variant.setdefault(variant, {})[value] = summaries[(variant, value)]
         png = figure_png(study_plots.grid_figure(by_variant, grid_field, baseline))
@@ -475,7 +476,7 @@ def plots_section(
 
 def curve_figures(
     keys: Sequence[GroupKey], curves: Mapping[GroupKey, Any], grid_field: str | None
-) -> list[tuple[str, dict]]:
+) -> list[tuple[str, dict[str, Any]]]:
     """[(title, {row label: curves})]: one figure, or with a grid one per grid value
     (a single variant's grid: one figure, a row per value)."""
     keys = [k for k in keys if k in curves]
@@ -484,7 +485,7 @@ def curve_figures(
         return [("", {k[0]: curves[k] for k in keys})] if keys else []
     if len(variants) == 1:
         return [(f"{variants[0]} by {grid_field}", {f"{grid_field} = {k[1]}": curves[k] for k in keys})]
-    figures: dict[Any, dict] = {}
+    figures: dict[Any, dict[str, Any]] = {}
     for key in keys:
         figures.setdefault(key[1], {})[key[0]] = curves[key]
     return [(f"{grid_field} = {value}", panels) for value, panels in figures.items()]
@@ -623,7 +624,9 @@ def render_report(data: StudyData) -> str:
     )
 
 
-def write_report(runs_dir: str | os.PathLike, study_name: str, out: str | os.PathLike | None = None) -> Path:
+def write_report(
+    runs_dir: str | os.PathLike[str], study_name: str, out: str | os.PathLike[str] | None = None
+) -> Path:
     """Write the study's report (default runs_dir/<study>/report.html) atomically; return its path."""
     data = load_study(runs_dir, study_name)
     path = Path(out) if out is not None else Path(runs_dir) / study_name / REPORT_FILE

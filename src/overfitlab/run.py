@@ -16,7 +16,7 @@ import platform
 import shlex
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,7 +37,7 @@ from .history import METRICS, History
 from .metrics import LABELS, outcome
 from .models import CNN, build_cnn, count_parameters, model_spec
 from .regularizers import param_groups, penalized_parameters
-from .trainer import Diverged, Regularization, Trainer
+from .trainer import Diverged, LossFn, Regularization, Trainer
 
 CHECKPOINT_FORMAT = 1
 
@@ -141,7 +141,7 @@ def build_optimizer(config: Config, model: nn.Module) -> torch.optim.Optimizer:
     return optimizer_for(config, groups, flat=all(p.device.type == "cpu" for p in model.parameters()))
 
 
-def optimizer_for(config: Config, groups: list[dict], flat: bool) -> torch.optim.Optimizer:
+def optimizer_for(config: Config, groups: list[dict[str, Any]], flat: bool) -> torch.optim.Optimizer:
     """The config's optimizer over these parameter groups; with ``flat``, Adam is FlatAdam."""
     # foreach: one multi-tensor kernel per operation instead of a Python loop over the
     # parameters; on CPU FlatAdam goes further, one call per group; both bit for bit the
@@ -199,7 +199,7 @@ class RunRecorder(Callback):
         config: Config,
         run_dir: Path | None,
         early_stopping: EarlyStopping | None,
-        model_meta: dict,
+        model_meta: dict[str, Any],
         save_every: float = SAVE_EVERY_SECONDS,
         data_info: DataInfo | None = None,
     ):
@@ -210,13 +210,13 @@ class RunRecorder(Callback):
         self.model_meta = model_meta
         self.best_epoch: int | None = None
         self.best_value = math.inf
-        self.best_state: dict | None = None
+        self.best_state: dict[str, Any] | None = None
         self.save_every = save_every
-        self._pending: dict | None = None  # the last finished epoch's checkpoint, not yet written
+        self._pending: dict[str, Any] | None = None  # the last finished epoch's checkpoint, not yet written
         self._best_pending = False
         self._saved_at: float | None = None  # nothing written yet
 
-    def _is_best(self, record: dict) -> bool:
+    def _is_best(self, record: Mapping[str, float]) -> bool:
         if self.early_stopping is not None:
             return self.early_stopping.is_best
         value = record["valid_loss"]  # without early stopping, "best" means lowest valid loss
@@ -225,7 +225,7 @@ class RunRecorder(Callback):
             return True
         return False
 
-    def _checkpoint(self, trainer: Trainer, with_optimizer: bool) -> dict:
+    def _checkpoint(self, trainer: Trainer, with_optimizer: bool) -> dict[str, Any]:
         checkpoint = {
             "format": CHECKPOINT_FORMAT,
             "model": trainer.model.state_dict(),
@@ -246,7 +246,7 @@ class RunRecorder(Callback):
             )
         return checkpoint
 
-    def on_epoch_end(self, trainer: Trainer, epoch: int, metrics) -> None:
+    def on_epoch_end(self, trainer: Trainer, epoch: int, metrics: Mapping[str, float]) -> None:
         if self._is_best(dict(metrics)):
             self.best_epoch = epoch
             es = self.early_stopping
@@ -347,7 +347,8 @@ class RunResult:
 
     @property
     def train_seconds(self) -> float:
-        return sum(self.history.column("epoch_seconds"))
+        seconds: float = sum(self.history.column("epoch_seconds"))
+        return seconds
 
     @property
     def restored(self) -> bool:
@@ -357,7 +358,7 @@ class RunResult:
     def summary(self) -> dict[str, Any]:
         """The final summary (``overfitlab train --json``); names as in :mod:`overfitlab.metrics`."""
 
-        def metrics(epoch: int | None) -> dict | None:
+        def metrics(epoch: int | None) -> dict[str, float | None] | None:
             if epoch is None:
                 return None
             record = self.history.record_at(epoch)
@@ -381,7 +382,7 @@ class RunResult:
         }
 
 
-def summary_text(summary: dict) -> str:
+def summary_text(summary: Mapping[str, Any]) -> str:
     """The summary for people: the same names as every other output (overfitlab.metrics)."""
 
     def fmt(value: Any) -> str:
@@ -390,7 +391,7 @@ def summary_text(summary: dict) -> str:
         return f"{value:.4f}" if isinstance(value, float) else str(value)
 
     best = summary.get("best") or {}
-    rows = []
+    rows: list[tuple[str, str]] = []
     if summary.get("dataset"):
         rows.append(
             (
@@ -467,7 +468,9 @@ def end_run(
 
 
 # --------------------------------------------------------------------------- entry points
-def _setup(config: Config, run_dir: Path | None, callbacks: Sequence[Callback]):
+def _setup(
+    config: Config, run_dir: Path | None, callbacks: Sequence[Callback]
+) -> tuple[DataSet, Trainer, EarlyStopping | None, RunRecorder]:
     torch.set_num_threads(resolve_threads(config.threads))
     keep_freed_memory()
     device = resolve_device(config.device)
@@ -505,14 +508,21 @@ def _setup(config: Config, run_dir: Path | None, callbacks: Sequence[Callback]):
     return data, trainer, es, recorder
 
 
-def loss_function(label_smoothing: float):
+def loss_function(label_smoothing: float) -> LossFn:
     def loss_fn(outputs: torch.Tensor, labels: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
         return F.cross_entropy(outputs, labels, label_smoothing=label_smoothing, reduction=reduction)
 
     return loss_fn
 
 
-def _fit(config, data, trainer, es, recorder, run_dir) -> RunResult:
+def _fit(
+    config: Config,
+    data: DataSet,
+    trainer: Trainer,
+    es: EarlyStopping | None,
+    recorder: RunRecorder,
+    run_dir: Path | None,
+) -> RunResult:
     try:
         try:
             trainer.fit(data, config.epochs)
@@ -543,13 +553,15 @@ def finished(es: EarlyStopping | None, config: Config) -> tuple[str, str]:
 
 
 def train(
-    config: Config, run_dir: str | os.PathLike | None = None, callbacks: Sequence[Callback] = ()
+    config: Config, run_dir: str | os.PathLike[str] | None = None, callbacks: Sequence[Callback] = ()
 ) -> RunResult:
     """Train one run. With ``run_dir`` (an empty or new folder) everything is saved there."""
     return _fit(*start_run(config, run_dir, callbacks))
 
 
-def start_run(config: Config, run_dir: str | os.PathLike | None = None, callbacks: Sequence[Callback] = ()):
+def start_run(
+    config: Config, run_dir: str | os.PathLike[str] | None = None, callbacks: Sequence[Callback] = ()
+) -> tuple[Config, DataSet, Trainer, EarlyStopping | None, RunRecorder, Path | None]:
     """What ``train`` does before the first epoch: (config, data, trainer, early stopping,
     recorder, run folder), the folder made and its config.toml written."""
     config = resolved(config)
@@ -563,10 +575,14 @@ def start_run(config: Config, run_dir: str | os.PathLike | None = None, callback
 
 
 def resume(
-    run_dir: str | os.PathLike, epochs: int | None = None, callbacks: Sequence[Callback] = ()
+    run_dir: str | os.PathLike[str], epochs: int | None = None, callbacks: Sequence[Callback] = ()
 ) -> RunResult:
     """Continue a run from its ``last.pt``; ``epochs`` raises the epoch limit."""
     path = Path(run_dir)
+    if path.is_file():
+        raise OverfitlabError(
+            f"{path} is a file, not a run folder: pass the folder `overfitlab train` printed"
+        )
     if not path.is_dir():
         raise OverfitlabError(f"run folder {path} not found: pass the folder printed by `overfitlab train`")
     if not (path / store.LAST).is_file() and (path / store.CONFIG).is_file():
@@ -602,7 +618,7 @@ def resume(
     return _fit(config, data, trainer, es, recorder, path)
 
 
-def load_model(path: str | os.PathLike) -> CNN:
+def load_model(path: str | os.PathLike[str]) -> CNN:
     """Rebuild the model saved in ``best.pt`` or ``last.pt`` (or a run folder: its best.pt), in eval mode."""
     path = Path(path)
     if path.is_dir():

@@ -42,6 +42,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypedDict
 
 import torch
 from torch import nn
@@ -75,7 +76,7 @@ UNSUPPORTED = {
 }
 
 
-def refusals(config: Config | Mapping) -> list[str]:
+def refusals(config: Config | Mapping[str, Any]) -> list[str]:
     """What in this recipe stacking cannot do (empty: the seeds can be stacked)."""
     get = config.get if isinstance(config, Mapping) else lambda name: getattr(config, name)
     return [label for name, label in UNSUPPORTED.items() if get(name)]
@@ -109,7 +110,7 @@ class _Member:
 
 
 def train_seeds(
-    config: Config, seeds: Sequence[int], run_dirs: Sequence[str | os.PathLike] | None = None
+    config: Config, seeds: Sequence[int], run_dirs: Sequence[str | os.PathLike[str]] | None = None
 ) -> list[RunResult]:
     """Train ``config`` once per seed, all seeds at once (the config's own seed is ignored);
     with ``run_dirs``, one run folder per seed. Returns each seed's RunResult, in order."""
@@ -118,9 +119,11 @@ def train_seeds(
     check_stackable(config, seeds)
     if run_dirs is not None and len(run_dirs) != len(seeds):
         raise OverfitlabError(f"{len(seeds)} seeds need {len(seeds)} run folders, got {len(run_dirs)}")
+    no_dirs: list[str | os.PathLike[str] | None] = [None] * len(seeds)
+    dirs = run_dirs or no_dirs
     members = [
         _Member(*start_run(config.replace(seed=seed), run_dir))
-        for seed, run_dir in zip(seeds, run_dirs or [None] * len(seeds), strict=True)
+        for seed, run_dir in zip(seeds, dirs, strict=True)
     ]
     for member in members:
         if member.early_stopping is not None:
@@ -173,7 +176,9 @@ def train_seeds(
     return [_ended(member) for member in members]
 
 
-def _end_epoch(member: _Member, stack: _Stack, s: int, epoch: int, record: dict, trained: dict) -> None:
+def _end_epoch(
+    member: _Member, stack: _Stack, s: int, epoch: int, record: dict[str, float], trained: StackedEpoch
+) -> None:
     """Member ``s``'s epoch, as its own run ends one: history, weights and optimizer state
     in its trainer, its early stopping and recorder told (in the trainer's order)."""
     trainer = member.trainer
@@ -199,6 +204,17 @@ def _ended(member: _Member) -> RunResult:
     return end_run(member.trainer, member.recorder, es, member.config, member.run_dir, *ending)
 
 
+class StackedEpoch(TypedDict):
+    """What ``_Stack.train_epoch`` returns: per member (the first dimension), the epoch's
+    mean loss, accuracy and penalty, and each batch's loss and accuracy."""
+
+    loss: torch.Tensor
+    acc: torch.Tensor
+    penalty: torch.Tensor
+    batch_loss: list[list[float]]
+    batch_acc: list[list[float]]
+
+
 class _Stack:
     """The members' stacked weights, their optimizer, and one vmapped step."""
 
@@ -209,8 +225,11 @@ class _Stack:
         self.params, self.buffers = stack_module_state(models)
         self.base = copy.deepcopy(models[0]).to("meta")  # the layers; the weights come from the stack
 
-        def forward(params, buffers, x):
-            return functional_call(self.base, (params, buffers), (x,))
+        def forward(
+            params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor], x: torch.Tensor
+        ) -> torch.Tensor:
+            outputs: torch.Tensor = functional_call(self.base, (params, buffers), (x,))
+            return outputs
 
         self.forward_each = vmap(forward, randomness="different")  # every member its own batch
         self.forward_shared = vmap(forward, in_dims=(0, 0, None), randomness="different")
@@ -228,9 +247,15 @@ class _Stack:
     def _penalty(self) -> torch.Tensor:
         """Per member: the single run's penalty (the sum over members is what is minimized)."""
         l1, l2 = self.config.l1, self.config.l2
-        return vmap(lambda weights: Regularization(l1, l2, weights).penalty())(self.penalized)
 
-    def train_epoch(self, splits: list[datalib.Split], generators: list[torch.Generator]) -> dict:
+        def penalty(weights: list[torch.Tensor]) -> torch.Tensor:
+            value = Regularization(l1, l2, weights).penalty()
+            assert value is not None  # called only when l1 or l2 is set
+            return value
+
+        return vmap(penalty)(self.penalized)
+
+    def train_epoch(self, splits: list[datalib.Split], generators: list[torch.Generator]) -> StackedEpoch:
         self.base.train()
         size = self.config.batch_size
         batches = datalib.epoch_batches(len(splits[0]), size, self.config.max_batches)

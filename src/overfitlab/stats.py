@@ -76,7 +76,8 @@ def metric_value(row: Row, metric: str) -> float:
 
 def _finite(values: Iterable[float]) -> np.ndarray:
     array = np.asarray([float(v) for v in values], dtype=float)
-    return array[np.isfinite(array)]
+    finite: np.ndarray = array[np.isfinite(array)]
+    return finite
 
 
 def t_quantile(n: int, confidence: float = CONFIDENCE) -> float:
@@ -253,6 +254,8 @@ def compare_all(
     rows = list(rows)
     order = variant_order(rows, spec_variants)
     baseline = baseline or baseline_name(order)
+    if baseline is None:  # no variant at all: nothing to compare
+        return {}
     by_variant: dict[str, list[Row]] = {}
     for row in rows:
         by_variant.setdefault(row["variant"], []).append(row)

@@ -52,7 +52,7 @@ def _umask() -> int:
 _NAME = re.compile(r"^[^\W_][\w.-]*$")
 
 
-def atomic_write(path: str | os.PathLike, data: bytes | str) -> None:
+def atomic_write(path: str | os.PathLike[str], data: bytes | str) -> None:
     path = Path(path)
     payload = data.encode("utf-8") if isinstance(data, str) else data
     try:
@@ -74,7 +74,7 @@ def atomic_write(path: str | os.PathLike, data: bytes | str) -> None:
         raise
 
 
-def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
+def atomic_torch_save(obj: Any, path: str | os.PathLike[str]) -> None:
     import torch  # here, not at the top: the command line starts without torch
 
     buffer = io.BytesIO()
@@ -82,7 +82,7 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
     atomic_write(path, buffer.getvalue())
 
 
-def write_json(path: str | os.PathLike, obj: Any) -> None:
+def write_json(path: str | os.PathLike[str], obj: Any) -> None:
     atomic_write(path, json.dumps(obj, indent=1, allow_nan=False) + "\n")
 
 
@@ -101,7 +101,7 @@ def _first_existing(path: Path) -> Path:
     return path
 
 
-def check_writable(path: str | os.PathLike, what: str, flag: str) -> Path:
+def check_writable(path: str | os.PathLike[str], what: str, flag: str) -> Path:
     """Fail in one line, before any work, if ``path`` cannot become a folder we write in:
     it (or a parent) is a file, or the nearest existing folder is not writable."""
     path = Path(path)
@@ -117,7 +117,7 @@ def check_writable(path: str | os.PathLike, what: str, flag: str) -> Path:
     return path
 
 
-def ensure_folder(path: str | os.PathLike, what: str, flag: str) -> Path:
+def ensure_folder(path: str | os.PathLike[str], what: str, flag: str) -> Path:
     """``path`` as a folder (made with its parents), or one line saying why it cannot be."""
     path = check_writable(path, what, flag)
     try:
@@ -128,7 +128,9 @@ def ensure_folder(path: str | os.PathLike, what: str, flag: str) -> Path:
 
 
 @contextlib.contextmanager
-def removed_on_failure(path: str | os.PathLike, keep: Callable[[], bool] = lambda: False) -> Iterator[None]:
+def removed_on_failure(
+    path: str | os.PathLike[str], keep: Callable[[], bool] = lambda: False
+) -> Iterator[None]:
     """Folders this block creates at or above ``path`` are removed again if it fails (an
     exception, Ctrl-C), unless ``keep()`` says what was written is worth keeping (a run
     that finished an epoch can be resumed). A failed command leaves no new folder behind."""
@@ -148,7 +150,7 @@ def generated_name(prefix: str = "run") -> str:
     return f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid() % 10000:04d}"
 
 
-def new_run_dir(runs_dir: str | os.PathLike, name: str | None) -> Path:
+def new_run_dir(runs_dir: str | os.PathLike[str], name: str | None) -> Path:
     """The path of a new run folder runs_dir/name, checked but not created (the run creates it
     once its data and model are built): an existing non-empty folder is an error, never
     overwritten."""
@@ -165,7 +167,7 @@ def new_run_dir(runs_dir: str | os.PathLike, name: str | None) -> Path:
     return path
 
 
-def load_checkpoint(path: str | os.PathLike) -> dict:
+def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     import torch
 
     path = Path(path)
@@ -173,14 +175,15 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
         raise OverfitlabError(f"checkpoint {path} not found: check the path")
     try:
         # Our checkpoints hold tensors, plain Python values and RNG byte tensors only.
-        return torch.load(path, map_location="cpu", weights_only=True)
+        checkpoint: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=True)
+        return checkpoint
     except Exception as err:  # torch raises many types for a damaged zip
         raise OverfitlabError(
             f"checkpoint {path} is corrupt or not an overfitlab checkpoint ({err})"
         ) from None
 
 
-def read_json(path: str | os.PathLike) -> Any:
+def read_json(path: str | os.PathLike[str]) -> Any:
     path = Path(path)
     try:
         return json.loads(path.read_text(encoding="utf-8"))

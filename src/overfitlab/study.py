@@ -160,7 +160,7 @@ def _optional(name: str) -> bool:
     return "None" in str(FIELDS[name].type)
 
 
-def check_overrides(overrides: Mapping[str, Any], where: str, allow: Sequence[str] = ()) -> dict:
+def check_overrides(overrides: Mapping[str, Any], where: str, allow: Sequence[str] = ()) -> dict[str, Any]:
     """Known Config fields only (the error lists them); seed and threads belong to the study."""
     for key in overrides:
         if key not in FIELDS:
@@ -274,7 +274,7 @@ def parse_spec(document: Mapping[str, Any], where: str) -> StudySpec:
     )
 
 
-def load_spec(path: str | os.PathLike) -> StudySpec:
+def load_spec(path: str | os.PathLike[str]) -> StudySpec:
     document = read_toml(path, "study spec", "check the path, or use --preset")
     return parse_spec(document, str(path))
 
@@ -298,7 +298,7 @@ REMEDIES_BASE = {
 # 1e-4/3e-4/1e-3/1e-2 (1e-2 collapses), AdamW weight decay 0.01/0.1/0.5, dropout 0.2/0.3/0.5.
 # Augmentation has no strength to tune: shifts scale with the image (±0.57 px on 8×8 digits)
 # and rotations are ±10°; on seed 0 it lifts the best valid accuracy from 0.964 to 0.973.
-REMEDIES = (
+REMEDIES: tuple[tuple[str, dict[str, Any]], ...] = (
     ("baseline", {}),
     ("early-stopping", {"early_stopping": True, "patience": 5}),
     ("l1", {"l1": 1e-4}),
@@ -442,7 +442,7 @@ def _failed(err: Exception) -> dict[str, Any]:
     return status
 
 
-def execute_run(task: Mapping[str, Any]) -> dict:
+def execute_run(task: Mapping[str, Any]) -> dict[str, Any]:
     """Train one planned run into its folder and return its index row.
 
     Runs in whichever process the backend chose. Any exception is the run's
@@ -478,7 +478,7 @@ def execute_run(task: Mapping[str, Any]) -> dict:
     return run_record(task["study"], plan, run_dir)
 
 
-def execute_stacked(task: Mapping[str, Any]) -> list[dict]:
+def execute_stacked(task: Mapping[str, Any]) -> list[dict[str, Any]]:
     """Train the seeds of one variant at once (``overfitlab.stacking``) into their run
     folders; return their index rows. Errors and Ctrl-C as ``execute_run``."""
     from .run import Interrupted
@@ -489,6 +489,7 @@ def execute_stacked(task: Mapping[str, Any]) -> list[dict]:
     for run_dir in run_dirs:
         _fresh_folder(run_dir)
     started_at, started = _now(), time.perf_counter()
+    statuses: list[dict[str, Any]]
     try:
         results = train_seeds(
             from_dict(runs[0]["plan"]["config"]), [run["plan"]["seed"] for run in runs], run_dirs
@@ -513,7 +514,7 @@ def execute_stacked(task: Mapping[str, Any]) -> list[dict]:
     ]
 
 
-def execute_task(task: Mapping[str, Any]) -> list[dict]:
+def execute_task(task: Mapping[str, Any]) -> list[dict[str, Any]]:
     """A backend's unit of work, in whichever process it chose: one run, or the seeds of one
     variant stacked. Returns the index rows of its runs."""
     if "stacked" in task:
@@ -548,13 +549,13 @@ class StudyResult:
     name: str
     study_dir: Path
     status: str  # complete | failed (some runs failed)
-    runs: list[dict]  # index rows, in planned order
-    table: list[dict]  # per (variant, grid value): n and mean/std of TABLE_METRICS
+    runs: list[dict[str, Any]]  # index rows, in planned order
+    table: list[dict[str, Any]]  # per (variant, grid value): n and mean/std of TABLE_METRICS
     wall_seconds: float
     report: Path | None = None
 
     @property
-    def failed(self) -> list[dict]:
+    def failed(self) -> list[dict[str, Any]]:
         return [r for r in self.runs if r["status"] != "complete"]
 
     def to_dict(self) -> dict[str, Any]:
@@ -574,12 +575,15 @@ class StudyResult:
         }
 
 
-def variant_table(rows: Sequence[Mapping[str, Any]]) -> list[dict]:
+def variant_table(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """Per (variant, grid value), in planned order: completed runs, failures, mean and std."""
     from .stats import group_summaries  # numpy and scipy, only once a study is done
 
     summaries = group_summaries(rows, TABLE_METRICS)
-    clean = lambda x: round(x, 6) if isinstance(x, float) and math.isfinite(x) else None  # noqa: E731
+
+    def clean(x: object) -> float | None:
+        return round(x, 6) if isinstance(x, float) and math.isfinite(x) else None
+
     table = []
     for key in dict.fromkeys((r["variant"], r.get("grid_value")) for r in rows):
         group = [r for r in rows if (r["variant"], r.get("grid_value")) == key]
@@ -617,7 +621,7 @@ def _study_lock(study_dir: Path, name: str) -> Iterator[None]:
         yield  # the lock ends with the file, even when the process is killed
 
 
-def environment(resources: backends.Resources, device: str, versions: Mapping[str, str]) -> dict:
+def environment(resources: backends.Resources, device: str, versions: Mapping[str, str]) -> dict[str, Any]:
     import numpy
     import torch
 
@@ -639,7 +643,7 @@ def environment(resources: backends.Resources, device: str, versions: Mapping[st
     }
 
 
-def _absolute_data_dir(plan: dict) -> dict:
+def _absolute_data_dir(plan: dict[str, Any]) -> dict[str, Any]:
     """A relative data_dir made absolute: Ray workers do not run in this directory."""
     data_dir = plan["config"].get("data_dir")
     if data_dir and not os.path.isabs(data_dir):
@@ -663,7 +667,9 @@ def _write_report(runs_dir: Path, name: str) -> Path:
     return write_report(runs_dir, name)
 
 
-def _load_resumed(study_dir: Path, name: str, spec: StudySpec | None, threads: int | None, stack_seeds: bool):
+def _load_resumed(
+    study_dir: Path, name: str, spec: StudySpec | None, threads: int | None, stack_seeds: bool
+) -> tuple[dict[str, Any], StudySpec]:
     if not (study_dir / STUDY_JSON).is_file():
         known = sorted(p.parent.name for p in study_dir.parent.glob(f"*/{STUDY_JSON}"))
         raise OverfitlabError(
@@ -698,14 +704,14 @@ def expected_cost(plan: Mapping[str, Any]) -> float:
 
 def run_study(
     spec: StudySpec | None,
-    runs_dir: str | os.PathLike,
+    runs_dir: str | os.PathLike[str],
     name: str | None = None,
     backend: str = "serial",
     workers: int | None = None,
     threads: int | None = None,
     address: str | None = None,
     resume: bool = False,
-    progress: Callable[[dict, int, int], None] | None = None,
+    progress: Callable[[dict[str, Any], int, int], None] | None = None,
     tensorboard: bool = False,
     report: bool = True,
     stack_seeds: bool = False,
@@ -781,13 +787,14 @@ class _Study:
     spec: StudySpec
     dir: Path
     runs_dir: Path
-    plans: list[dict]  # RunPlan.to_dict() of every run, in order
-    document: dict | None  # the study.json being resumed
+    plans: list[dict[str, Any]]  # RunPlan.to_dict() of every run, in order
+    document: dict[str, Any] | None  # the study.json being resumed
 
     def run_dir(self, plan: Mapping[str, Any]) -> Path:
-        return self.dir / plan["name"]
+        name: str = plan["name"]
+        return self.dir / name
 
-    def save(self, index: RunIndex, record: dict) -> None:
+    def save(self, index: RunIndex, record: dict[str, Any]) -> None:
         store.write_json(self.dir / STUDY_JSON, {**record, "runs": self.plans})
         index.upsert_study(study_record(record))
 
@@ -799,7 +806,7 @@ def _run(
     workers: int | None,
     threads: int,
     address: str | None,
-    progress,
+    progress: Callable[[dict[str, Any], int, int], None] | None,
     tensorboard: bool,
     report: bool,
     stack_seeds: bool,
@@ -829,7 +836,7 @@ def _run(
         "status": "running",
     }
 
-    def run_task(i: int) -> dict:
+    def run_task(i: int) -> dict[str, Any]:
         return {
             "study": study.name,
             "plan": study.plans[i],

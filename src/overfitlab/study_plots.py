@@ -9,26 +9,30 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .plots import TRAIN_STYLE, VALID_STYLE, integer_epochs, plt
 from .stats import Curve, Summary
 
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
 BASELINE_COLOR = "tab:red"
 REMEDY_COLOR = "tab:blue"
 PANELS = (("loss", "cross-entropy loss"), ("acc", "accuracy"))
 
 
-def _band(ax, curve: Curve, color: str) -> None:
+def _band(ax: Axes, curve: Curve, color: str) -> None:
     # Where fewer than two runs remain the std is NaN and fill_between leaves a hole.
     ax.fill_between(
         curve.epochs, curve.mean - curve.std, curve.mean + curve.std, color=color, alpha=0.18, linewidth=0
     )
 
 
-def learning_curves_figure(curves: Mapping[str, Mapping[str, Curve]], title: str = ""):
+def learning_curves_figure(curves: Mapping[str, Mapping[str, Curve]], title: str = "") -> Figure:
     """One row per variant (label → {column: Curve}), loss left and accuracy right.
 
     Lines are means over seeds, bands ± one std; panels in a column share their
@@ -74,7 +78,7 @@ def gap_figure(
     summaries: Sequence[tuple[str, Summary]],
     baseline: str | None,
     xlabel: str = "final gap, train − valid accuracy",
-):
+) -> Figure:
     """Mean final gap per variant with its 95% interval; the baseline in red with a reference line.
 
     ``summaries`` is [(label, Summary)] top to bottom; labels equal to, or
@@ -121,7 +125,7 @@ def _is_baseline(label: str, baseline: str | None) -> bool:
 
 def grid_figure(
     summaries: Mapping[str, Mapping[Any, Mapping[str, Summary]]], grid_field: str, baseline: str | None = None
-):
+) -> Figure:
     """Accuracy against the grid value (e.g. train size), one colour per variant.
 
     ``summaries`` is {variant: {grid value: {metric: Summary}}}; left, final

@@ -9,12 +9,13 @@ side with the head's share of all parameters.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from torch import nn
 from torchinfo import summary as torchinfo_summary
 
 from .errors import OverfitlabError
-from .models import create_model
+from .models import CNN, create_model
 
 
 @dataclass
@@ -107,14 +108,14 @@ def summarize_model(model: nn.Module, input_shape: tuple[int, int, int], name: s
 
 
 def summarize(
-    name: str, input_shape: tuple[int, int, int] = (1, 28, 28), classes: int = 10, **overrides
+    name: str, input_shape: tuple[int, int, int] = (1, 28, 28), classes: int = 10, **overrides: Any
 ) -> ModelSummary:
     """Summary of a preset (overrides as in ``create_model``: hidden, head, ...)."""
     model = create_model(name, input_shape, classes, **overrides)
     return summarize_model(model, input_shape, name)
 
 
-def head_params(model: nn.Module) -> int:
+def head_params(model: CNN) -> int:
     return sum(p.numel() for p in model.classifier.parameters())
 
 
@@ -123,7 +124,7 @@ def compare_heads(
     heads: list[str],
     input_shape: tuple[int, int, int] = (1, 28, 28),
     classes: int = 10,
-    **overrides,
+    **overrides: Any,
 ) -> str:
     """A table of total and head parameters, and the head's share, one column per head."""
     columns = []

@@ -8,10 +8,15 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from .callbacks import Callback
 from .errors import OverfitlabError
+
+if TYPE_CHECKING:  # torch imports the tensorboard package only when this module is used
+    from torch.utils.tensorboard import SummaryWriter
 
 TENSORBOARD_MISSING = "--tensorboard needs TensorBoard: pip install 'overfitlab[tensorboard]'"
 
@@ -29,7 +34,7 @@ TAGS = {
 }
 
 
-def require_tensorboard():
+def require_tensorboard() -> type[SummaryWriter]:
     """The SummaryWriter class, or a one-line error saying how to install it."""
     try:
         from torch.utils.tensorboard import SummaryWriter
@@ -41,24 +46,26 @@ def require_tensorboard():
 class TensorBoardLogger(Callback):
     """Writes every epoch's metrics (step = epoch) to ``log_dir``, flushed each epoch."""
 
-    def __init__(self, log_dir: str | os.PathLike):
+    def __init__(self, log_dir: str | os.PathLike[str]):
         self.log_dir = Path(log_dir)
         self._writer_class = require_tensorboard()
-        self.writer_ = None
+        self.writer_: SummaryWriter | None = None
 
-    def on_fit_start(self, trainer) -> None:
+    def on_fit_start(self, trainer: Any) -> None:
         if self.writer_ is None:
             self.writer_ = self._writer_class(log_dir=str(self.log_dir))
 
-    def on_epoch_end(self, trainer, epoch: int, metrics) -> None:
+    def on_epoch_end(self, trainer: Any, epoch: int, metrics: Mapping[str, float]) -> None:
+        writer = self.writer_
+        assert writer is not None  # opened by on_fit_start, closed by on_fit_end
         for column, tag in TAGS.items():
             value = metrics.get(column)
             if isinstance(value, (int, float)) and math.isfinite(value):
-                self.writer_.add_scalar(tag, value, global_step=epoch)
+                writer.add_scalar(tag, value, global_step=epoch)
         # Flushed now: a run killed later still leaves its epochs readable.
-        self.writer_.flush()
+        writer.flush()
 
-    def on_fit_end(self, trainer) -> None:
+    def on_fit_end(self, trainer: Any) -> None:
         self.close()
 
     def close(self) -> None:

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import ClassVar, Protocol, TypedDict
 
 import torch
 import torch.nn.functional as F
@@ -22,7 +22,7 @@ from .callbacks import Callback
 from .data import DataSet, Scaling, Split
 from .errors import OverfitlabError
 from .history import EPOCH_COLUMNS, History
-from .regularizers import apply_max_norm, l1_penalty, l2_penalty
+from .regularizers import apply_max_norm, l1_penalty, l2_penalty, tensor_sum
 
 
 class Diverged(OverfitlabError):
@@ -39,12 +39,31 @@ class Regularization:
     max_norm: float | None = None
 
     def penalty(self) -> torch.Tensor | None:
-        terms = []
+        terms: list[torch.Tensor] = []
         if self.l1:
             terms.append(l1_penalty(self.penalized, self.l1))
         if self.l2:
             terms.append(l2_penalty(self.penalized, self.l2))
-        return sum(terms) if terms else None
+        return tensor_sum(terms) if terms else None
+
+
+class LossFn(Protocol):
+    """A loss of (outputs, labels), mean over the batch unless told otherwise, as
+    ``F.cross_entropy``; ``evaluate`` asks for ``reduction="sum"``."""
+
+    def __call__(
+        self, outputs: torch.Tensor, labels: torch.Tensor, /, *, reduction: str = ...
+    ) -> torch.Tensor: ...
+
+
+class EpochResult(TypedDict):
+    """What ``Trainer.train_epoch`` returns: sample-weighted means and per-batch lists."""
+
+    train_loss: float
+    train_acc: float
+    train_penalty: float
+    batch_loss: list[float]
+    batch_acc: list[float]
 
 
 def diverged_message(train_loss: float, epoch: int) -> str:
@@ -65,7 +84,7 @@ def epoch_record(
     train_seconds: float,
     valid_seconds: float,
     epoch_seconds: float,
-) -> dict:
+) -> dict[str, float]:
     """One epoch's row of a History: the columns every run's history has, gaps derived."""
     return {
         "epoch": epoch,
@@ -88,7 +107,7 @@ class Trainer:
     model: nn.Module
     optimizer: torch.optim.Optimizer
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
-    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = F.cross_entropy
+    loss_fn: LossFn = F.cross_entropy
     regularization: Regularization = field(default_factory=Regularization)
     batch_size: int = 32
     valid_batch_size: int = 250
@@ -115,12 +134,12 @@ class Trainer:
             x = datalib.augment(x, self.generator)
         return self.scaling.standardize(x).contiguous(memory_format=self.memory_format)
 
-    def _autocast(self):
+    def _autocast(self) -> torch.autocast:
         return torch.autocast(
             self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None
         )
 
-    def train_epoch(self, split: Split) -> dict:
+    def train_epoch(self, split: Split) -> EpochResult:
         """One pass over shuffled batches; returns sample-weighted means and per-batch lists."""
         self.model.train()
         self.batches_per_epoch = datalib.epoch_batches(len(split), self.batch_size, self.max_batches)

@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import difflib
 import sys
+from collections.abc import Iterable
 from dataclasses import fields
-from typing import Any
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar, overload
 
 from ..config import Config, apply_overrides, load_toml
+
+_N = TypeVar("_N")
 
 
 class OneLineParser(argparse.ArgumentParser):
     """argparse, but a usage error is one line (with a suggestion) and exit status 2."""
 
-    def error(self, message: str, more_flags: tuple[str, ...] = ()) -> None:  # type: ignore[override]
+    def error(self, message: str, more_flags: tuple[str, ...] = ()) -> NoReturn:
         if "unrecognized arguments" in message:
             flags = [s for a in self._actions for s in a.option_strings] + list(more_flags)
             bad = message.split(":", 1)[1].split()
@@ -25,7 +29,14 @@ class OneLineParser(argparse.ArgumentParser):
         print(f"{self.prog}: error: {message}; see `{self.prog} --help`", file=sys.stderr)
         raise SystemExit(2)
 
-    def parse_args(self, args=None, namespace=None):  # type: ignore[override]
+    # argparse's own overloads: a namespace passed in is the one returned.
+    @overload
+    def parse_args(self, args: Iterable[str] | None = None, namespace: None = None) -> argparse.Namespace: ...
+    @overload
+    def parse_args(self, args: Iterable[str] | None, namespace: _N) -> _N: ...
+    @overload
+    def parse_args(self, *, namespace: _N) -> _N: ...
+    def parse_args(self, args: Iterable[str] | None = None, namespace: Any = None) -> Any:
         namespace, extras = self.parse_known_args(args, namespace)
         if extras:
             # argparse reports a command's unknown flags from the top parser, whose few
@@ -39,15 +50,21 @@ class OneLineParser(argparse.ArgumentParser):
     def _command_parser(self, namespace: argparse.Namespace) -> argparse.ArgumentParser | None:
         for action in self._actions:
             if isinstance(action, argparse._SubParsersAction):
-                return action.choices.get(getattr(namespace, action.dest, None))
+                command = getattr(namespace, action.dest, None)
+                return None if command is None else action.choices.get(command)
         return None
+
+
+if TYPE_CHECKING:
+    # What each command's add_parser(subparsers) is given.
+    SubParsers = argparse._SubParsersAction[OneLineParser]
 
 
 def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def _type_of(field) -> type:
+def _type_of(field: dataclasses.Field[Any]) -> type:
     return {"str": str, "int": int, "float": float, "bool": bool}[str(field.type).split("|")[0].strip()]
 
 

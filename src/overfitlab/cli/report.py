@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import OverfitlabError
+
+if TYPE_CHECKING:
+    from ._common import SubParsers
 
 
 def study_of(text: str, runs_dir: str) -> tuple[str, str]:
@@ -30,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_parser(subparsers) -> None:
+def add_parser(subparsers: SubParsers) -> None:
     parser = subparsers.add_parser(
         "report",
         help="write a study's HTML report (tables, intervals, pictures; works offline)",

@@ -6,12 +6,20 @@ import argparse
 import difflib
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from ..errors import OverfitlabError
 from ..history import History
 from ..index import INDEX, RunIndex, rebuild_index
 from ..metrics import SHORT_LABELS
 from ..store import HISTORY_JSON, atomic_write, check_writable
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from matplotlib.figure import Figure
+
+    from ._common import SubParsers
 
 # Labels from overfitlab.metrics: the same words as summary.txt and the study's table.
 LIST_COLUMNS = (
@@ -53,7 +61,7 @@ SUMMARY_FIELDS = (
 HISTORY_COLUMNS = ("epoch", "train_loss", "train_acc", "valid_loss", "valid_acc", "gap_acc", "epoch_seconds")
 
 
-def text(value) -> str:
+def text(value: object) -> str:
     if value is None:
         return "-"
     if isinstance(value, float):
@@ -86,7 +94,7 @@ def folder_name(run_id: str) -> str:
     return run_id.rsplit("/", 1)[-1]
 
 
-def find_run(index: RunIndex, name: str) -> dict:
+def find_run(index: RunIndex, name: str) -> dict[str, Any]:
     """A run by id (study/run, or a train run's name), by folder name when unique, or by the
     path of its folder."""
     row = index.run(name)
@@ -112,7 +120,7 @@ def find_run(index: RunIndex, name: str) -> dict:
     raise OverfitlabError(f"no run {name!r} in {index.path}: {hint}")
 
 
-def load_history(row: dict) -> History:
+def load_history(row: dict[str, Any]) -> History:
     path = Path(row["run_dir"] or "") / HISTORY_JSON
     if not path.is_file():
         raise OverfitlabError(
@@ -173,7 +181,7 @@ def show_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def compare_figure(histories: dict[str, History]):
+def compare_figure(histories: dict[str, History]) -> Figure:
     """Loss and accuracy of several runs: a colour per run, train dashed, valid solid."""
     from ..plots import TRAIN_STYLE, VALID_STYLE, integer_epochs, plt
 
@@ -247,7 +255,7 @@ def rebuild(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_parser(subparsers) -> None:
+def add_parser(subparsers: SubParsers) -> None:
     parser = subparsers.add_parser(
         "runs",
         help="list, show and compare recorded runs",
@@ -256,7 +264,7 @@ def add_parser(subparsers) -> None:
     sub = parser.add_subparsers(dest="runs_command", metavar="ACTION", parser_class=type(parser))
     sub.required = True
 
-    def action(name: str, handler, help: str) -> argparse.ArgumentParser:
+    def action(name: str, handler: Callable[[argparse.Namespace], int], help: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help, description=help)
         p.add_argument("--runs-dir", default="runs", help="folder holding index.sqlite (default: runs)")
         p.set_defaults(handler=handler)

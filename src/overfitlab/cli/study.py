@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 import tomllib
+from typing import TYPE_CHECKING, Any
 
 from ..backends import BACKENDS, RAY_CONNECT_TIMEOUT, start_worker_server
 from ..config import flatten_toml
@@ -14,10 +15,13 @@ from ..metrics import SHORT_LABELS
 from ..study import DEFAULT_SEEDS, PRESETS, TABLE_METRICS, StudyResult, load_spec, preset, run_study
 from ._common import add_config_flags, add_output_flags
 
+if TYPE_CHECKING:
+    from ._common import SubParsers
+
 DEFAULT_PRESET = "remedies"
 
 
-def base_overrides(args: argparse.Namespace) -> dict:
+def base_overrides(args: argparse.Namespace) -> dict[str, Any]:
     """The Config fields the command line sets: --config FILE's keys, then the flags."""
     overrides = {}
     if getattr(args, "config", None):
@@ -32,11 +36,11 @@ def base_overrides(args: argparse.Namespace) -> dict:
     return overrides
 
 
-def _fmt(value, digits: int = 4) -> str:
+def _fmt(value: float | None, digits: int = 4) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
-def progress_line(row: dict, done: int, total: int) -> str:
+def progress_line(row: dict[str, Any], done: int, total: int) -> str:
     width = len(str(total))
     head = f"[{done:>{width}}/{total}] {row['run_id']}"
     if row["status"] != "complete":
@@ -50,7 +54,7 @@ def progress_line(row: dict, done: int, total: int) -> str:
 def table_text(result: StudyResult) -> str:
     grid = any(entry["grid_value"] is not None for entry in result.table)
 
-    def cell(stat: dict) -> str:
+    def cell(stat: dict[str, Any]) -> str:
         if stat["mean"] is None:
             return "-"
         return _fmt(stat["mean"]) + ("" if stat["std"] is None else f" ± {_fmt(stat['std'])}")
@@ -121,7 +125,7 @@ def run(args: argparse.Namespace) -> int:
     return 0 if result.status == "complete" else 1
 
 
-def add_parser(subparsers) -> None:
+def add_parser(subparsers: SubParsers) -> None:
     parser = subparsers.add_parser(
         "study",
         help="train variants × seeds of a recipe, in parallel, and write a report",

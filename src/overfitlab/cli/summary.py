@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from ..config import DATASETS
 from ..errors import OverfitlabError
@@ -18,6 +19,9 @@ DATASET_SHAPES = {
 }
 assert set(DATASET_SHAPES) == set(DATASETS), "every built-in data set needs its shape here"
 
+if TYPE_CHECKING:
+    from ._common import SubParsers
+
 
 def parse_shape(text: str) -> tuple[int, int, int]:
     try:
@@ -26,7 +30,7 @@ def parse_shape(text: str) -> tuple[int, int, int]:
         shape = ()
     if len(shape) != 3 or min(shape) < 1:
         raise OverfitlabError(f"bad --input {text!r}: give channels,height,width such as 1,28,28")
-    return shape  # type: ignore[return-value]
+    return shape
 
 
 def input_of(args: argparse.Namespace) -> tuple[tuple[int, int, int], int]:
@@ -71,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_parser(subparsers) -> None:
+def add_parser(subparsers: SubParsers) -> None:
     description = (
         "The per-layer table (layer, output shape, parameters), totals, sizes and mult-adds of a model."
     )

@@ -6,7 +6,9 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING, TextIO
 
 from ..callbacks import Callback
 from ..config import load_toml
@@ -14,20 +16,27 @@ from ..errors import OverfitlabError
 from ..store import CONFIG, LAST, SUMMARY_JSON, new_run_dir, removed_on_failure
 from ._common import add_config_flags, add_output_flags, config_from_args
 
+if TYPE_CHECKING:  # the command line starts without torch
+    import torch
+
+    from ..run import RunResult
+    from ..trainer import Trainer
+    from ._common import SubParsers
+
 
 class ProgressBar(Callback):
     """A one-line bar per epoch on stderr, redrawn at most ten times a second."""
 
-    def __init__(self, epochs: int, stream=sys.stderr):
+    def __init__(self, epochs: int, stream: TextIO = sys.stderr):
         self.epochs = epochs
         self.stream = stream
         self._last_draw = 0.0
 
-    def on_epoch_start(self, trainer, epoch: int) -> None:
+    def on_epoch_start(self, trainer: Trainer, epoch: int) -> None:
         self._epoch = epoch
         self._started = time.perf_counter()
 
-    def on_batch_end(self, trainer, batch: int, loss) -> None:
+    def on_batch_end(self, trainer: Trainer, batch: int, loss: torch.Tensor) -> None:
         now = time.perf_counter()
         if now - self._last_draw < 0.1:
             return
@@ -41,7 +50,7 @@ class ProgressBar(Callback):
         )
         self.stream.flush()
 
-    def on_epoch_end(self, trainer, epoch: int, metrics) -> None:
+    def on_epoch_end(self, trainer: Trainer, epoch: int, metrics: Mapping[str, float]) -> None:
         self.stream.write(
             f"\repoch {epoch}/{self.epochs}  train loss {metrics['train_loss']:.4f} "
             f"acc {metrics['train_acc']:.4f} | valid loss {metrics['valid_loss']:.4f} "
@@ -75,13 +84,19 @@ def run(args: argparse.Namespace) -> int:
         shown_epochs = config_epochs or (load_toml(saved).epochs if saved.is_file() else 0)
         callbacks = [] if args.quiet or not sys.stderr.isatty() else [ProgressBar(shown_epochs)]
         runs_dir = run_dir.resolve().parent
-        fit = lambda: resume(run_dir, epochs=config_epochs, callbacks=callbacks)  # noqa: E731
+
+        def fit() -> RunResult:
+            return resume(run_dir, epochs=config_epochs, callbacks=callbacks)
+
     else:
         config = config_from_args(args)
         run_dir = new_run_dir(args.runs_dir, args.name)
         runs_dir = Path(args.runs_dir)
         callbacks = [] if args.quiet or not sys.stderr.isatty() else [ProgressBar(config.epochs)]
-        fit = lambda: train(config, run_dir, callbacks=callbacks)  # noqa: E731
+
+        def fit() -> RunResult:
+            return train(config, run_dir, callbacks=callbacks)
+
     check_index(runs_dir)  # a broken index is found before training, not after
     try:
         # A run that ends before its first epoch is saved (bad data, Ctrl-C) leaves no folder.
@@ -125,7 +140,7 @@ def record_in_index(run_dir: Path) -> str | None:
     return None
 
 
-def add_parser(subparsers) -> None:
+def add_parser(subparsers: SubParsers) -> None:
     parser = subparsers.add_parser(
         "train",
         help="train one model and save its run folder",
