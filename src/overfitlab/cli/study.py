@@ -5,11 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tomllib
 from typing import TYPE_CHECKING, Any
 
 from ..backends import BACKENDS, RAY_CONNECT_TIMEOUT, start_worker_server
-from ..config import flatten_toml
+from ..config import flatten_toml, read_toml
 from ..errors import OverfitlabError
 from ..metrics import SHORT_LABELS
 from ..study import DEFAULT_SEEDS, PRESETS, TABLE_METRICS, StudyResult, load_spec, preset, run_study
@@ -24,14 +23,8 @@ DEFAULT_PRESET = "remedies"
 def base_overrides(args: argparse.Namespace) -> dict[str, Any]:
     """The Config fields the command line sets: --config FILE's keys, then the flags."""
     overrides = {}
-    if getattr(args, "config", None):
-        try:
-            with open(args.config, "rb") as handle:
-                overrides.update(flatten_toml(tomllib.load(handle), args.config))
-        except FileNotFoundError:
-            raise OverfitlabError(f"config file {args.config} not found: check the path") from None
-        except (OSError, tomllib.TOMLDecodeError) as err:
-            raise OverfitlabError(f"cannot read config file {args.config} ({err})") from None
+    if getattr(args, "config", None):  # read as `train --config` reads it, with its messages
+        overrides.update(flatten_toml(read_toml(args.config), args.config))
     overrides.update({k[4:]: v for k, v in vars(args).items() if k.startswith("cfg_")})
     return overrides
 
