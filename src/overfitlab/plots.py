@@ -4,23 +4,21 @@ from __future__ import annotations
 
 import io
 import os
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-import matplotlib
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
-matplotlib.use("Agg")  # files only: no display needed, none opened
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
-
-from .history import History  # noqa: E402
-from .store import atomic_write  # noqa: E402
+from .history import History
+from .store import atomic_write
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
-    from matplotlib.figure import Figure
 
-# plt is imported from here by the study pictures and `runs compare`: pyplot with Agg selected.
-__all__ = ["TRAIN_STYLE", "VALID_STYLE", "curves_figure", "figure_png", "plot_curves", "plt"]
+# Figures are made as matplotlib.figure.Figure, never through pyplot: nothing here selects a
+# backend or registers a window, so importing overfitlab leaves a notebook's matplotlib as it
+# was, and a figure is freed with its last reference (savefig renders PNG with Agg by itself).
+__all__ = ["TRAIN_STYLE", "VALID_STYLE", "curves_figure", "figure_png", "new_figure", "plot_curves"]
 
 TRAIN_STYLE = {"linestyle": "--", "color": "tab:blue", "label": "train"}
 VALID_STYLE = {"linestyle": "-", "color": "tab:orange", "label": "valid"}
@@ -29,8 +27,13 @@ VALID_STYLE = {"linestyle": "-", "color": "tab:orange", "label": "valid"}
 def figure_png(fig: Figure) -> bytes:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
     return buffer.getvalue()
+
+
+def new_figure(nrows: int = 1, ncols: int = 1, **subplots: Any) -> tuple[Figure, Any]:
+    """``plt.subplots`` without pyplot: (figure, axes); ``figsize`` goes to the figure."""
+    fig = Figure(figsize=subplots.pop("figsize", None))
+    return fig, fig.subplots(nrows, ncols, **subplots)
 
 
 def integer_epochs(ax: Axes) -> None:
@@ -55,7 +58,7 @@ def curves_figure(
     history: History, best_epoch: int | None = None, stopped_epoch: int | None = None, title: str = ""
 ) -> Figure:
     epochs = history.column("epoch")
-    fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(10, 3.8))
+    fig, (loss_ax, acc_ax) = new_figure(1, 2, figsize=(10, 3.8))
     for ax, metric, label in ((loss_ax, "loss", "cross-entropy loss"), (acc_ax, "acc", "accuracy")):
         train, valid = history.column(f"train_{metric}"), history.column(f"valid_{metric}")
         ax.plot(epochs, train, **TRAIN_STYLE)

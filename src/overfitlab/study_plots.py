@@ -11,9 +11,10 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+import matplotlib
 import numpy as np
 
-from .plots import TRAIN_STYLE, VALID_STYLE, integer_epochs, plt
+from .plots import TRAIN_STYLE, VALID_STYLE, integer_epochs, new_figure
 from .stats import Curve, Summary
 
 if TYPE_CHECKING:
@@ -40,9 +41,7 @@ def learning_curves_figure(curves: Mapping[str, Mapping[str, Curve]], title: str
     """
     labels = list(curves)
     rows = max(len(labels), 1)
-    fig, axes = plt.subplots(
-        rows, 2, figsize=(7.5, 0.6 + 2.2 * rows), sharex=True, sharey="col", squeeze=False
-    )
+    fig, axes = new_figure(rows, 2, figsize=(7.5, 0.6 + 2.2 * rows), sharex=True, sharey="col", squeeze=False)
     for (loss_ax, acc_ax), label in zip(axes, labels, strict=True):
         for ax, (metric, ylabel) in zip((loss_ax, acc_ax), PANELS, strict=True):
             for split, style in (("train", TRAIN_STYLE), ("valid", VALID_STYLE)):
@@ -85,7 +84,7 @@ def gap_figure(
     starting with, ``baseline`` are highlighted.
     """
     labels = [label for label, _ in summaries]
-    fig, ax = plt.subplots(figsize=(7, 1.0 + 0.45 * max(len(labels), 1)))
+    fig, ax = new_figure(figsize=(7, 1.0 + 0.45 * max(len(labels), 1)))
     y = np.arange(len(labels))[::-1]
     for yi, (label, summary) in zip(y, summaries, strict=True):
         is_base = _is_baseline(label, baseline)
@@ -132,8 +131,8 @@ def grid_figure(
     train (dashed) and valid (solid) accuracy; right, the gap between them.
     Error bars are 95% t-intervals over seeds.
     """
-    fig, (acc_ax, gap_ax) = plt.subplots(1, 2, figsize=(9, 3.8))
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    fig, (acc_ax, gap_ax) = new_figure(1, 2, figsize=(9, 3.8))
+    colors = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
     all_x: list[float] = []
     for index, (variant, by_value) in enumerate(summaries.items()):
         color = BASELINE_COLOR if variant == baseline else colors[index % len(colors)]

@@ -183,9 +183,9 @@ def show_run(args: argparse.Namespace) -> int:
 
 def compare_figure(histories: dict[str, History]) -> Figure:
     """Loss and accuracy of several runs: a colour per run, train dashed, valid solid."""
-    from ..plots import TRAIN_STYLE, VALID_STYLE, integer_epochs, plt
+    from ..plots import TRAIN_STYLE, VALID_STYLE, integer_epochs, new_figure
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    fig, axes = new_figure(1, 2, figsize=(11, 4))
     for ax, metric, label in zip(axes, ("loss", "acc"), ("cross-entropy loss", "accuracy"), strict=True):
         for number, (name, history) in enumerate(histories.items()):
             color = f"C{number % 10}"
