@@ -134,6 +134,12 @@ class Config:
         "auto", "run", "image memory layout (auto: the faster one for the model and device)", MEMORY_FORMATS
     )
     max_batches: int | None = _opt(None, "run", "stop each epoch after N batches (smoke tests)")
+    mlflow_uri: str | None = _opt(
+        None,
+        "run",
+        "MLflow tracking URI to log runs to with --mlflow (default: SQLite in the runs folder; "
+        "nothing is sent anywhere unless a URI is given)",
+    )
     # Speed-ups that change the numbers: off unless asked for, meant for CUDA.
     bf16: bool = _opt(
         False, "run", "bfloat16 autocast of forward and loss (CUDA tensor cores; changes the numbers)"

@@ -355,6 +355,23 @@ class RunResult:
         """Whether the model returned is the best epoch's (early stopping restored it)."""
         return bool(self.config.early_stopping and self.config.restore_best and self.best_epoch is not None)
 
+    def __repr__(self) -> str:
+        s = self.summary()
+
+        def fmt(value: float | None) -> str:
+            return "n/a" if value is None else f"{value:.4f}"
+
+        data = f"{self.data.dataset}, " if self.data else ""
+        return (
+            f"RunResult({data}{s['epochs_run']} epochs, final valid acc {fmt(s['final_valid_acc'])}, "
+            f"final gap {fmt(s['final_gap_acc'])}, {self.stop_reason}, run_dir={self.run_dir})"
+        )
+
+    def _repr_html_(self) -> str:
+        from .notebook import run_html
+
+        return run_html(self)
+
     def summary(self) -> dict[str, Any]:
         """The final summary (``overfitlab train --json``); names as in :mod:`overfitlab.metrics`."""
 
@@ -553,10 +570,30 @@ def finished(es: EarlyStopping | None, config: Config) -> tuple[str, str]:
 
 
 def train(
-    config: Config, run_dir: str | os.PathLike[str] | None = None, callbacks: Sequence[Callback] = ()
+    config: Config,
+    run_dir: str | os.PathLike[str] | None = None,
+    callbacks: Sequence[Callback] = (),
+    live: bool = False,
 ) -> RunResult:
-    """Train one run. With ``run_dir`` (an empty or new folder) everything is saved there."""
-    return _fit(*start_run(config, run_dir, callbacks))
+    """Train one run. With ``run_dir`` (an empty or new folder) everything is saved there.
+
+    With ``live``, the learning curves are redrawn in place in a notebook while it trains
+    (``overfitlab.notebook.LiveCurves``); in a terminal, a progress bar on stderr instead.
+    """
+    return _fit(*start_run(config, run_dir, [*callbacks, *live_callbacks(config, live)]))
+
+
+def live_callbacks(config: Config, live: bool) -> list[Callback]:
+    """What ``live=True`` adds: curves in a notebook, a progress bar elsewhere."""
+    if not live:
+        return []
+    from .progress import EpochProgress, in_notebook
+
+    if in_notebook():
+        from .notebook import LiveCurves
+
+        return [LiveCurves()]
+    return [EpochProgress(config.epochs)]
 
 
 def start_run(

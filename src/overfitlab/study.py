@@ -558,6 +558,17 @@ class StudyResult:
     def failed(self) -> list[dict[str, Any]]:
         return [r for r in self.runs if r["status"] != "complete"]
 
+    def __repr__(self) -> str:
+        return (
+            f"StudyResult({self.name!r}, {self.status}, {len(self.runs)} runs, "
+            f"{len(self.failed)} not complete, {self.wall_seconds:.1f} s, study_dir={self.study_dir})"
+        )
+
+    def _repr_html_(self) -> str:
+        from .notebook import study_html
+
+        return study_html(self)
+
     def to_dict(self) -> dict[str, Any]:
         from .stats import comparisons_table  # numpy and scipy, only once a study is done
 
@@ -716,8 +727,15 @@ def run_study(
     report: bool = True,
     stack_seeds: bool = False,
     connect_timeout: float = backends.RAY_CONNECT_TIMEOUT,
+    live: bool = False,
+    mlflow: bool | str = False,
 ) -> StudyResult:
     """Run (or with ``resume``, finish) a study into ``runs_dir/name``; record it in the index.
+
+    With ``live``, a notebook shows the progress in place (runs done, per variant).
+    With ``mlflow`` (True: the SQLite store in ``runs_dir``; a string: that tracking
+    URI), each run is logged to MLflow from this process as it ends, nested under a
+    parent run named after the study (``overfitlab.tracking``).
 
     ``threads`` (torch threads per run) defaults to the base recipe's, else 1 on
     the parallel backends and every core on ``serial``. ``progress(row, done,
@@ -757,6 +775,7 @@ def run_study(
         from .tensorboard import require_tensorboard
 
         require_tensorboard()
+    progress = _progress(progress, plans, name, runs_dir, live, mlflow)
     # A study that fails before it starts (no Ray cluster, a bad backend) leaves no folder;
     # once study.json is written it is a study that `--resume` can finish.
     with store.removed_on_failure(study_dir, keep=lambda: (study_dir / STUDY_JSON).exists()):
@@ -779,6 +798,50 @@ def run_study(
                 )
         finally:
             index.close()
+
+
+def _progress(
+    progress: Callable[[dict[str, Any], int, int], None] | None,
+    plans: Sequence[Mapping[str, Any]],
+    name: str,
+    runs_dir: Path,
+    live: bool,
+    mlflow: bool | str,
+) -> Callable[[dict[str, Any], int, int], None] | None:
+    """Everything told as each run ends, in this process: the caller's ``progress``, the
+    notebook's display, MLflow (one writer: the study, never its workers)."""
+    calls = [progress] if progress is not None else []
+    if live:
+        from .progress import in_notebook
+
+        if in_notebook():
+            from .notebook import StudyProgress
+
+            calls.append(StudyProgress([str(p["variant"]) for p in plans]))
+    if mlflow:
+        from .tracking import Tracker
+
+        tracker = Tracker.for_runs(runs_dir, mlflow if isinstance(mlflow, str) else None)
+        parent = tracker.parent(name)
+
+        def log(row: dict[str, Any], done: int, total: int) -> None:
+            if row.get("run_dir") and (Path(row["run_dir"]) / store.SUMMARY_JSON).is_file():
+                tags = {"study": name, "variant": row.get("variant"), "seed": row.get("seed")}
+                if row.get("grid_value") is not None:
+                    tags["grid_value"] = row["grid_value"]
+                tracker.log_run(row["run_dir"], parent, tags)
+            if done == total:
+                tracker.end_parent(parent, complete=True)
+
+        calls.append(log)
+    if not calls:
+        return None
+
+    def every(row: dict[str, Any], done: int, total: int) -> None:
+        for call in calls:
+            call(row, done, total)
+
+    return every
 
 
 @dataclass

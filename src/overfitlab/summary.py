@@ -45,6 +45,17 @@ class ModelSummary:
     def total_mb(self) -> float:
         return self.input_mb + self.forward_backward_mb + self.params_mb
 
+    def __repr__(self) -> str:
+        shape = "×".join(map(str, self.input_shape))
+        return (
+            f"ModelSummary({self.name!r} on {shape}: {self.total_params:,} params, {len(self.layers)} layers)"
+        )
+
+    def _repr_html_(self) -> str:
+        from .notebook import summary_html
+
+        return summary_html(self)
+
     def __str__(self) -> str:
         rule = "-" * 64
         shape = "×".join(map(str, self.input_shape))

@@ -105,6 +105,7 @@ def run(args: argparse.Namespace) -> int:
         tensorboard=args.tensorboard,
         stack_seeds=args.stack_seeds,
         connect_timeout=args.connect_timeout,
+        mlflow=(overrides.get("mlflow_uri") or True) if args.mlflow or overrides.get("mlflow_uri") else False,
     )
     if args.json:
         print(json.dumps(result.to_dict()))
@@ -166,6 +167,12 @@ def add_parser(subparsers: SubParsers) -> None:
         "--resume",
         metavar="NAME",
         help="finish an interrupted study: complete runs are kept, the others redone",
+    )
+    parser.add_argument(
+        "--mlflow",
+        action="store_true",
+        help="log every run to MLflow, nested under a run named after the study "
+        "(--mlflow-uri, default: SQLite in the runs folder)",
     )
     parser.add_argument(
         "--tensorboard", action="store_true", help="also write TensorBoard logs to each run folder's tb/"

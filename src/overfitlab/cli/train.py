@@ -5,59 +5,18 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
-from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING
 
-from ..callbacks import Callback
 from ..config import load_toml
 from ..errors import OverfitlabError
 from ..store import CONFIG, LAST, SUMMARY_JSON, new_run_dir, removed_on_failure
 from ._common import add_config_flags, add_output_flags, config_from_args
 
 if TYPE_CHECKING:  # the command line starts without torch
-    import torch
-
     from ..run import RunResult
-    from ..trainer import Trainer
+    from ..tracking import Tracker
     from ._common import SubParsers
-
-
-class ProgressBar(Callback):
-    """A one-line bar per epoch on stderr, redrawn at most ten times a second."""
-
-    def __init__(self, epochs: int, stream: TextIO = sys.stderr):
-        self.epochs = epochs
-        self.stream = stream
-        self._last_draw = 0.0
-
-    def on_epoch_start(self, trainer: Trainer, epoch: int) -> None:
-        self._epoch = epoch
-        self._started = time.perf_counter()
-
-    def on_batch_end(self, trainer: Trainer, batch: int, loss: torch.Tensor) -> None:
-        now = time.perf_counter()
-        if now - self._last_draw < 0.1:
-            return
-        self._last_draw = now
-        total = max(1, trainer.batches_per_epoch)
-        done = (batch + 1) / total
-        bar = "#" * int(24 * done)
-        self.stream.write(
-            f"\repoch {self._epoch}/{self.epochs} [{bar:<24}] {done:4.0%} "
-            f"loss {loss.item():.4f}  {now - self._started:5.1f}s"
-        )
-        self.stream.flush()
-
-    def on_epoch_end(self, trainer: Trainer, epoch: int, metrics: Mapping[str, float]) -> None:
-        self.stream.write(
-            f"\repoch {epoch}/{self.epochs}  train loss {metrics['train_loss']:.4f} "
-            f"acc {metrics['train_acc']:.4f} | valid loss {metrics['valid_loss']:.4f} "
-            f"acc {metrics['valid_acc']:.4f}  ({metrics['epoch_seconds']:.1f}s)".ljust(78)
-            + "\n"
-        )
-        self.stream.flush()
 
 
 def recipe_flags(args: argparse.Namespace) -> list[str]:
@@ -68,6 +27,7 @@ def recipe_flags(args: argparse.Namespace) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..progress import EpochProgress
     from ..run import resume, summary_text, train
 
     if args.resume:
@@ -82,8 +42,9 @@ def run(args: argparse.Namespace) -> int:
         config_epochs = getattr(args, "cfg_epochs", None)
         saved = run_dir / CONFIG
         shown_epochs = config_epochs or (load_toml(saved).epochs if saved.is_file() else 0)
-        callbacks = [] if args.quiet or not sys.stderr.isatty() else [ProgressBar(shown_epochs)]
+        callbacks = [] if args.quiet or not sys.stderr.isatty() else [EpochProgress(shown_epochs)]
         runs_dir = run_dir.resolve().parent
+        mlflow_uri = load_toml(saved).mlflow_uri if saved.is_file() else None
 
         def fit() -> RunResult:
             return resume(run_dir, epochs=config_epochs, callbacks=callbacks)
@@ -92,18 +53,29 @@ def run(args: argparse.Namespace) -> int:
         config = config_from_args(args)
         run_dir = new_run_dir(args.runs_dir, args.name)
         runs_dir = Path(args.runs_dir)
-        callbacks = [] if args.quiet or not sys.stderr.isatty() else [ProgressBar(config.epochs)]
+        mlflow_uri = config.mlflow_uri
+        callbacks = [] if args.quiet or not sys.stderr.isatty() else [EpochProgress(config.epochs)]
 
         def fit() -> RunResult:
             return train(config, run_dir, callbacks=callbacks)
 
     check_index(runs_dir)  # a broken index is found before training, not after
+    # A URI the user gave is tried now, before training; the default store (SQLite in the
+    # runs folder) is made once the run's folder is there.
+    track = bool(args.mlflow or mlflow_uri)
+    tracker = tracker_for(runs_dir, mlflow_uri) if track and mlflow_uri else None
+    if track:
+        from ..tracking import require_mlflow
+
+        require_mlflow()
     try:
         # A run that ends before its first epoch is saved (bad data, Ctrl-C) leaves no folder.
         with removed_on_failure(run_dir, keep=lambda: (run_dir / LAST).is_file()):
             result = fit()
     finally:  # interrupted and diverged runs too: `overfitlab runs list` shows them
         index_problem = record_in_index(run_dir)
+        if track and (run_dir / SUMMARY_JSON).is_file():
+            (tracker or tracker_for(runs_dir, None)).log_run(run_dir)
     summary = result.summary()
     if args.json:
         print(json.dumps(summary))
@@ -112,6 +84,13 @@ def run(args: argparse.Namespace) -> int:
     if index_problem:
         print(f"overfitlab: warning: the run is saved, but {index_problem}", file=sys.stderr)
     return 0
+
+
+def tracker_for(runs_dir: Path, uri: str | None) -> Tracker:
+    """The MLflow store, opened before training: a missing extra or a bad URI fails now."""
+    from ..tracking import Tracker
+
+    return Tracker.for_runs(runs_dir, uri)
 
 
 def check_index(runs_dir: Path) -> None:
@@ -147,6 +126,11 @@ def add_parser(subparsers: SubParsers) -> None:
         description="Train one model; every remedy is a flag. Writes RUNS_DIR/NAME/.",
     )
     add_output_flags(parser)
+    parser.add_argument(
+        "--mlflow",
+        action="store_true",
+        help="log the run to MLflow (--mlflow-uri, default: SQLite in the runs folder)",
+    )
     parser.add_argument(
         "--resume",
         metavar="RUN_DIR",
