@@ -200,7 +200,12 @@ def study_curves_png(rows: Sequence[Mapping[str, Any]]) -> bytes | None:
     for number, (label, runs) in enumerate(histories.items()):
         curve = mean_curve(runs, "valid_acc")
         ax.plot(
-            curve.epochs, curve.mean, color=f"C{number % 10}", linewidth=2 if number == 0 else 1, label=label
+            curve.epochs,
+            curve.mean,
+            # The first variant is the baseline: black and thicker; ten colours for the rest.
+            color="black" if number == 0 else f"C{(number - 1) % 10}",
+            linewidth=2 if number == 0 else 1,
+            label=label,
         )
     ax.set_xlabel("epoch")
     ax.set_ylabel("valid accuracy (mean over seeds)")
