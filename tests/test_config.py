@@ -59,7 +59,7 @@ EVERYTHING_CHANGED = dict(
     dropout_impl="torch",
     memory_format="channels_last",
     max_batches=5,
-    mlflow_uri="sqlite:///tmp/a \"quoted\" store.db",
+    mlflow_uri='sqlite:///tmp/a "quoted" store.db',
     bf16=True,
     compile=True,
 )

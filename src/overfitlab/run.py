@@ -35,7 +35,7 @@ from .errors import OverfitlabError
 from .flat_adam import FlatAdam
 from .history import METRICS, History
 from .metrics import LABELS, outcome
-from .models import CNN, build_cnn, count_parameters, model_spec
+from .models import CNN, ModelSpec, build_cnn, count_parameters, model_spec
 from .regularizers import param_groups, penalized_parameters
 from .trainer import Diverged, LossFn, Regularization, Trainer
 
@@ -102,8 +102,9 @@ def memory_format_for(config: Config, device: torch.device) -> torch.memory_form
 
 
 # --------------------------------------------------------------------------- building blocks
-def build_model(config: Config, image_shape: tuple[int, int, int], classes: int) -> CNN:
-    spec = model_spec(
+def spec_of(config: Config) -> ModelSpec:
+    """The model preset with the config's CNN options over it (None keeps the preset's)."""
+    return model_spec(
         config.model,
         hidden=config.hidden,
         blocks=config.blocks,
@@ -112,20 +113,16 @@ def build_model(config: Config, image_shape: tuple[int, int, int], classes: int)
         head=config.head,
         fc_width=config.fc_width,
     )
+
+
+def build_model(config: Config, image_shape: tuple[int, int, int], classes: int) -> CNN:
+    spec = spec_of(config)
     return build_cnn(spec, image_shape, classes, dropout_impl=config.dropout_impl)
 
 
 def resolved(config: Config) -> Config:
     """Fill the model's None fields with the preset's values, so the saved config is explicit."""
-    spec = model_spec(
-        config.model,
-        hidden=config.hidden,
-        blocks=config.blocks,
-        batchnorm=config.batchnorm,
-        dropout=config.dropout,
-        head=config.head,
-        fc_width=config.fc_width,
-    )
+    spec = spec_of(config)
     return config.replace(
         hidden=spec.hidden,
         blocks=spec.blocks,

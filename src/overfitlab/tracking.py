@@ -28,27 +28,14 @@ from typing import Any
 from . import store
 from .config import load_toml, to_dict
 from .errors import OverfitlabError
+from .metrics import LABELS
 
 MLFLOW_MISSING = "--mlflow needs MLflow: pip install 'overfitlab[mlflow]'"
 EXPERIMENT = "overfitlab"
 DATABASE = "mlflow.db"
 ARTIFACTS = "mlartifacts"
 # Summary numbers logged once (no step): the words of overfitlab.metrics.
-SUMMARY_METRICS = (
-    "final_epoch",
-    "final_train_acc",
-    "final_valid_acc",
-    "final_train_loss",
-    "final_valid_loss",
-    "final_gap_acc",
-    "final_gap_loss",
-    "peak_valid_acc",
-    "lowest_valid_loss",
-    "best_epoch",
-    "epochs_run",
-    "train_seconds",
-    "params",
-)
+SUMMARY_METRICS = (*LABELS, "epochs_run", "train_seconds", "params")
 _BATCH = 900  # MLflow takes at most 1000 metrics per log_batch
 
 
