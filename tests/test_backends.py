@@ -41,10 +41,11 @@ TIMING_COLUMNS = {"train_seconds", "valid_seconds", "epoch_seconds"}
 # --------------------------------------------------------------------------- resources
 def test_local_defaults_to_one_thread_per_run_and_a_run_per_core():
     assert resources("local", cores=8) == backends.Resources("local", 8, 1, 8)
-    assert resources("local", workers=2, cores=8).threads == 4  # the cores shared out
+    # One thread per run on every backend unless told: a run's numbers depend on its threads.
+    assert resources("local", workers=2, cores=8).threads == 1
     assert resources("local", threads=2, cores=8).workers == 4
     assert resources("local", cores=8, runs=3).workers == 3  # no idle workers
-    assert resources("serial", cores=8) == backends.Resources("serial", 1, 8, 8)
+    assert resources("serial", cores=8) == backends.Resources("serial", 1, 1, 8)
     assert resources("serial", threads=1, cores=8).threads == 1
     assert resources("ray", cores=4).workers == 4
     assert resources("ray", address="10.0.0.1:6379", runs=50, cores=2).workers == 50  # the cluster schedules
@@ -121,7 +122,8 @@ def histories(runs_dir: Path, study: str) -> dict[str, list]:
 @pytest.fixture(scope="module")
 def serial_reference(tmp_path_factory):
     runs_dir = tmp_path_factory.mktemp("serial")
-    result = run_study(SPEC, runs_dir, "same", backend="serial", threads=1, report=False)
+    # Default flags everywhere: every backend's default is one thread per run.
+    result = run_study(SPEC, runs_dir, "same", backend="serial", report=False)
     assert result.status == "complete"
     return runs_dir
 
@@ -134,17 +136,17 @@ def assert_same_numbers(runs_dir: Path, reference: Path) -> None:
 
 
 def test_local_pool_gives_the_serial_numbers(tmp_path, serial_reference):
-    run_study(SPEC, tmp_path, "same", backend="local", workers=2, threads=1, report=False)
+    run_study(SPEC, tmp_path, "same", backend="local", report=False)
     assert_same_numbers(tmp_path, serial_reference)
     with RunIndex(tmp_path / "index.sqlite") as index:
         study = index.study("same")
-    assert (study["backend"], study["workers"], study["threads"]) == ("local", 2, 1)
+    assert (study["backend"], study["threads"]) == ("local", 1)
 
 
 @needs_ray
 @pytest.mark.slow
 def test_private_ray_instance_gives_the_serial_numbers(tmp_path, serial_reference):
-    result = run_study(SPEC, tmp_path, "same", backend="ray", threads=1, report=False)
+    result = run_study(SPEC, tmp_path, "same", backend="ray", report=False)
     assert result.status == "complete"
     assert_same_numbers(tmp_path, serial_reference)
     import ray
@@ -186,9 +188,7 @@ def test_ray_cluster_on_loopback_gives_the_serial_numbers(tmp_path, serial_refer
     )
     try:
         started = time.perf_counter()
-        result = run_study(
-            SPEC, tmp_path, "same", backend="ray", address=f"127.0.0.1:{port}", threads=1, report=False
-        )
+        result = run_study(SPEC, tmp_path, "same", backend="ray", address=f"127.0.0.1:{port}", report=False)
         assert time.perf_counter() - started < 300
     finally:
         subprocess.run([ray_cli, "stop", "--force"], env=env, capture_output=True, timeout=120)

@@ -738,7 +738,8 @@ def run_study(
     parent run named after the study (``overfitlab.tracking``).
 
     ``threads`` (torch threads per run) defaults to the base recipe's, else 1 on
-    the parallel backends and every core on ``serial``. ``progress(row, done,
+    every backend (``backends.DEFAULT_THREADS``), so the same study gives the same
+    per-run numbers on each. ``progress(row, done,
     total)`` is called as each run ends. With ``report``, the HTML report is
     written at the end (``overfitlab.report``). ``spec`` may be None when resuming.
     With ``stack_seeds``, the seeds of each variant that stacking can train are

@@ -146,8 +146,8 @@ def add_parser(subparsers: SubParsers) -> None:
         "--backend",
         choices=BACKENDS,
         default="local",
-        help="local: a process pool, a run per core, one thread each; serial: one run "
-        "at a time in this process; ray: Ray tasks (default: local)",
+        help="local: a process pool, a run per core; serial: one run at a time in this "
+        "process; ray: Ray tasks; every run on one thread unless --threads (default: local)",
     )
     parser.add_argument(
         "--workers",
