@@ -44,7 +44,6 @@ it improves.
 
 from __future__ import annotations
 
-import difflib
 import enum
 import math
 import numbers
@@ -55,7 +54,7 @@ from collections.abc import Mapping
 from typing import Any, Literal, overload
 
 from overfitlab.callbacks import Callback
-from overfitlab.errors import OverfitlabError
+from overfitlab.errors import OverfitlabError, did_you_mean
 
 __all__ = ["EarlyStopping", "StopReason"]
 
@@ -465,11 +464,9 @@ class EarlyStopping(Callback):
         self._loaded = False
         names = getattr(trainer, "metric_names", None)
         if self.strict and names is not None and self.monitor not in names:
-            close = difflib.get_close_matches(self.monitor, names, n=3, cutoff=0.6)
-            hint = f"did you mean {', '.join(close)}? " if close else ""
             raise OverfitlabError(
                 f"EarlyStopping monitors {self.monitor!r}, which this trainer never records: "
-                f"{hint}it records {', '.join(names)}"
+                f"{did_you_mean(self.monitor, names)}it records {', '.join(names)}"
             )
 
     def on_epoch_end(self, trainer: Any, epoch: int, metrics: Mapping[str, float]) -> None:

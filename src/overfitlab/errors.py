@@ -4,9 +4,9 @@ import difflib
 from collections.abc import Iterable
 
 
-def did_you_mean(word: str, choices: Iterable[str], n: int = 3) -> str:
+def did_you_mean(word: str, choices: Iterable[str], n: int = 3, cutoff: float = 0.6) -> str:
     """'did you mean a, b? ' for the close matches of ``word``, else ''."""
-    close = difflib.get_close_matches(word, list(choices), n=n, cutoff=0.6)
+    close = difflib.get_close_matches(word, list(choices), n=n, cutoff=cutoff)
     return f"did you mean {', '.join(close)}? " if close else ""
 
 

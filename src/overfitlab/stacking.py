@@ -60,6 +60,7 @@ from .run import (
     RunResult,
     end_run,
     finished,
+    interrupted_message,
     loss_function,
     optimizer_for,
     resolved,
@@ -172,7 +173,7 @@ def train_seeds(
                 "interrupted",
                 f"after epoch {member.trainer.epoch}",
             )
-        raise Interrupted(f"after epoch {members[0].trainer.epoch}") from None
+        raise Interrupted(interrupted_message(members[0].trainer.epoch, None)) from None
     return [_ended(member) for member in members]
 
 

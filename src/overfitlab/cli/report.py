@@ -14,8 +14,10 @@ if TYPE_CHECKING:
 
 def study_of(text: str, runs_dir: str) -> tuple[str, str]:
     """(runs folder, study name) from a study's name or its folder (the path `study` prints)."""
+    from ..index import STUDY_JSON
+
     path = Path(text)
-    if (path / "study.json").is_file():
+    if (path / STUDY_JSON).is_file():
         return str(path.resolve().parent), path.resolve().name
     if len(path.parts) > 1 or path.is_dir():
         raise OverfitlabError(

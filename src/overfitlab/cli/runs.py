@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import difflib
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import OverfitlabError
+from ..errors import OverfitlabError, did_you_mean
 from ..history import History
-from ..index import INDEX, RunIndex, rebuild_index
+from ..index import INDEX, RUN_COLUMNS, RunIndex, rebuild_index
 from ..metrics import SHORT_LABELS
 from ..store import HISTORY_JSON, atomic_write, check_writable
 
@@ -30,34 +29,8 @@ LIST_COLUMNS = (
     (SHORT_LABELS["lowest_valid_loss"], "lowest_valid_loss"),
     ("seconds", "seconds"),
 )
-SUMMARY_FIELDS = (
-    "run_id",
-    "study",
-    "variant",
-    "seed",
-    "grid_field",
-    "grid_value",
-    "status",
-    "error",
-    "started_at",
-    "ended_at",
-    "seconds",
-    "epochs_run",
-    "best_epoch",
-    "stopped_epoch",
-    "stop_reason",
-    "final_epoch",
-    "peak_valid_acc",
-    "lowest_valid_loss",
-    "final_train_acc",
-    "final_valid_acc",
-    "final_train_loss",
-    "final_valid_loss",
-    "final_gap_acc",
-    "final_gap_loss",
-    "params",
-    "run_dir",
-)
+# Every column of a run row but its config (shown on its own), in the index's order.
+SUMMARY_FIELDS = tuple(column for column in RUN_COLUMNS if column != "config")
 HISTORY_COLUMNS = ("epoch", "train_loss", "train_acc", "valid_loss", "valid_acc", "gap_acc", "epoch_seconds")
 
 
@@ -113,10 +86,10 @@ def find_run(index: RunIndex, name: str) -> dict[str, Any]:
             f"run {name!r} is in several studies: pass one of {', '.join(r['run_id'] for r in by_folder)}"
         )
     ids = [r["run_id"] for r in rows]
-    close = difflib.get_close_matches(name, ids, n=5, cutoff=0.5) or difflib.get_close_matches(
+    close = did_you_mean(name, ids, n=5, cutoff=0.5) or did_you_mean(
         folder_name(name), [folder_name(i) for i in ids], n=5, cutoff=0.5
     )
-    hint = f"did you mean {', '.join(close)}?" if close else "see `overfitlab runs list`"
+    hint = close.rstrip() or "see `overfitlab runs list`"
     raise OverfitlabError(f"no run {name!r} in {index.path}: {hint}")
 
 
@@ -137,14 +110,10 @@ def list_runs(args: argparse.Namespace) -> int:
     with open_index(args.runs_dir) as index:
         if args.study is not None and index.study(args.study) is None:
             known = [s["name"] for s in index.studies()]
-            close = difflib.get_close_matches(args.study, known, n=5, cutoff=0.5)
+            close = did_you_mean(args.study, known, n=5, cutoff=0.5).rstrip()
             raise OverfitlabError(
                 f"no study {args.study!r} in {index.path}: "
-                + (
-                    f"did you mean {', '.join(close)}?"
-                    if close
-                    else f"known studies are {', '.join(known) or 'none'}"
-                )
+                + (close or f"known studies are {', '.join(known) or 'none'}")
             )
         rows = index.runs(args.study)
     if args.json:
