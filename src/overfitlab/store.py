@@ -95,17 +95,21 @@ def check_name(name: str, what: str = "run") -> str:
     return name
 
 
-def _first_existing(path: Path) -> Path:
+def _highest_missing(path: Path) -> Path | None:
+    """The outermost folder of ``path`` that does not exist yet (None when it exists):
+    what creating ``path`` would create first."""
+    top = None
     while not path.exists() and path != path.parent:
-        path = path.parent
-    return path
+        top, path = path, path.parent
+    return top
 
 
 def check_writable(path: str | os.PathLike[str], what: str, flag: str) -> Path:
     """Fail in one line, before any work, if ``path`` cannot become a folder we write in:
     it (or a parent) is a file, or the nearest existing folder is not writable."""
     path = Path(path)
-    existing = _first_existing(path.absolute())
+    missing = _highest_missing(path.absolute())
+    existing = missing.parent if missing is not None else path.absolute()
     if not existing.is_dir():
         where = "" if existing == path.absolute() else f" ({existing} is a file)"
         raise OverfitlabError(f"{what} {path} is a file, not a folder{where}: pass another {flag}")
@@ -134,10 +138,7 @@ def removed_on_failure(
     """Folders this block creates at or above ``path`` are removed again if it fails (an
     exception, Ctrl-C), unless ``keep()`` says what was written is worth keeping (a run
     that finished an epoch can be resumed). A failed command leaves no new folder behind."""
-    path = Path(path).absolute()
-    top = None
-    while not path.exists() and path != path.parent:
-        top, path = path, path.parent
+    top = _highest_missing(Path(path).absolute())
     try:
         yield
     except BaseException:
