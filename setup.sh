@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 extras="ray"
 if [ "${1:-}" = "--test" ]; then
-  extras="ray,tensorboard,mlflow,test"
+  extras="ray,tensorboard,mlflow,timm,test"
 fi
 python=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$python" -m venv .venv

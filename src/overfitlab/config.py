@@ -24,6 +24,8 @@ SECTIONS = ("data", "model", "optim", "regularization", "early_stopping", "run")
 
 DATASETS = ("digits", "mnist", "fashion-mnist", "kmnist", "cifar10")
 READS_DATA_DIR = DATASETS[1:]  # the torchvision sets; digits comes with scikit-learn
+# A data set named by a prefix and a path (``folder:PATH``, ``arrays:FILE.npz``).
+DATASET_PREFIXES = ("folder:", "arrays:")
 HEADS = ("fc", "gap")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 DEVICES = ("auto", "cpu", "cuda", "mps")
@@ -40,16 +42,42 @@ def _opt(default: _T, section: str, help: str, choices: tuple[str, ...] | None =
     return field(default=default, metadata={"section": section, "help": help, "choices": choices})
 
 
+def _table(section: str, help: str) -> Any:
+    """A TOML table field (``[model.args]``): a dict, left out of the config's hash."""
+    return field(
+        default_factory=dict, hash=False, metadata={"section": section, "help": help, "choices": None}
+    )
+
+
 @dataclass(frozen=True)
 class Config:
     # --- data: what the model sees -------------------------------------------------
-    dataset: str = _opt("digits", "data", "data set", DATASETS)
+    dataset: str = _opt(
+        "digits",
+        "data",
+        f"data set: {', '.join(DATASETS)}, folder:PATH (class subfolders, ImageFolder layout) "
+        "or arrays:FILE.npz (Keras names x_train, y_train, x_test, y_test)",
+    )
     data_dir: str | None = _opt(
         None,
         "data",
         "folder of the torchvision data sets (default: $OVERFITLAB_DATA_DIR or ~/.cache/overfitlab/data)",
     )
     download: bool = _opt(True, "data", "download a missing data set when the network allows")
+    channels: int | None = _opt(
+        None, "data", "folder images: 1 (grey) or 3 (RGB) channels (default: from the images)"
+    )
+    image_size: str | None = _opt(
+        None, "data", "folder images resized to H or H,W pixels (default: their size, when all agree)"
+    )
+    valid_fraction: float = _opt(
+        0.2,
+        "data",
+        "folder without a valid/ split, or arrays without x_test: stratified share held out for validation",
+    )
+    cache: bool = _opt(
+        True, "data", "keep a folder's decoded images in the data cache, memory-mapped by every run"
+    )
     train_size: int | None = _opt(
         None, "data", "stratified subset of N training images (less data makes over-fitting visible)"
     )
@@ -70,8 +98,16 @@ class Config:
     # 250, not 1000: activations stay in cache and under malloc's mmap threshold (2.5x faster on CPU).
     valid_batch_size: int = _opt(250, "data", "validation batch size")
 
-    # --- model: the tutorial's CNN family; None means "the preset's value" ----------
-    model: str = _opt("seed-cnn", "model", "model preset (see `overfitlab summary --list`)")
+    # --- model: any factory; the CNN options below go to factories that take them ---------
+    model: str = _opt(
+        "seed-cnn",
+        "model",
+        "model: a preset (`overfitlab summary --list`), torchvision:NAME, timm:NAME, "
+        "package.module:function or path/to/file.py:function",
+    )
+    model_args: dict[str, Any] = _table(
+        "model", "keyword arguments of the model's factory (TOML table [model.args])"
+    )
     hidden: int | None = _opt(None, "model", "channels of the first conv block (doubling per block)")
     blocks: int | None = _opt(None, "model", "number of Conv-[BN]-ReLU-[Dropout]-MaxPool blocks")
     batchnorm: bool | None = _opt(None, "model", "batch normalization after each conv")
@@ -178,6 +214,11 @@ def _fraction(name: str, value: float | None, closed: bool) -> None:
 
 def validate(config: Config) -> Config:
     """Check every value; raise OverfitlabError naming the field and the fix."""
+    from .data import check_dataset_name  # late: data imports config's constants
+    from .factories import check_reference
+
+    check_dataset_name(config.dataset)
+    check_reference(config.model)
     for f in fields(Config):
         value = getattr(config, f.name)
         choices = f.metadata["choices"]
@@ -197,6 +238,15 @@ def validate(config: Config) -> Config:
         "max_batches",
     ):
         _positive(name, getattr(config, name))
+    if config.channels is not None and config.channels not in (1, 3):
+        raise OverfitlabError(f"channels must be 1 or 3, got {config.channels}")
+    if config.image_size is not None:
+        parse_image_size(config.image_size)
+    if not 0.0 < config.valid_fraction < 1.0:
+        raise OverfitlabError(f"valid_fraction must be in (0, 1), got {config.valid_fraction}")
+    for key in config.model_args:
+        if not key.isidentifier():
+            raise OverfitlabError(f"bad model argument name {key!r}: use a Python identifier")
     for name in ("momentum", "l1", "l2", "weight_decay", "min_delta"):
         _positive(name, getattr(config, name), allow_zero=True)
     for name in ("patience", "start_from_epoch"):
@@ -214,11 +264,38 @@ def validate(config: Config) -> Config:
             f"unknown monitor {config.monitor!r}: {did_you_mean(config.monitor, EPOCH_COLUMNS)}"
             f"a run records {', '.join(EPOCH_COLUMNS)}"
         )
-    from .models import list_models  # late: models imports nothing from config
-
-    if config.model not in list_models():
-        raise OverfitlabError(f"unknown model {config.model!r}: choose one of {', '.join(list_models())}")
     return config
+
+
+def parse_image_size(text: str) -> tuple[int, int]:
+    """``H`` or ``H,W`` → (H, W)."""
+    try:
+        sides = tuple(int(part) for part in text.replace("x", ",").split(","))
+    except ValueError:
+        sides = ()
+    if len(sides) == 1:
+        sides = (sides[0], sides[0])
+    if len(sides) != 2 or min(sides) < 1:
+        raise OverfitlabError(f"bad image_size {text!r}: give H or H,W in pixels, such as 32 or 28,28")
+    return sides[0], sides[1]
+
+
+def parse_model_arg(text: str) -> tuple[str, Any]:
+    """``KEY=VALUE`` with VALUE a TOML literal (``3``, ``0.5``, ``true``, ``[1, 2]``, ``"a"``);
+    a bare word that is no literal is taken as a string (``act=relu``)."""
+    key, sep, value = text.partition("=")
+    key = key.strip().replace("-", "_")
+    if not sep or not key.isidentifier():
+        raise OverfitlabError(f"bad --model-arg {text!r}: write KEY=VALUE, such as width=32 or act=relu")
+    try:
+        parsed = tomllib.loads(f"v = {value.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        if not value.strip() or any(c in value for c in "[]{}\"'"):
+            raise OverfitlabError(
+                f'bad --model-arg {text!r}: the value must be a TOML literal (3, 0.5, true, "text", [1, 2])'
+            ) from None
+        parsed = value.strip()
+    return key, parsed
 
 
 # --------------------------------------------------------------------------- coercion
@@ -228,8 +305,8 @@ def _coerce(name: str, value: Any) -> Any:
     optional = "None" in annotation
     if value is None and optional:
         return None
-    base = annotation.split("|")[0].strip()
-    kind = {"str": str, "int": int, "float": float, "bool": bool}[base]
+    base = annotation.split("|")[0].split("[")[0].strip()
+    kind = {"str": str, "int": int, "float": float, "bool": bool, "dict": dict}[base]
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if kind is int and isinstance(value, bool) or not isinstance(value, kind):
@@ -255,7 +332,12 @@ ALIASES = {
 
 
 def section_keys(section: str) -> list[str]:
-    return [f.name for f in fields(Config) if f.metadata["section"] == section]
+    """The keys of a section as a file writes them (a table field as its ``[section.name]``)."""
+    return [
+        f"[{section}.{f.name.removeprefix(section + '_')}]" if _type_name(f.name) == "dict" else f.name
+        for f in fields(Config)
+        if f.metadata["section"] == section
+    ]
 
 
 def unknown_key_error(key: str, where: str, section: str | None = None) -> OverfitlabError:
@@ -299,11 +381,14 @@ def flatten_toml(document: Mapping[str, Any], where: str) -> dict[str, Any]:
     for key, value in document.items():
         if key in SECTIONS and isinstance(value, dict):
             for inner, inner_value in value.items():
+                if key == "model" and inner == "args" and isinstance(inner_value, dict):
+                    flat["model_args"] = inner_value  # the table [model.args]
+                    continue
                 name = inner.replace("-", "_")
                 if name not in FIELDS or FIELDS[name].metadata["section"] != key:
                     raise unknown_key_error(inner, where, section=key)
                 flat[name] = inner_value
-        elif isinstance(value, dict) and key.replace("-", "_") not in FIELDS:
+        elif isinstance(value, dict) and _type_name(key.replace("-", "_")) != "dict":
             raise unknown_section_error(key, where)
         else:
             flat[key] = value
@@ -345,6 +430,10 @@ def _toml_value(value: Any) -> str:
             )
             + '"'
         )
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items()) + " }"
     if isinstance(value, float):
         return (
             repr(value)
@@ -359,12 +448,32 @@ def to_toml(config: Config) -> str:
     lines = []
     for section in SECTIONS:
         lines.append(f"[{section}]")
+        tables = []
         for f in fields(Config):
             value = getattr(config, f.name)
-            if f.metadata["section"] == section and value is not None:
+            if f.metadata["section"] != section or value is None:
+                continue
+            if isinstance(value, dict):
+                tables.append((f.name, value))
+            else:
                 lines.append(f"{f.name} = {_toml_value(value)}")
         lines.append("")
+        for name, table in tables:  # after the section's keys, as TOML requires
+            if table:
+                lines.append(f"[{section}.{name.removeprefix(section + '_')}]")
+                lines += [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in table.items()]
+                lines.append("")
     return "\n".join(lines)
+
+
+def _toml_key(key: str) -> str:
+    return key if key.replace("_", "").replace("-", "").isalnum() and key.isascii() else _toml_value(key)
+
+
+def _type_name(name: str) -> str | None:
+    if name not in FIELDS:
+        return None
+    return str(FIELDS[name].type).split("|")[0].split("[")[0].strip()
 
 
 def to_dict(config: Config) -> dict[str, Any]:

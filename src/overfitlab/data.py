@@ -5,6 +5,12 @@ labels, loaded once. A batch is ``images[perm[i:i+b]]`` scaled by 1/255, the
 same numbers ``transforms.ToTensor`` gives, without converting images one by
 one. The built-in ``digits`` set (scikit-learn's 8×8 handwritten digits) needs
 no download; the torchvision sets are read from ``data_dir``.
+
+Every data set is resolved by one mechanism: a name registered with
+``@register_dataset`` (the built-in ones are), or a prefix and a path:
+``folder:PATH`` (image folders, ``overfitlab.folders``) and ``arrays:FILE.npz``
+(Keras-style arrays, ``overfitlab.arrays``). In Python, ``DataSet.from_arrays``,
+``DataSet.from_folder`` and ``DataSet.from_torch`` build one directly.
 """
 
 from __future__ import annotations
@@ -12,8 +18,8 @@ from __future__ import annotations
 import importlib.util
 import math
 import os
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -21,7 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .errors import OverfitlabError
+from .errors import OverfitlabError, did_you_mean
 from .store import removed_on_failure
 
 # The digits split is fixed whatever the run's seed, so every run is validated
@@ -55,11 +61,124 @@ class DataSet:
     train: Split
     valid: Split
     classes: int
+    class_names: tuple[str, ...] | None = field(default=None)
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
         _, channels, height, width = self.train.images.shape  # (N, C, H, W)
         return channels, height, width
+
+    def with_train(self, train: Split) -> DataSet:
+        return DataSet(self.name, train, self.valid, self.classes, self.class_names)
+
+    @classmethod
+    def from_arrays(
+        cls,
+        x_train: Any,
+        y_train: Any,
+        x_valid: Any,
+        y_valid: Any,
+        name: str = "arrays",
+        class_names: Sequence[str] | None = None,
+    ) -> DataSet:
+        """Images as uint8 (N, H, W), (N, H, W, C) or (N, C, H, W), or floats in [0, 1];
+        labels as integers 0..K-1 (numpy arrays, tensors or lists)."""
+        from .arrays import from_arrays
+
+        return from_arrays(x_train, y_train, x_valid, y_valid, name, class_names)
+
+    @classmethod
+    def from_folder(
+        cls,
+        path: str | os.PathLike[str],
+        channels: int | None = None,
+        image_size: int | tuple[int, int] | None = None,
+        valid_fraction: float = 0.2,
+        cache: bool = True,
+    ) -> DataSet:
+        """Image folders in ImageFolder's layout (see ``overfitlab.folders``)."""
+        from .folders import load_folder
+
+        size = (image_size, image_size) if isinstance(image_size, int) else image_size
+        return load_folder(Path(path), DataOptions(None, True, channels, size, valid_fraction, cache))
+
+    @classmethod
+    def from_torch(cls, train: Any, valid: Any, name: str = "torch", classes: int | None = None) -> DataSet:
+        """Any two map-style torch Datasets of (image tensor, label), materialised once as uint8."""
+        from .arrays import from_torch
+
+        return from_torch(train, valid, name, classes)
+
+
+@dataclass(frozen=True)
+class DataOptions:
+    """How a data set is read: the Config's data fields that are not remedies."""
+
+    data_dir: str | os.PathLike[str] | None = None
+    download: bool = True
+    channels: int | None = None
+    image_size: tuple[int, int] | None = None
+    valid_fraction: float = 0.2
+    cache: bool = True
+
+
+Loader = Callable[[DataOptions], DataSet]
+_LOADERS: dict[str, Loader] = {}
+PREFIXES = ("folder:", "arrays:")
+
+
+def register_dataset(name: str) -> Callable[[Loader], Loader]:
+    """Register a data set: a function of DataOptions returning a DataSet (``--dataset name``).
+    A data set registered in a script is known in that process only (like a model)."""
+
+    def decorate(fn: Loader) -> Loader:
+        if name in _LOADERS:
+            raise ValueError(f"data set {name!r} registered twice")
+        _LOADERS[name] = fn
+        return fn
+
+    return decorate
+
+
+def list_datasets() -> list[str]:
+    return list(_LOADERS)
+
+
+def check_dataset_name(name: str) -> None:
+    """A registered name, or a prefix with a path; else one line with the choices."""
+    for prefix in PREFIXES:
+        if name.startswith(prefix):
+            if not name[len(prefix) :]:
+                raise OverfitlabError(f"bad dataset {name!r}: write {prefix}PATH")
+            return
+    if name not in _LOADERS:
+        raise OverfitlabError(
+            f"unknown dataset {name!r}: {did_you_mean(name, _LOADERS)}choose one of "
+            f"{', '.join(_LOADERS)}, folder:PATH or arrays:FILE.npz"
+        )
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available to a new allocation (Linux's MemAvailable), if known."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def check_fits(count: int, shape: Sequence[int], what: str) -> None:
+    """Refuse, in one line, a data set whose uint8 images would not fit in memory."""
+    needed = count * math.prod(shape)
+    available = available_memory()
+    if available is not None and needed > 0.8 * available:
+        raise OverfitlabError(
+            f"{what}: {count:,} images of {'×'.join(map(str, shape))} need {needed / 2**30:.1f} GiB, "
+            f"more than the {available / 2**30:.1f} GiB of memory available: use --image-size, "
+            "--channels 1 or fewer images"
+        )
 
 
 def default_data_dir() -> Path:
@@ -209,12 +328,40 @@ def _check_consistent(name: str, split: Split, where: Path) -> None:
         )
 
 
-def load_dataset(name: str, data_dir: str | os.PathLike[str] | None = None, download: bool = True) -> DataSet:
-    if name == "digits":
-        return load_digits_split()
-    if name in _TORCHVISION:
-        return load_torchvision(name, data_dir, download)
-    raise OverfitlabError(f"unknown dataset {name!r}: choose one of digits, {', '.join(_TORCHVISION)}")
+def load_dataset(
+    name: str,
+    data_dir: str | os.PathLike[str] | None = None,
+    download: bool = True,
+    options: DataOptions | None = None,
+) -> DataSet:
+    """A data set by name (registered, ``folder:PATH`` or ``arrays:FILE.npz``)."""
+    options = options or DataOptions(data_dir, download)
+    check_dataset_name(name)
+    if name.startswith("folder:"):
+        from .folders import load_folder
+
+        return load_folder(Path(name[len("folder:") :]).expanduser(), options)
+    if name.startswith("arrays:"):
+        from .arrays import load_npz
+
+        return load_npz(Path(name[len("arrays:") :]).expanduser(), options)
+    return _LOADERS[name](options)
+
+
+def _torchvision_loader(name: str) -> Loader:
+    def load(options: DataOptions) -> DataSet:
+        return load_torchvision(name, options.data_dir, options.download)
+
+    return load
+
+
+def _digits_loader(options: DataOptions) -> DataSet:
+    return load_digits_split()
+
+
+register_dataset("digits")(_digits_loader)
+for _name in _TORCHVISION:
+    register_dataset(_name)(_torchvision_loader(_name))
 
 
 # --------------------------------------------------------------------------- remedies on data
@@ -247,7 +394,7 @@ def prepare(dataset: DataSet, train_size: int | None, label_noise: float, seed: 
         train = subset(train, train_size, generator)
     if label_noise > 0:
         train = add_label_noise(train, label_noise, dataset.classes, generator)
-    return DataSet(dataset.name, train, dataset.valid, dataset.classes)
+    return dataset.with_train(train)
 
 
 # --------------------------------------------------------------------------- batches

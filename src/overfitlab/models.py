@@ -34,15 +34,30 @@ class ModelSpec:
     fc_width: int = 100
 
 
-_REGISTRY: dict[str, Callable[[], ModelSpec]] = {}
+# The tutorial's three classes, as CNN options.
+PRESETS: dict[str, ModelSpec] = {
+    # its ``CNN``: BN + Dropout(0.1) in both blocks, FC head
+    "seed-cnn": ModelSpec(hidden=8, batchnorm=True, dropout=0.1, head="fc"),
+    # its ``FCcnn``: plain conv blocks, flatten + FC head
+    "seed-fc": ModelSpec(hidden=8, batchnorm=False, dropout=0.0, head="fc"),
+    # its ``GAPcnn``: plain conv blocks, global average pooling head
+    "seed-gap": ModelSpec(hidden=8, batchnorm=False, dropout=0.0, head="gap"),
+}
 
-_Preset = TypeVar("_Preset", bound=Callable[[], ModelSpec])
+# A factory is called as factory(in_shape=(C, H, W), num_classes=K, **keywords) and returns
+# an nn.Module whose output is (N, K): timm's create_model contract.
+Factory = Callable[..., nn.Module]
+_REGISTRY: dict[str, Factory] = {}
+
+_F = TypeVar("_F", bound=Factory)
 
 
-def register_model(name: str) -> Callable[[_Preset], _Preset]:
-    """Register a preset: a function returning its ModelSpec."""
+def register_model(name: str) -> Callable[[_F], _F]:
+    """Register a model factory under ``name`` (timm's ``@register_model``); ``--model name``
+    then builds it. A factory registered in a script is known in that process only: a study's
+    workers import a factory by its reference, ``package.module:function`` or ``file.py:function``."""
 
-    def decorate(fn: _Preset) -> _Preset:
+    def decorate(fn: _F) -> _F:
         if name in _REGISTRY:
             raise ValueError(f"model {name!r} registered twice")
         _REGISTRY[name] = fn
@@ -51,22 +66,29 @@ def register_model(name: str) -> Callable[[_Preset], _Preset]:
     return decorate
 
 
-@register_model("seed-cnn")
-def seed_cnn() -> ModelSpec:
-    """The tutorial's ``CNN``: BN + Dropout(0.1) in both blocks, FC head."""
-    return ModelSpec(hidden=8, batchnorm=True, dropout=0.1, head="fc")
+def registered(name: str) -> Factory | None:
+    return _REGISTRY.get(name)
 
 
-@register_model("seed-fc")
-def seed_fc() -> ModelSpec:
-    """The tutorial's ``FCcnn``: plain conv blocks, flatten + FC head."""
-    return ModelSpec(hidden=8, batchnorm=False, dropout=0.0, head="fc")
+def _preset_factory(name: str, spec: ModelSpec) -> Factory:
+    def factory(
+        in_shape: tuple[int, int, int],
+        num_classes: int,
+        *,
+        hidden: int = spec.hidden,
+        blocks: int = spec.blocks,
+        batchnorm: bool = spec.batchnorm,
+        dropout: float = spec.dropout,
+        head: str = spec.head,
+        fc_width: int = spec.fc_width,
+        dropout_impl: str = "torch",
+    ) -> CNN:
+        options = ModelSpec(hidden, blocks, batchnorm, dropout, head, fc_width)
+        return build_cnn(options, tuple(in_shape), num_classes, dropout_impl)  # type: ignore[arg-type]
 
-
-@register_model("seed-gap")
-def seed_gap() -> ModelSpec:
-    """The tutorial's ``GAPcnn``: plain conv blocks, global average pooling head."""
-    return ModelSpec(hidden=8, batchnorm=False, dropout=0.0, head="gap")
+    factory.__name__ = factory.__qualname__ = name.replace("-", "_")
+    factory.__doc__ = f"The tutorial's CNN family with the {name} preset's options as defaults."
+    return factory
 
 
 def list_models() -> list[str]:
@@ -75,10 +97,10 @@ def list_models() -> list[str]:
 
 def model_spec(name: str, **overrides: Any) -> ModelSpec:
     """The preset's spec with the overrides that are not None (timm's create_model rule)."""
-    if name not in _REGISTRY:
-        raise OverfitlabError(f"unknown model {name!r}: choose one of {', '.join(list_models())}")
+    if name not in PRESETS:
+        raise OverfitlabError(f"unknown model {name!r}: choose one of {', '.join(PRESETS)}")
     given = {k: v for k, v in overrides.items() if v is not None}
-    return replace(_REGISTRY[name](), **given)
+    return replace(PRESETS[name], **given)
 
 
 class CNN(nn.Module):
@@ -180,10 +202,19 @@ def create_model(
     classes: int = 10,
     dropout_impl: str = "torch",
     **overrides: Any,
-) -> CNN:
-    """A preset by name, with overrides (hidden, blocks, batchnorm, dropout, head, fc_width)."""
-    return build_cnn(model_spec(name, **overrides), in_shape, classes, dropout_impl)
+) -> nn.Module:
+    """Any model by reference (a registered name, ``torchvision:NAME``, ``timm:NAME``,
+    ``module:function``, ``file.py:function``), with keyword arguments for its factory;
+    None keeps the factory's default."""
+    from .factories import build_model  # late: factories imports this module
+
+    given = {k: v for k, v in overrides.items() if v is not None}
+    return build_model(name, in_shape, classes, given, dropout_impl=dropout_impl).module
 
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+for _name, _spec in PRESETS.items():
+    register_model(_name)(_preset_factory(_name, _spec))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import ctypes
+import dataclasses
 import math
 import os
 import platform
@@ -28,18 +29,22 @@ from torch import nn
 from . import store
 from .backends import available_cores
 from .callbacks import Callback
-from .config import Config, from_dict, load_toml, to_dict, to_toml
-from .data import DataSet, Scaling, load_dataset, prepare
+from .config import Config, from_dict, load_toml, parse_image_size, to_dict, to_toml
+from .data import DataOptions, DataSet, Scaling, load_dataset, prepare
 from .early_stopping import EarlyStopping
 from .errors import OverfitlabError
+from .factories import ARCHITECTURE_OPTIONS, BuiltModel, canonical, keyword_defaults
+from .factories import build_model as build_from_reference
 from .flat_adam import FlatAdam
 from .history import METRICS, History
 from .metrics import LABELS, outcome
-from .models import CNN, ModelSpec, build_cnn, count_parameters, model_spec
+from .models import PRESETS, count_parameters
 from .regularizers import param_groups, penalized_parameters
 from .trainer import Diverged, LossFn, Regularization, Trainer
 
-CHECKPOINT_FORMAT = 1
+# 2: the model's reference and arguments, input shape, classes and their names, and the
+# input scaling (format 1 had only the config and image shape; it still loads).
+CHECKPOINT_FORMAT = 2
 
 
 class Interrupted(OverfitlabError):
@@ -90,52 +95,73 @@ def keep_freed_memory() -> bool:
         return False
 
 
-def memory_format_for(config: Config, device: torch.device) -> torch.memory_format:
+def memory_format_for(config: Config, device: torch.device, own: bool = True) -> torch.memory_format:
     if config.memory_format == "channels_last":
         return torch.channels_last
     if config.memory_format == "contiguous":
         return torch.contiguous_format
     # auto: channels_last on CPU for every preset and data set, 8×8 digits included:
     # oneDNN's pooling and batch norm are 1.5-5× faster in it and masks do not depend
-    # on it (measured in benchmarks/). Elsewhere torch's default layout.
-    return torch.channels_last if device.type == "cpu" else torch.contiguous_format
+    # on it (measured in benchmarks/). Elsewhere, and for models overfitlab did not build
+    # (where it was not measured), torch's default layout.
+    return torch.channels_last if device.type == "cpu" and own else torch.contiguous_format
 
 
 # --------------------------------------------------------------------------- building blocks
-def spec_of(config: Config) -> ModelSpec:
-    """The model preset with the config's CNN options over it (None keeps the preset's)."""
-    return model_spec(
+def architecture(config: Config) -> dict[str, Any]:
+    """The CNN options the config sets (None: the factory's default)."""
+    return {k: getattr(config, k) for k in ARCHITECTURE_OPTIONS if getattr(config, k) is not None}
+
+
+def build_model(config: Config, image_shape: tuple[int, int, int], classes: int) -> BuiltModel:
+    """The config's model, by reference (``overfitlab.factories``), for this input and classes."""
+    return build_from_reference(
         config.model,
-        hidden=config.hidden,
-        blocks=config.blocks,
-        batchnorm=config.batchnorm,
-        dropout=config.dropout,
-        head=config.head,
-        fc_width=config.fc_width,
+        image_shape,
+        classes,
+        config.model_args,
+        remedies=architecture(config),
+        dropout_impl=config.dropout_impl,
     )
-
-
-def build_model(config: Config, image_shape: tuple[int, int, int], classes: int) -> CNN:
-    spec = spec_of(config)
-    return build_cnn(spec, image_shape, classes, dropout_impl=config.dropout_impl)
 
 
 def resolved(config: Config) -> Config:
-    """Fill the model's None fields with the preset's values, so the saved config is explicit."""
-    spec = spec_of(config)
-    return config.replace(
-        hidden=spec.hidden,
-        blocks=spec.blocks,
-        batchnorm=spec.batchnorm,
-        dropout=spec.dropout,
-        head=spec.head,
-        fc_width=spec.fc_width,
+    """The config made explicit for config.toml: the model reference canonical (a file made
+    absolute), and the factory's defaults for the CNN options and arguments it declares."""
+    ref = canonical(config.model)
+    defaults = keyword_defaults(ref)
+    changes: dict[str, Any] = {
+        k: defaults[k] for k in ARCHITECTURE_OPTIONS if getattr(config, k) is None and k in defaults
+    }
+    saved = {
+        k: v
+        for k, v in defaults.items()
+        if k not in ARCHITECTURE_OPTIONS and k != "dropout_impl" and _tomlable(v)
+    }
+    if ref not in PRESETS:  # the presets' keywords are the CNN options above
+        changes["model_args"] = {**saved, **config.model_args}
+    return config.replace(model=ref, **changes)
+
+
+def _tomlable(value: Any) -> bool:
+    if isinstance(value, (list, tuple)):
+        return all(_tomlable(v) for v in value)
+    return isinstance(value, (bool, int, float, str))
+
+
+def data_options(config: Config) -> DataOptions:
+    size = parse_image_size(config.image_size) if config.image_size else None
+    return DataOptions(
+        config.data_dir, config.download, config.channels, size, config.valid_fraction, config.cache
     )
 
 
-def build_optimizer(config: Config, model: nn.Module) -> torch.optim.Optimizer:
+def build_optimizer(config: Config, model: nn.Module, own: bool = True) -> torch.optim.Optimizer:
+    """FlatAdam only for models overfitlab builds, where every parameter gets a gradient every
+    step: with an unused parameter it would step on a zero gradient where torch's Adam skips it."""
     groups = param_groups(model, config.weight_decay, include_all=config.penalize_all)
-    return optimizer_for(config, groups, flat=all(p.device.type == "cpu" for p in model.parameters()))
+    cpu = all(p.device.type == "cpu" for p in model.parameters())
+    return optimizer_for(config, groups, flat=own and cpu)
 
 
 def optimizer_for(config: Config, groups: list[dict[str, Any]], flat: bool) -> torch.optim.Optimizer:
@@ -174,8 +200,10 @@ def build_early_stopping(config: Config) -> EarlyStopping | None:
     )
 
 
-def load_data(config: Config) -> DataSet:
-    dataset = load_dataset(config.dataset, config.data_dir, config.download)
+def load_data(config: Config, data: DataSet | None = None) -> DataSet:
+    """The run's data: ``data`` when given (the Python API), else the config's data set;
+    then the training subset and label noise, seeded."""
+    dataset = data if data is not None else load_dataset(config.dataset, options=data_options(config))
     return prepare(dataset, config.train_size, config.label_noise, config.seed)
 
 
@@ -310,10 +338,13 @@ class DataInfo:
     valid_images: int
     input_shape: tuple[int, int, int]  # (C, H, W): the parameter count of a CNN depends on it
     classes: int
+    class_names: tuple[str, ...] | None = None
 
     @classmethod
     def of(cls, data: DataSet) -> DataInfo:
-        return cls(data.name, len(data.train), len(data.valid), data.image_shape, data.classes)
+        return cls(
+            data.name, len(data.train), len(data.valid), data.image_shape, data.classes, data.class_names
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -322,6 +353,7 @@ class DataInfo:
             "valid_images": self.valid_images,
             "input_shape": list(self.input_shape),
             "classes": self.classes,
+            "class_names": list(self.class_names) if self.class_names is not None else None,
         }
 
 
@@ -483,23 +515,24 @@ def end_run(
 
 # --------------------------------------------------------------------------- entry points
 def _setup(
-    config: Config, run_dir: Path | None, callbacks: Sequence[Callback]
+    config: Config, run_dir: Path | None, callbacks: Sequence[Callback], data: DataSet | None = None
 ) -> tuple[DataSet, Trainer, EarlyStopping | None, RunRecorder]:
     torch.set_num_threads(resolve_threads(config.threads))
     keep_freed_memory()
     device = resolve_device(config.device)
-    data = load_data(config)
+    data = load_data(config, data)
     torch.manual_seed(config.seed)  # weights, then dropout masks
-    model = build_model(config, data.image_shape, data.classes).to(device)
-    memory_format = memory_format_for(config, device)
+    built = build_model(config, data.image_shape, data.classes)
+    model = built.module.to(device)
+    memory_format = memory_format_for(config, device, built.own)
     model = model.to(memory_format=memory_format)
     if config.compile:
         model.compile()  # in place: state_dict keys and checkpoints stay those of the eager model
-    optimizer = build_optimizer(config, model)
+    optimizer = build_optimizer(config, model, built.own)
     es = build_early_stopping(config)
-    meta = {"image_shape": list(data.image_shape), "classes": data.classes}
-    recorder = RunRecorder(config, run_dir, es, meta, data_info=DataInfo.of(data))
     scaling = Scaling.fit(data.train.images) if config.normalize else Scaling()
+    meta = model_meta(config, built, data, scaling)
+    recorder = RunRecorder(config, run_dir, es, meta, data_info=DataInfo.of(data))
     loss_fn = loss_function(config.label_smoothing)
     trainer = Trainer(
         model=model,
@@ -522,6 +555,19 @@ def _setup(
     return data, trainer, es, recorder
 
 
+def model_meta(config: Config, built: BuiltModel, data: DataSet, scaling: Scaling) -> dict[str, Any]:
+    """What a checkpoint needs to rebuild the model and feed it as in training (format 2)."""
+    return {
+        "model": config.model,
+        "model_args": dict(built.arguments),
+        "image_shape": list(data.image_shape),
+        "classes": data.classes,
+        "class_names": list(data.class_names) if data.class_names is not None else None,
+        "scaling": {"mean": scaling.mean, "std": scaling.std},
+        "notes": list(built.notes),
+    }
+
+
 def loss_function(label_smoothing: float) -> LossFn:
     def loss_fn(outputs: torch.Tensor, labels: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
         return F.cross_entropy(outputs, labels, label_smoothing=label_smoothing, reduction=reduction)
@@ -529,17 +575,29 @@ def loss_function(label_smoothing: float) -> LossFn:
     return loss_fn
 
 
-def _fit(
-    config: Config,
-    data: DataSet,
-    trainer: Trainer,
-    es: EarlyStopping | None,
-    recorder: RunRecorder,
-    run_dir: Path | None,
-) -> RunResult:
+@dataclass
+class StartedRun:
+    """A run set up as ``train`` sets it up, before its first epoch (``start_run``)."""
+
+    config: Config
+    data: DataSet
+    trainer: Trainer
+    early_stopping: EarlyStopping | None
+    recorder: RunRecorder
+    run_dir: Path | None
+
+
+def _fit(run: StartedRun) -> RunResult:
+    config, trainer, es, recorder, run_dir = (
+        run.config,
+        run.trainer,
+        run.early_stopping,
+        run.recorder,
+        run.run_dir,
+    )
     try:
         try:
-            trainer.fit(data, config.epochs)
+            trainer.fit(run.data, config.epochs)
         finally:
             recorder.flush(trainer)  # whatever ended training, the folder holds its last epoch
     except KeyboardInterrupt:
@@ -571,13 +629,16 @@ def train(
     run_dir: str | os.PathLike[str] | None = None,
     callbacks: Sequence[Callback] = (),
     live: bool = False,
+    data: DataSet | None = None,
 ) -> RunResult:
     """Train one run. With ``run_dir`` (an empty or new folder) everything is saved there.
 
-    With ``live``, the learning curves are redrawn in place in a notebook while it trains
-    (``overfitlab.notebook.LiveCurves``); in a terminal, a progress bar on stderr instead.
+    ``data`` trains on a DataSet built in Python (``DataSet.from_arrays``, ``from_folder``,
+    ``from_torch``) instead of the config's ``dataset``; the train-size subset and label noise
+    still apply. With ``live``, the learning curves are redrawn in place in a notebook while it
+    trains (``overfitlab.notebook.LiveCurves``); in a terminal, a progress bar on stderr instead.
     """
-    return _fit(*start_run(config, run_dir, [*callbacks, *live_callbacks(config, live)]))
+    return _fit(start_run(config, run_dir, [*callbacks, *live_callbacks(config, live)], data))
 
 
 def live_callbacks(config: Config, live: bool) -> list[Callback]:
@@ -594,24 +655,42 @@ def live_callbacks(config: Config, live: bool) -> list[Callback]:
 
 
 def start_run(
-    config: Config, run_dir: str | os.PathLike[str] | None = None, callbacks: Sequence[Callback] = ()
-) -> tuple[Config, DataSet, Trainer, EarlyStopping | None, RunRecorder, Path | None]:
-    """What ``train`` does before the first epoch: (config, data, trainer, early stopping,
-    recorder, run folder), the folder made and its config.toml written."""
-    config = resolved(config)
+    config: Config,
+    run_dir: str | os.PathLike[str] | None = None,
+    callbacks: Sequence[Callback] = (),
+    data: DataSet | None = None,
+) -> StartedRun:
+    """What ``train`` does before the first epoch, the folder made and its config.toml written."""
+    config = resolved(config if data is None else config.replace(dataset=_python_name(data)))
     path = Path(run_dir) if run_dir is not None else None
     # Data and model first: a bad --train-size or data folder fails before any file is written.
-    data, trainer, es, recorder = _setup(config, path, callbacks)
+    data, trainer, es, recorder = _setup(config, path, callbacks, data)
     if path is not None:
         store.ensure_folder(path, "run folder", "run_dir")
         store.atomic_write(path / store.CONFIG, to_toml(config))
-    return config, data, trainer, es, recorder, path
+    return StartedRun(config, data, trainer, es, recorder, path)
+
+
+def _python_name(data: DataSet) -> str:
+    """The config's dataset for a DataSet given in Python: its own name when that names a data
+    set overfitlab can load again (a folder, an .npz), else ``python:NAME``."""
+    from .data import check_dataset_name
+
+    try:
+        check_dataset_name(data.name)
+    except OverfitlabError:
+        return f"python:{data.name}"
+    return data.name
 
 
 def resume(
-    run_dir: str | os.PathLike[str], epochs: int | None = None, callbacks: Sequence[Callback] = ()
+    run_dir: str | os.PathLike[str],
+    epochs: int | None = None,
+    callbacks: Sequence[Callback] = (),
+    data: DataSet | None = None,
 ) -> RunResult:
-    """Continue a run from its ``last.pt``; ``epochs`` raises the epoch limit."""
+    """Continue a run from its ``last.pt``; ``epochs`` raises the epoch limit. A run trained on
+    a DataSet given in Python needs the same ``data`` again."""
     path = Path(run_dir)
     if path.is_file():
         raise OverfitlabError(
@@ -622,13 +701,13 @@ def resume(
     if not (path / store.LAST).is_file() and (path / store.CONFIG).is_file():
         # Interrupted before its first epoch ended: nothing to continue, so it starts over.
         config = load_toml(path / store.CONFIG)
-        return train(config if epochs is None else config.replace(epochs=epochs), path, callbacks)
+        return train(config if epochs is None else config.replace(epochs=epochs), path, callbacks, data=data)
     checkpoint = store.load_checkpoint(path / store.LAST)
     config = from_dict(checkpoint["config"])
     if epochs is not None:
         config = config.replace(epochs=epochs)
         store.atomic_write(path / store.CONFIG, to_toml(config))
-    data, trainer, es, recorder = _setup(config, path, callbacks)
+    data, trainer, es, recorder = _setup(config, path, callbacks, data)
     trainer.model.load_state_dict(checkpoint["model"])
     trainer.optimizer.load_state_dict(checkpoint["optimizer"])
     trainer.history = History.from_dict(checkpoint["history"])
@@ -649,17 +728,105 @@ def resume(
         es.on_fit_end(trainer)
         recorder.on_fit_end(trainer)
         return end_run(trainer, recorder, es, config, path, *finished(es, config))
-    return _fit(config, data, trainer, es, recorder, path)
+    return _fit(StartedRun(config, data, trainer, es, recorder, path))
 
 
-def load_model(path: str | os.PathLike[str]) -> CNN:
-    """Rebuild the model saved in ``best.pt`` or ``last.pt`` (or a run folder: its best.pt), in eval mode."""
+class Standardized(nn.Module):
+    """A model trained with ``--normalize``: takes images in [0, 1] (ToTensor's scale) and
+    standardizes them with the training set's mean and std before the model sees them."""
+
+    def __init__(self, model: nn.Module, mean: float, std: float):
+        super().__init__()
+        self.model = model
+        self.mean = mean
+        self.std = std
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.model((x - self.mean) / self.std)
+        return out
+
+
+@dataclass(frozen=True)
+class SavedModel:
+    """What a checkpoint says about its model (format 1 files are read into the same fields)."""
+
+    config: Config
+    model: str
+    model_args: dict[str, Any]
+    image_shape: tuple[int, int, int]
+    classes: int
+    class_names: tuple[str, ...] | None
+    scaling: Scaling
+    epoch: int | None
+
+    @classmethod
+    def of(cls, checkpoint: Mapping[str, Any]) -> SavedModel:
+        config = from_dict(checkpoint["config"])
+        meta = checkpoint["model_meta"]
+        names = meta.get("class_names")
+        scaling = meta.get("scaling") or {}
+        return cls(
+            config,
+            meta.get("model", config.model),
+            dict(meta.get("model_args", config.model_args)),
+            (int(meta["image_shape"][0]), int(meta["image_shape"][1]), int(meta["image_shape"][2])),
+            int(meta["classes"]),
+            tuple(names) if names is not None else None,
+            # A format-1 checkpoint of a --normalize run did not save them: they are recomputed.
+            Scaling(scaling.get("mean", 0.0), scaling.get("std", 1.0)),
+            checkpoint.get("epoch"),
+        )
+
+
+def checkpoint_path(path: str | os.PathLike[str], which: str = "best") -> Path:
     path = Path(path)
     if path.is_dir():
-        path = path / store.BEST
+        path = path / (store.BEST if which == "best" else store.LAST)
+    return path
+
+
+def read_saved(path: Path) -> tuple[dict[str, Any], SavedModel]:
     checkpoint = store.load_checkpoint(path)
-    config = from_dict(checkpoint["config"])
-    meta = checkpoint["model_meta"]
-    model = build_model(config, tuple(meta["image_shape"]), meta["classes"])
-    model.load_state_dict(checkpoint["model"])
+    saved = SavedModel.of(checkpoint)
+    if saved.config.normalize and "scaling" not in checkpoint["model_meta"]:
+        # Format 1 had no mean and std: the training set's, as the run computed them.
+        data = load_data(saved.config)
+        saved = dataclasses.replace(saved, scaling=Scaling.fit(data.train.images))
+    return checkpoint, saved
+
+
+def rebuild(file: Path, model: nn.Module | None = None) -> tuple[nn.Module, SavedModel]:
+    """The checkpoint's model with its weights (train mode, no input scaling) and what it says."""
+    state, saved = read_saved(file)
+    if model is None:
+        model = build_from_reference(
+            saved.model,
+            saved.image_shape,
+            saved.classes,
+            saved.model_args,
+            remedies=architecture(saved.config),
+            dropout_impl=saved.config.dropout_impl,
+        ).module
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as err:
+        first = " ".join(str(err).split())[:300]
+        raise OverfitlabError(
+            f"the weights in {file} do not fit the model given ({first}): build the model of the run"
+        ) from None
+    return model, saved
+
+
+def load_model(
+    path: str | os.PathLike[str], model: nn.Module | None = None, checkpoint: str = "best"
+) -> nn.Module:
+    """The model saved in ``best.pt`` or ``last.pt`` (or a run folder: its ``checkpoint``), in
+    eval mode, taking images as floats in [0, 1] (ToTensor's scale) whatever the run's
+    ``--normalize``: a normalized run's model comes wrapped in ``Standardized``.
+
+    The model is rebuilt from its reference (a user factory is imported), or, with ``model``,
+    the weights are loaded into the module the caller built."""
+    model, saved = rebuild(checkpoint_path(path, checkpoint), model)
+    if saved.scaling != Scaling():
+        model = Standardized(model, saved.scaling.mean, saved.scaling.std)
     return model.eval()

@@ -41,7 +41,6 @@ import os
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, TypedDict
 
 import torch
@@ -51,13 +50,12 @@ from torch.func import functional_call, stack_module_state, vmap
 from . import data as datalib
 from .config import Config
 from .data import Scaling
-from .early_stopping import EarlyStopping
 from .errors import OverfitlabError
 from .regularizers import param_groups, penalized_parameters
 from .run import (
     Interrupted,
-    RunRecorder,
     RunResult,
+    StartedRun,
     end_run,
     finished,
     interrupted_message,
@@ -94,15 +92,9 @@ def check_stackable(config: Config, seeds: Sequence[int]) -> None:
 
 
 @dataclass
-class _Member:
+class _Member(StartedRun):
     """One seed's run, set up as ``train`` sets it up; trained by the stack."""
 
-    config: Config
-    data: datalib.DataSet
-    trainer: Trainer
-    early_stopping: EarlyStopping | None
-    recorder: RunRecorder
-    run_dir: Path | None
     diverged: str | None = None  # the message, once its loss is no longer finite
 
     @property
@@ -123,7 +115,7 @@ def train_seeds(
     no_dirs: list[str | os.PathLike[str] | None] = [None] * len(seeds)
     dirs = run_dirs or no_dirs
     members = [
-        _Member(*start_run(config.replace(seed=seed), run_dir))
+        _Member(**vars(start_run(config.replace(seed=seed), run_dir)))
         for seed, run_dir in zip(seeds, dirs, strict=True)
     ]
     for member in members:

@@ -15,7 +15,7 @@ from torch import nn
 from torchinfo import summary as torchinfo_summary
 
 from .errors import OverfitlabError
-from .models import CNN, create_model
+from .models import create_model
 
 
 @dataclass
@@ -126,8 +126,10 @@ def summarize(
     return summarize_model(model, input_shape, name)
 
 
-def head_params(model: CNN) -> int:
-    return sum(p.numel() for p in model.classifier.parameters())
+def head_params(model: nn.Module) -> int:
+    classifier = model.classifier
+    assert isinstance(classifier, nn.Module), "the CNN family's head is its classifier"
+    return sum(p.numel() for p in classifier.parameters())
 
 
 def compare_heads(

@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from dataclasses import fields
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar, overload
 
-from ..config import Config, apply_overrides, load_toml
+from ..config import Config, apply_overrides, load_toml, parse_model_arg
 
 _N = TypeVar("_N")
 
@@ -81,6 +81,17 @@ def add_config_flags(
         group = groups.get(section) or groups.setdefault(
             section, parser.add_argument_group(section.replace("_", " "))
         )
+        if f.name == "model_args":  # a table: one repeatable KEY=VALUE flag
+            group.add_argument(
+                "--model-arg",
+                dest="cfg_model_args",
+                action="append",
+                default=argparse.SUPPRESS,
+                metavar="KEY=VALUE",
+                help="keyword argument of the model's factory, VALUE a TOML literal (repeatable; "
+                "config: [model.args])",
+            )
+            continue
         kind = _type_of(f)
         if default_text is not None:
             default = f" (default: {default_text})"
@@ -104,6 +115,8 @@ def config_from_args(args: argparse.Namespace, base: Config | None = None) -> Co
     if getattr(args, "config", None):
         config = load_toml(args.config, config)
     overrides = {k[4:]: v for k, v in vars(args).items() if k.startswith("cfg_")}
+    if "model_args" in overrides:  # flags over the file's [model.args]
+        overrides["model_args"] = {**config.model_args, **dict(map(parse_model_arg, overrides["model_args"]))}
     return apply_overrides(config, overrides, "command-line flags")
 
 

@@ -8,7 +8,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from ..backends import BACKENDS, RAY_CONNECT_TIMEOUT, start_worker_server
-from ..config import flatten_toml, read_toml
+from ..config import flatten_toml, parse_model_arg, read_toml
 from ..errors import OverfitlabError
 from ..metrics import SHORT_LABELS
 from ..study import DEFAULT_SEEDS, PRESETS, TABLE_METRICS, StudyResult, load_spec, preset, run_study
@@ -25,7 +25,11 @@ def base_overrides(args: argparse.Namespace) -> dict[str, Any]:
     overrides = {}
     if getattr(args, "config", None):  # read as `train --config` reads it, with its messages
         overrides.update(flatten_toml(read_toml(args.config), args.config))
-    overrides.update({k[4:]: v for k, v in vars(args).items() if k.startswith("cfg_")})
+    flags = {k[4:]: v for k, v in vars(args).items() if k.startswith("cfg_")}
+    if "model_args" in flags:  # flags over the file's [model.args]
+        given = dict(map(parse_model_arg, flags["model_args"]))
+        flags["model_args"] = {**(overrides.get("model_args") or {}), **given}
+    overrides.update(flags)
     return overrides
 
 
