@@ -390,7 +390,10 @@ def test_wording_of_endings_and_names():
         ("[model]\ndropuot = 0.5\n", "unknown key 'dropuot' in [model] of x.toml: did you mean dropout"),
         ("dropuot = 0.5\n", "unknown key 'dropuot' in x.toml: did you mean dropout"),
         ("[data]\nepochs = 2\n", "'epochs' in [data] of x.toml belongs in [optim]: move it there"),
-        ("[model]\nzzz = 1\n", "the keys of [model] are model, [model.args], hidden, blocks, batchnorm, dropout, head"),
+        (
+            "[model]\nzzz = 1\n",
+            "the keys of [model] are model, [model.args], hidden, blocks, batchnorm, dropout, head",
+        ),
     ],
 )
 def test_toml_errors_say_where_and_what_was_meant(tmp_path, toml, message):

@@ -1,7 +1,9 @@
 """Data sets from arrays: an ``.npz`` file with Keras's names, numpy arrays, or torch Datasets.
 
 ``--dataset arrays:FILE.npz`` reads ``x_train``, ``y_train`` and ``x_test``/``y_test`` (or
-``x_valid``/``y_valid``), as ``keras.datasets.mnist.load_data()`` returns them; without a
+``x_valid``/``y_valid``), as ``keras.datasets.mnist.load_data()`` returns them; ``arrays:FOLDER``
+reads the same names as ``.npy`` files there, memory-mapped (``save_arrays`` writes one: a
+study given a DataSet in Python hands it to its workers that way, read once by all); without a
 test or valid pair, a stratified ``--valid-fraction`` of the training arrays is held out.
 Images are uint8 in ``(N, H, W)``, ``(N, H, W, C)`` or ``(N, C, H, W)`` with C 1 or 3, or
 floats in [0, 1], stored as ``round(255·x)`` (exact for the floats ToTensor makes). Labels are
@@ -10,6 +12,7 @@ integers 0..K-1; K is the largest label plus one, or the number of ``class_names
 
 from __future__ import annotations
 
+import io
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from . import store
 from .data import DataOptions, DataSet, Split, check_fits, stratified_indices
 from .errors import OverfitlabError
 
@@ -128,18 +132,50 @@ def held_out(images: torch.Tensor, labels: torch.Tensor, fraction: float) -> tup
     return Split(images[train_idx], labels[train_idx]), Split(images[valid_idx], labels[valid_idx])
 
 
+def save_arrays(data: DataSet, folder: Path) -> None:
+    """Write a DataSet as ``arrays:FOLDER`` reads it: one .npy per array, uint8 (N, C, H, W)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    arrays: dict[str, np.ndarray[Any, Any]] = {
+        "x_train": data.train.images.numpy(),
+        "y_train": data.train.labels.numpy(),
+        "x_valid": data.valid.images.numpy(),
+        "y_valid": data.valid.labels.numpy(),
+    }
+    if data.class_names is not None:
+        arrays["class_names"] = np.array(data.class_names, dtype=str)
+    for key, array in arrays.items():
+        buffer = io.BytesIO()
+        np.save(buffer, np.ascontiguousarray(array), allow_pickle=False)
+        store.atomic_write(folder / f"{key}.npy", buffer.getvalue())
+
+
+def _read_folder(path: Path) -> dict[str, Any]:
+    arrays = {}
+    for file in sorted(path.glob("*.npy")):
+        try:
+            # Copy-on-write maps: processes reading the same folder share its pages.
+            arrays[file.stem] = np.load(file, mmap_mode="c", allow_pickle=False)
+        except (OSError, ValueError) as err:
+            raise OverfitlabError(
+                f"cannot read {file} ({type(err).__name__}: {err}): save it again"
+            ) from None
+    return arrays
+
+
 def load_npz(path: Path, options: DataOptions) -> DataSet:
-    """``--dataset arrays:FILE.npz``."""
-    if not path.is_file():
-        what = "is a folder, not a file" if path.is_dir() else "not found"
-        raise OverfitlabError(f"arrays file {path} {what}: pass an .npz file with x_train and y_train")
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            arrays = {key: npz[key] for key in npz.files}
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as err:
-        raise OverfitlabError(
-            f"cannot read {path} as .npz ({type(err).__name__}: {err}): save it with numpy.savez"
-        ) from None
+    """``--dataset arrays:FILE.npz`` or ``arrays:FOLDER`` (of .npy files)."""
+    if path.is_dir():
+        arrays = _read_folder(path)
+    elif not path.is_file():
+        raise OverfitlabError(f"arrays file {path} not found: pass an .npz file with x_train and y_train")
+    else:
+        try:
+            with np.load(path, allow_pickle=False) as npz:
+                arrays = {key: npz[key] for key in npz.files}
+        except (OSError, ValueError, zipfile.BadZipFile, EOFError) as err:
+            raise OverfitlabError(
+                f"cannot read {path} as .npz ({type(err).__name__}: {err}): save it with numpy.savez"
+            ) from None
     missing = [key for key in TRAIN_KEYS if key not in arrays]
     if missing:
         raise OverfitlabError(
@@ -147,7 +183,7 @@ def load_npz(path: Path, options: DataOptions) -> DataSet:
             "save x_train, y_train and x_test, y_test (Keras's names)"
         )
     valid = next(((x, y) for x, y in VALID_KEYS if x in arrays and y in arrays), None)
-    name = f"arrays:{path.name}"
+    name = f"arrays:{path}"
     class_names = [str(c) for c in arrays["class_names"]] if "class_names" in arrays else None
     if valid is not None:
         return from_arrays(

@@ -212,6 +212,11 @@ def keyword_defaults(ref: str) -> dict[str, Any]:
     }
 
 
+def factory_of(ref: str) -> Factory:
+    """The function a registered name or Python reference names (imported)."""
+    return _factory(ref)
+
+
 def _factory(ref: str) -> Factory:
     kind = kind_of(ref)
     if kind == "python":

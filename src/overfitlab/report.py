@@ -491,6 +491,23 @@ def curve_figures(
     return [(f"{grid_field} = {value}", panels) for value, panels in figures.items()]
 
 
+def left_out_section(study: Mapping[str, Any]) -> str:
+    """The variants the study's model cannot take, and why (nothing when none was left out)."""
+    left = study.get("left_out") or []
+    if not left:
+        return ""
+    body = [
+        f'<tr data-left-out="{esc(e["variant"])}"><th scope="row">{esc(e["variant"])}</th>'
+        f"<td>{esc(e['reason'])}</td></tr>"
+        for e in left
+    ]
+    return (
+        "<section><h2>Left out</h2><p>Variants this model cannot take, not run:</p>"
+        + table(("variant", "why"), body, css="failed")
+        + "</section>"
+    )
+
+
 def runs_section(rows: Sequence[Mapping[str, Any]], grid_field: str | None) -> str:
     failed = [r for r in rows if r.get("status") == "failed"]
     unfinished = [r for r in rows if r.get("status") not in ("complete", "failed")]
@@ -610,6 +627,7 @@ def render_report(data: StudyData) -> str:
             recipe_section(data, baseline, grid_field, grid),
             remedies_section(comparisons, summaries, baseline, order, grid_field),
             plots_section(data, summaries, baseline, order, grid_field),
+            left_out_section(data.study),
             runs_section(data.rows, grid_field),
             environment_section(data.study),
         )

@@ -140,7 +140,46 @@ def resolved(config: Config) -> Config:
     }
     if ref not in PRESETS:  # the presets' keywords are the CNN options above
         changes["model_args"] = {**saved, **config.model_args}
-    return config.replace(model=ref, **changes)
+    return config.replace(model=ref, dataset=absolute_dataset(config.dataset), **changes)
+
+
+def absolute_dataset(name: str) -> str:
+    """``folder:PATH`` and ``arrays:FILE`` with the path made absolute: a study's worker, or a
+    resumed run started elsewhere, reads the same files."""
+    for prefix in ("folder:", "arrays:"):
+        if name.startswith(prefix):
+            return prefix + str(Path(name[len(prefix) :]).expanduser().resolve())
+    return name
+
+
+def model_refusal(config: Config) -> str | None:
+    """Why the config's model cannot take its CNN options (None: it can), as a study says it.
+    A factory's signature answers without building; a model that would get --dropout through
+    its nn.Dropout layers is built once, on the data set's shape, to see that it has some."""
+    from .factories import accepted_keywords, factory_of, kind_of
+
+    options = architecture(config)
+    if not options or config.model in PRESETS:
+        return None
+    kind = kind_of(config.model)
+    accepted = None if kind in ("torchvision", "timm") else accepted_keywords(factory_of(config.model))
+    if kind in ("torchvision", "timm"):
+        accepted = frozenset()
+    if accepted is None:
+        return None
+    missing = [k for k in options if k not in accepted and k != "dropout"]
+    if missing:
+        return (
+            f"model {config.model} takes no {', '.join(missing)} keyword (the variant sets "
+            f"{', '.join('--' + k.replace('_', '-') for k in missing)})"
+        )
+    if "dropout" in options and "dropout" not in accepted:
+        data = load_dataset(config.dataset, options=data_options(config))
+        try:
+            build_model(config, data.image_shape, data.classes)
+        except OverfitlabError as err:
+            return str(err)
+    return None
 
 
 def _tomlable(value: Any) -> bool:

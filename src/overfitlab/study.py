@@ -57,7 +57,7 @@ import traceback
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import backends, store
 from .config import (
@@ -73,6 +73,9 @@ from .config import (
 from .errors import OverfitlabError
 from .index import STATUS_JSON, STUDY_JSON, RunIndex, planned_record, run_record, study_record
 
+if TYPE_CHECKING:
+    from .data import DataSet
+
 DEFAULT_SEEDS = 3
 SPEC_KEYS = ("name", "description", "seeds", "base", "variant", "grid")
 GRID_KEYS = ("field", "values")
@@ -80,6 +83,7 @@ GRID_KEYS = ("field", "values")
 # or make a run's numbers depend on where it ran.
 STUDY_FIELDS = ("seed", "threads")
 TABLE_METRICS = ("final_valid_acc", "final_gap_acc", "peak_valid_acc", "lowest_valid_loss")
+DATA_FOLDER = "data"  # in a study folder: the DataSet given to run_study, as .npy files
 
 
 # --------------------------------------------------------------------------- spec
@@ -108,8 +112,18 @@ class StudySpec:
         return dataclasses.replace(self, seeds=parse_seeds(seeds, "--seeds"))
 
     def with_base(self, overrides: Mapping[str, Any]) -> StudySpec:
-        """The spec with base fields changed (command-line flags over the spec's base)."""
-        base = check_overrides({**self.base, **overrides}, "the base recipe", allow=("threads",))
+        """The spec with base fields changed (command-line flags over the spec's base).
+
+        Another model in the overrides drops the base's CNN options that the overrides do not
+        set: they describe the preset's CNN (a preset's ``hidden = 16``), not the new model."""
+        from .factories import ARCHITECTURE_OPTIONS
+
+        kept = dict(self.base)
+        if "model" in overrides and overrides["model"] != kept.get("model"):
+            for key in ARCHITECTURE_OPTIONS:
+                if key not in overrides:
+                    kept.pop(key, None)
+        base = check_overrides({**kept, **overrides}, "the base recipe", allow=("threads",))
         apply_overrides(Config(), base, "the base recipe")  # a bad base would fail every run
         return dataclasses.replace(self, base=base)
 
@@ -553,6 +567,7 @@ class StudyResult:
     table: list[dict[str, Any]]  # per (variant, grid value): n and mean/std of TABLE_METRICS
     wall_seconds: float
     report: Path | None = None
+    left_out: list[dict[str, str]] = field(default_factory=list)  # {"variant", "reason"}
 
     @property
     def failed(self) -> list[dict[str, Any]]:
@@ -579,6 +594,7 @@ class StudyResult:
             "runs": len(self.runs),
             "complete": len(self.runs) - len(self.failed),
             "failed": [{"run_id": r["run_id"], "error": r["error"]} for r in self.failed],
+            "left_out": self.left_out,
             "table": self.table,
             "comparisons": comparisons_table(self.runs),
             "wall_seconds": round(self.wall_seconds, 3),
@@ -652,6 +668,22 @@ def environment(resources: backends.Resources, device: str, versions: Mapping[st
         "backend": resources.backend,
         "workers": resources.workers,
     }
+
+
+def leave_out(plans: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
+    """The plans without the variants the model cannot take (a ``--batchnorm`` variant on a
+    factory with no batchnorm keyword), and those variants with the reason: left out and said
+    so in study.json and the report, never run to fail."""
+    from .run import model_refusal
+
+    reasons: dict[str, str | None] = {}
+    for plan in plans:
+        variant = plan["variant"]
+        if variant not in reasons and not plan.get("error"):
+            reasons[variant] = model_refusal(from_dict(plan["config"]))
+    left = [{"variant": v, "reason": r} for v, r in reasons.items() if r is not None]
+    refused = {entry["variant"] for entry in left}
+    return [p for p in plans if p["variant"] not in refused], left
 
 
 def _absolute_data_dir(plan: dict[str, Any]) -> dict[str, Any]:
@@ -729,8 +761,13 @@ def run_study(
     connect_timeout: float = backends.RAY_CONNECT_TIMEOUT,
     live: bool = False,
     mlflow: bool | str = False,
+    data: DataSet | None = None,
 ) -> StudyResult:
     """Run (or with ``resume``, finish) a study into ``runs_dir/name``; record it in the index.
+
+    ``data``, a DataSet built in Python, replaces the base recipe's data set: it is written
+    once into the study folder (``data/``, as ``arrays:FOLDER`` reads it) and every worker
+    memory-maps those files, so it is neither pickled per run nor held once per worker.
 
     With ``live``, a notebook shows the progress in place (runs done, per variant).
     With ``mlflow`` (True: the SQLite store in ``runs_dir``; a string: that tracking
@@ -753,6 +790,7 @@ def run_study(
         study_dir = runs_dir / store.check_name(name)
         document, spec = _load_resumed(study_dir, name, spec, threads, stack_seeds)
         threads, plans = document["threads"], document["runs"]
+        left_out: list[dict[str, str]] | None = document.get("left_out") or []
         stack_seeds = bool(document.get("stack_seeds"))
     else:
         if spec is None:
@@ -769,7 +807,10 @@ def run_study(
         threads = backends.resources(
             backend, workers, threads or spec.base.get("threads"), address=address
         ).threads
+        if data is not None:
+            spec = spec.with_base({"dataset": f"arrays:{study_dir / DATA_FOLDER}", "data_dir": None})
         plans = [_absolute_data_dir(p.to_dict()) for p in expand(spec, threads=threads)]
+        left_out = None
     if tensorboard and stack_seeds:
         raise OverfitlabError("stacked seeds cannot log to TensorBoard: drop --stack-seeds or --tensorboard")
     if tensorboard:
@@ -781,11 +822,17 @@ def run_study(
     # once study.json is written it is a study that `--resume` can finish.
     with store.removed_on_failure(study_dir, keep=lambda: (study_dir / STUDY_JSON).exists()):
         store.ensure_folder(study_dir, "study folder", "--runs-dir")
+        if data is not None and not resume:
+            from .arrays import save_arrays
+
+            save_arrays(data, study_dir / DATA_FOLDER)
+        if left_out is None:  # the model is built here if need be: the data are in place
+            plans, left_out = leave_out(plans)
         index = RunIndex.of(runs_dir)
         try:
             with _study_lock(study_dir, name):
                 return _run(
-                    _Study(name, spec, study_dir, runs_dir, plans, document),
+                    _Study(name, spec, study_dir, runs_dir, plans, document, left_out),
                     index,
                     backend,
                     workers,
@@ -853,6 +900,7 @@ class _Study:
     runs_dir: Path
     plans: list[dict[str, Any]]  # RunPlan.to_dict() of every run, in order
     document: dict[str, Any] | None  # the study.json being resumed
+    left_out: list[dict[str, str]] = field(default_factory=list)  # variants the model cannot take
 
     def run_dir(self, plan: Mapping[str, Any]) -> Path:
         name: str = plan["name"]
@@ -896,6 +944,7 @@ def _run(
         "workers": sized.workers,
         "threads": sized.threads,
         "stack_seeds": stack_seeds,
+        "left_out": study.left_out,
         "wall_seconds": previous_wall,
         "status": "running",
     }
@@ -963,7 +1012,9 @@ def _run(
     wall = previous_wall + time.perf_counter() - started
     record.update(status=status, wall_seconds=round(wall, 3))
     study.save(index, record)
-    result = StudyResult(study.name, study.dir, status, records, variant_table(records), wall)
+    result = StudyResult(
+        study.name, study.dir, status, records, variant_table(records), wall, left_out=study.left_out
+    )
     if report:
         result.report = _write_report(study.runs_dir, study.name)
     return result

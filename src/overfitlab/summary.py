@@ -8,6 +8,8 @@ side with the head's share of all parameters.
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,6 +17,7 @@ from torch import nn
 from torchinfo import summary as torchinfo_summary
 
 from .errors import OverfitlabError
+from .factories import build_model
 from .models import create_model
 
 
@@ -36,6 +39,7 @@ class ModelSummary:
     input_mb: float
     forward_backward_mb: float
     params_mb: float
+    notes: tuple[str, ...] = ()  # what was adapted to build it (a first convolution, dropout)
 
     @property
     def non_trainable_params(self) -> int:
@@ -61,6 +65,7 @@ class ModelSummary:
         shape = "×".join(map(str, self.input_shape))
         lines = [
             f"{self.name or 'model'} on {shape} inputs (channels × height × width)",
+            *(f"note: {note}" for note in self.notes),
             rule,
             f"{'Layer (type)':>25}  {'Output Shape':>20}  {'Param #':>13}",
             "=" * 64,
@@ -92,6 +97,7 @@ def summarize_model(model: nn.Module, input_shape: tuple[int, int, int], name: s
             input_size=(1, *input_shape),
             verbose=0,
             device="cpu",
+            mode="eval",  # a batch of one: batch norm on a 1×1 map cannot run in train mode
             col_names=("output_size", "num_params", "mult_adds"),
         )
     except RuntimeError as err:
@@ -119,11 +125,17 @@ def summarize_model(model: nn.Module, input_shape: tuple[int, int, int], name: s
 
 
 def summarize(
-    name: str, input_shape: tuple[int, int, int] = (1, 28, 28), classes: int = 10, **overrides: Any
+    name: str,
+    input_shape: tuple[int, int, int] = (1, 28, 28),
+    classes: int = 10,
+    model_args: Mapping[str, Any] | None = None,
+    **options: Any,
 ) -> ModelSummary:
-    """Summary of a preset (overrides as in ``create_model``: hidden, head, ...)."""
-    model = create_model(name, input_shape, classes, **overrides)
-    return summarize_model(model, input_shape, name)
+    """Summary of any model by reference (``overfitlab.factories``): ``model_args`` as
+    ``--model-arg``, ``options`` the CNN options (hidden, head, ...; None: the factory's)."""
+    built = build_model(name, input_shape, classes, model_args, remedies=options)
+    summary = summarize_model(built.module, input_shape, name)
+    return dataclasses.replace(summary, notes=built.notes)
 
 
 def head_params(model: nn.Module) -> int:

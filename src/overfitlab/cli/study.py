@@ -117,6 +117,8 @@ def run(args: argparse.Namespace) -> int:
         print(table_text(result), end="")
         for row in result.failed:
             print(f"failed: {row['run_id']}: {row['error']}")
+        for entry in result.left_out:
+            print(f"left out: {entry['variant']}: {entry['reason']}")
         print(f"study: {result.study_dir} ({len(result.runs)} runs, {result.wall_seconds:.1f} s)")
         if result.report:
             print(f"report: {result.report}")

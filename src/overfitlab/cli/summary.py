@@ -38,18 +38,27 @@ def input_of(args: argparse.Namespace) -> tuple[tuple[int, int, int], int]:
     if args.dataset is not None:
         if args.input is not None:
             raise OverfitlabError("pass --dataset or --input, not both: the data set fixes the input shape")
-        shape, classes = DATASET_SHAPES[args.dataset]
-        return shape, args.classes or classes
+        if args.dataset in DATASET_SHAPES:  # known without loading it
+            shape, classes = DATASET_SHAPES[args.dataset]
+            return shape, args.classes or classes
+        from ..config import parse_image_size
+        from ..data import DataOptions, load_dataset
+
+        size = parse_image_size(args.image_size) if args.image_size else None
+        data = load_dataset(args.dataset, options=DataOptions(args.data_dir, False, args.channels, size))
+        return data.image_shape, args.classes or data.classes
     return parse_shape(args.input or "1,28,28"), args.classes or 10
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..models import list_models, model_spec
+    from ..config import parse_model_arg
+    from ..models import PRESETS, list_models, model_spec
     from ..summary import compare_heads, summarize
 
     if args.list or not args.model:
         for name in list_models():
-            print(f"{name:<10} {model_spec(name)}")
+            print(f"{name:<10} {model_spec(name) if name in PRESETS else 'registered factory'}")
+        print("and torchvision:NAME, timm:NAME, package.module:function, path/to/file.py:function")
         return 0
     shape, classes = input_of(args)
     if args.classes is not None and args.classes < 2:
@@ -71,7 +80,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.dropout is not None and not 0 <= args.dropout < 1:
         raise OverfitlabError(f"dropout must be in [0, 1), got {args.dropout}")
-    print(summarize(args.model, shape, classes, **overrides))
+    model_args = dict(map(parse_model_arg, args.model_arg or []))
+    print(summarize(args.model, shape, classes, model_args, **overrides))
     return 0
 
 
@@ -82,7 +92,18 @@ def add_parser(subparsers: SubParsers) -> None:
     parser = subparsers.add_parser(
         "summary", help="per-layer table and parameter counts of a model", description=description
     )
-    parser.add_argument("model", nargs="?", help="model preset, e.g. seed-cnn, seed-fc, seed-gap")
+    parser.add_argument(
+        "model",
+        nargs="?",
+        help="model: a preset (seed-cnn, seed-fc, seed-gap), torchvision:NAME, timm:NAME, "
+        "package.module:function or path/to/file.py:function",
+    )
+    parser.add_argument(
+        "--model-arg",
+        action="append",
+        metavar="KEY=VALUE",
+        help="keyword argument of the model's factory, VALUE a TOML literal (repeatable)",
+    )
     parser.add_argument("--list", action="store_true", help="list the model presets")
     parser.add_argument("--hidden", type=int, help="channels of the first block (default: the preset's)")
     parser.add_argument("--blocks", type=int, help="number of conv blocks (default: the preset's)")
@@ -96,9 +117,12 @@ def add_parser(subparsers: SubParsers) -> None:
     parser.add_argument("--head", choices=("fc", "gap"), help="classifier head (default: the preset's)")
     parser.add_argument(
         "--dataset",
-        choices=DATASETS,
-        help="use this data set's input shape and classes (digits: 1,8,8; mnist: 1,28,28; ...)",
+        help="use this data set's input shape and classes (digits: 1,8,8; mnist: 1,28,28; "
+        "folder:PATH and arrays:FILE.npz are read)",
     )
+    parser.add_argument("--data-dir", help="folder of the torchvision data sets, for --dataset")
+    parser.add_argument("--image-size", metavar="H[,W]", help="for --dataset folder:PATH, as in train")
+    parser.add_argument("--channels", type=int, choices=(1, 3), help="for --dataset folder:PATH, as in train")
     parser.add_argument("--classes", type=int, help="output classes (default: the data set's, else 10)")
     parser.add_argument(
         "--input", metavar="C,H,W", help="input shape (default: 1,28,28, MNIST's; or the --dataset's)"
