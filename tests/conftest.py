@@ -21,6 +21,34 @@ MNIST_RAW = (
 
 
 @pytest.fixture(autouse=True, scope="session")
+def private_cache(tmp_path_factory):
+    """Decoded image folders are cached in a temporary folder, never in the user's ~/.cache."""
+    before = os.environ.get("OVERFITLAB_CACHE_DIR")
+    os.environ["OVERFITLAB_CACHE_DIR"] = str(tmp_path_factory.mktemp("cache"))
+    yield
+    if before is None:
+        os.environ.pop("OVERFITLAB_CACHE_DIR", None)
+    else:
+        os.environ["OVERFITLAB_CACHE_DIR"] = before
+
+
+def write_image_folder(root: Path, splits: dict, class_names=None) -> Path:
+    """PNG files ``root/<split>/<class>/<index>.png`` from uint8 Splits (an empty split name
+    writes ``root/<class>/...``); names zero-padded, so sorted order is the split's order."""
+    from PIL import Image
+
+    for split_name, split in splits.items():
+        for i in range(len(split)):
+            label = int(split.labels[i])
+            folder = root / split_name / (class_names[label] if class_names else f"c{label}")
+            folder.mkdir(parents=True, exist_ok=True)
+            pixels = split.images[i].numpy()
+            image = pixels[0] if pixels.shape[0] == 1 else pixels.transpose(1, 2, 0)
+            Image.fromarray(image).save(folder / f"{i:05d}.png")
+    return root
+
+
+@pytest.fixture(autouse=True, scope="session")
 def one_thread():
     """Small CNNs on a shared CPU: more threads than cores makes them many times slower."""
     before = torch.get_num_threads()
