@@ -222,7 +222,10 @@ def test_load_model_and_evaluate_reproduce_each_runs_validation_numbers(tmp_path
             measured = evaluate(tmp_path / name, checkpoint=checkpoint)
             epoch = measured.epoch
             record = history.record_at(epoch)
-            assert (measured.acc, measured.loss) == (record["valid_acc"], record["valid_loss"]), (name, checkpoint)
+            assert (measured.acc, measured.loss) == (record["valid_acc"], record["valid_loss"]), (
+                name,
+                checkpoint,
+            )
         # load_model's module takes [0, 1] images, ToTensor's scale, whatever --normalize was.
         model = load_model(tmp_path / name)
         with torch.inference_mode():

@@ -125,6 +125,7 @@ class DataOptions:
 Loader = Callable[[DataOptions], DataSet]
 _LOADERS: dict[str, Loader] = {}
 PREFIXES = ("folder:", "arrays:")
+PYTHON_PREFIX = "python:"  # the config's dataset for a DataSet given in Python
 
 
 def register_dataset(name: str) -> Callable[[Loader], Loader]:
@@ -146,6 +147,8 @@ def list_datasets() -> list[str]:
 
 def check_dataset_name(name: str) -> None:
     """A registered name, or a prefix with a path; else one line with the choices."""
+    if name.startswith(PYTHON_PREFIX) and name[len(PYTHON_PREFIX) :]:
+        return  # a DataSet given in Python (train(..., data=...)): valid, not loadable by name
     for prefix in PREFIXES:
         if name.startswith(prefix):
             if not name[len(prefix) :]:
@@ -337,6 +340,11 @@ def load_dataset(
     """A data set by name (registered, ``folder:PATH`` or ``arrays:FILE.npz``)."""
     options = options or DataOptions(data_dir, download)
     check_dataset_name(name)
+    if name.startswith(PYTHON_PREFIX):
+        raise OverfitlabError(
+            f"the data set {name} was given in Python, not by a name overfitlab can load: pass the "
+            "same DataSet again (data=...), or --dataset"
+        )
     if name.startswith("folder:"):
         from .folders import load_folder
 
