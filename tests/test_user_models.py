@@ -215,7 +215,7 @@ def _runs(tmp_path, factories):
 
 
 def test_load_model_and_evaluate_reproduce_each_runs_validation_numbers(tmp_path, factories, digits):
-    for name, result in _runs(tmp_path, factories).items():
+    for name in _runs(tmp_path, factories):
         history = History.from_dict(json.loads((tmp_path / name / "history.json").read_text()))
         for checkpoint in ("best", "last"):
             measured = evaluate(tmp_path / name, checkpoint=checkpoint)
