@@ -11,7 +11,7 @@ from torch import nn
 
 from overfitlab.config import Config, load_toml, parse_model_arg
 from overfitlab.errors import OverfitlabError
-from overfitlab.evaluate import evaluate
+from overfitlab.evaluation import evaluate
 from overfitlab.factories import build_model, factory_of
 from overfitlab.history import History
 from overfitlab.run import build_optimizer, load_model, train

@@ -28,9 +28,13 @@ _EXPORTS = {
     "Config": "config",
     "load_toml": "config",
     "to_toml": "config",
+    "DataOptions": "data",
     "DataSet": "data",
     "Split": "data",
     "load_dataset": "data",
+    "register_dataset": "data",
+    "Evaluation": "evaluation",
+    "evaluate": "evaluation",
     "EarlyStopping": "early_stopping",
     "StopReason": "early_stopping",
     "OverfitlabError": "errors",
@@ -44,6 +48,7 @@ _EXPORTS = {
     "l2_penalty": "regularizers",
     "param_groups": "regularizers",
     "RunResult": "run",
+    "Standardized": "run",
     "load_model": "run",
     "resume": "run",
     "train": "run",
@@ -72,9 +77,13 @@ if TYPE_CHECKING:  # what type checkers and IDEs see
     from .config import Config as Config
     from .config import load_toml as load_toml
     from .config import to_toml as to_toml
+    from .data import DataOptions as DataOptions
     from .data import DataSet as DataSet
     from .data import Split as Split
     from .data import load_dataset as load_dataset
+    from .data import register_dataset as register_dataset
+    from .evaluation import Evaluation as Evaluation
+    from .evaluation import evaluate as evaluate
     from .early_stopping import EarlyStopping as EarlyStopping
     from .early_stopping import StopReason as StopReason
     from .errors import OverfitlabError as OverfitlabError
@@ -104,6 +113,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see
         param_groups as param_groups,
     )
     from .run import RunResult as RunResult
+    from .run import Standardized as Standardized
     from .run import load_model as load_model
     from .run import resume as resume
     from .run import train as train

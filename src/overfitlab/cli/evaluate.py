@@ -11,7 +11,7 @@ if TYPE_CHECKING:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..evaluate import evaluate
+    from ..evaluation import evaluate
 
     result = evaluate(
         args.run_dir,
