@@ -82,11 +82,11 @@ if TYPE_CHECKING:  # what type checkers and IDEs see
     from .data import Split as Split
     from .data import load_dataset as load_dataset
     from .data import register_dataset as register_dataset
-    from .evaluation import Evaluation as Evaluation
-    from .evaluation import evaluate as evaluate
     from .early_stopping import EarlyStopping as EarlyStopping
     from .early_stopping import StopReason as StopReason
     from .errors import OverfitlabError as OverfitlabError
+    from .evaluation import Evaluation as Evaluation
+    from .evaluation import evaluate as evaluate
     from .history import History as History
     from .models import (
         build_cnn as build_cnn,
