@@ -111,7 +111,7 @@ def test_colour_images_sizes_and_channels(tmp_path):
         Image.open(tmp_path / "f" / "cat" / "0.png").convert("L").resize((6, 5), Image.Resampling.BILINEAR)
     )
     images = torch.cat([grey.train.images, grey.valid.images])
-    assert any(torch.equal(img[0], torch.from_numpy(np.asarray(first))) for img in images)
+    assert any(torch.equal(img[0], torch.from_numpy(np.array(first))) for img in images)
     Image.fromarray(rng.integers(0, 256, (7, 7, 3), dtype=np.uint8)).save(tmp_path / "f" / "dog" / "odd.png")
     with pytest.raises(
         OverfitlabError, match=r"images differ in size: .* is 10×12, .*odd.png is 7×7.*--image-size"

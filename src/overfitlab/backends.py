@@ -142,9 +142,16 @@ class Backend:
     """Runs ``fn(payload)`` for every payload; a context manager owning its workers."""
 
     name = ""
+    # Whether its workers may run on machines that do not see the study's files: then each
+    # task gets its data from ``put`` and sends its run folders back (study_worker.land).
+    remote_nodes = False
 
     def __enter__(self) -> Backend:
         return self
+
+    def put(self, value: Any) -> Any:
+        """A reference to ``value`` that every worker can read (the value itself here)."""
+        return value
 
     def __exit__(self, *exc: object) -> None:
         pass
@@ -332,11 +339,13 @@ class RayBackend(Backend):
 
     Without ``address`` a private Ray instance starts for the study (loopback
     only, no dashboard) and stops after it; with one, the study joins that
-    cluster and leaves it running. Run folders must then be on a file system
-    every node sees.
+    cluster and leaves it running. Its nodes need not share a file system: a study puts
+    each data set in the object store once, and every run folder comes back to the study's
+    machine, which writes it (``overfitlab.study_worker``).
     """
 
     name = "ray"
+    remote_nodes = True
 
     def __init__(
         self,
@@ -375,6 +384,10 @@ class RayBackend(Backend):
 
     def versions(self) -> dict[str, str]:
         return {"ray": self._ray.__version__}
+
+    def put(self, value: Any) -> Any:
+        """Into the object store, once: every node's workers read that copy."""
+        return self._ray.put(value)
 
     def execute(
         self,

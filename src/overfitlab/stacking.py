@@ -103,7 +103,10 @@ class _Member(StartedRun):
 
 
 def train_seeds(
-    config: Config, seeds: Sequence[int], run_dirs: Sequence[str | os.PathLike[str]] | None = None
+    config: Config,
+    seeds: Sequence[int],
+    run_dirs: Sequence[str | os.PathLike[str]] | None = None,
+    data: datalib.DataSet | None = None,
 ) -> list[RunResult]:
     """Train ``config`` once per seed, all seeds at once (the config's own seed is ignored);
     with ``run_dirs``, one run folder per seed. Returns each seed's RunResult, in order."""
@@ -115,7 +118,7 @@ def train_seeds(
     no_dirs: list[str | os.PathLike[str] | None] = [None] * len(seeds)
     dirs = run_dirs or no_dirs
     members = [
-        _Member(**vars(start_run(config.replace(seed=seed), run_dir)))
+        _Member(**vars(start_run(config.replace(seed=seed), run_dir, data=data)))
         for seed, run_dir in zip(seeds, dirs, strict=True)
     ]
     for member in members:

@@ -45,495 +45,87 @@ on when the kill came. Failed runs are retried too.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import datetime
 import math
 import os
 import platform
 import shlex
-import shutil
 import time
-import traceback
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import backends, store
-from .config import (
-    FIELDS,
-    Config,
-    apply_overrides,
-    flatten_toml,
-    from_dict,
-    read_toml,
-    to_dict,
-    unknown_key_error,
-)
+from .config import from_dict
 from .errors import OverfitlabError
-from .index import STATUS_JSON, STUDY_JSON, RunIndex, planned_record, run_record, study_record
+from .index import STUDY_JSON, RunIndex, planned_record, run_record, study_record
+from .presets import ALL_REMEDIES, DATA_SIZES, PRESETS, REMEDIES, REMEDIES_BASE, preset
+from .study_spec import (
+    DEFAULT_SEEDS,
+    GRID_KEYS,
+    SPEC_KEYS,
+    STUDY_FIELDS,
+    Grid,
+    RunPlan,
+    StudySpec,
+    Variant,
+    check_overrides,
+    expand,
+    grid_token,
+    load_spec,
+    make_spec,
+    parse_seeds,
+    parse_spec,
+    run_name,
+)
+from .study_worker import (
+    data_key,
+    execute_run,
+    execute_shipped,
+    execute_stacked,
+    execute_task,
+    land,
+    message_of,
+    now,
+    ship,
+    to_store,
+)
 
 if TYPE_CHECKING:
     from .data import DataSet
 
-DEFAULT_SEEDS = 3
-SPEC_KEYS = ("name", "description", "seeds", "base", "variant", "grid")
-GRID_KEYS = ("field", "values")
-# The study sets these per run: a variant changing them would break the paired design
-# or make a run's numbers depend on where it ran.
-STUDY_FIELDS = ("seed", "threads")
+__all__ = [
+    "ALL_REMEDIES",
+    "DATA_SIZES",
+    "DEFAULT_SEEDS",
+    "GRID_KEYS",
+    "PRESETS",
+    "REMEDIES",
+    "REMEDIES_BASE",
+    "SPEC_KEYS",
+    "STUDY_FIELDS",
+    "Grid",
+    "RunPlan",
+    "StudyResult",
+    "StudySpec",
+    "Variant",
+    "check_overrides",
+    "execute_run",
+    "execute_stacked",
+    "execute_task",
+    "expand",
+    "load_spec",
+    "make_spec",
+    "parse_seeds",
+    "parse_spec",
+    "preset",
+    "run_name",
+    "run_study",
+    "variant_table",
+]
+
 TABLE_METRICS = ("final_valid_acc", "final_gap_acc", "peak_valid_acc", "lowest_valid_loss")
 DATA_FOLDER = "data"  # in a study folder: the DataSet given to run_study, as .npy files
-
-
-# --------------------------------------------------------------------------- spec
-@dataclass(frozen=True)
-class Variant:
-    name: str
-    overrides: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class Grid:
-    field: str
-    values: tuple[Any, ...]
-
-
-@dataclass(frozen=True)
-class StudySpec:
-    base: dict[str, Any]
-    variants: tuple[Variant, ...]
-    seeds: tuple[int, ...] = tuple(range(DEFAULT_SEEDS))
-    grid: Grid | None = None
-    name: str | None = None
-    description: str = ""
-
-    def with_seeds(self, seeds: int | Sequence[int]) -> StudySpec:
-        return dataclasses.replace(self, seeds=parse_seeds(seeds, "--seeds"))
-
-    def with_base(self, overrides: Mapping[str, Any]) -> StudySpec:
-        """The spec with base fields changed (command-line flags over the spec's base).
-
-        Another model in the overrides drops the base's CNN options that the overrides do not
-        set: they describe the preset's CNN (a preset's ``hidden = 16``), not the new model."""
-        from .factories import ARCHITECTURE_OPTIONS
-
-        kept = dict(self.base)
-        if "model" in overrides and overrides["model"] != kept.get("model"):
-            for key in ARCHITECTURE_OPTIONS:
-                if key not in overrides:
-                    kept.pop(key, None)
-        base = check_overrides({**kept, **overrides}, "the base recipe", allow=("threads",))
-        apply_overrides(Config(), base, "the base recipe")  # a bad base would fail every run
-        return dataclasses.replace(self, base=base)
-
-    def to_dict(self) -> dict[str, Any]:
-        """The canonical form, stored in study.json and the index."""
-        return {
-            "name": self.name,
-            "description": self.description,
-            "base": dict(self.base),
-            "variants": [{"name": v.name, "overrides": dict(v.overrides)} for v in self.variants],
-            "seeds": list(self.seeds),
-            "grid": {"field": self.grid.field, "values": list(self.grid.values)} if self.grid else None,
-        }
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> StudySpec:
-        grid = data.get("grid")
-        return make_spec(
-            base=data.get("base") or {},
-            variants=[(v["name"], v.get("overrides") or {}) for v in data.get("variants") or []],
-            seeds=data.get("seeds", DEFAULT_SEEDS),
-            grid=(grid["field"], grid["values"]) if grid else None,
-            name=data.get("name"),
-            description=data.get("description") or "",
-            where="study spec",
-        )
-
-
-def parse_seeds(seeds: Any, where: str) -> tuple[int, ...]:
-    if isinstance(seeds, int) and not isinstance(seeds, bool):
-        if seeds < 1:
-            raise OverfitlabError(f"{where}: seeds must be ≥ 1, got {seeds}")
-        return tuple(range(seeds))
-    if (
-        isinstance(seeds, (list, tuple))
-        and seeds
-        and all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds)
-    ):
-        if len(set(seeds)) != len(seeds):
-            raise OverfitlabError(f"{where}: seeds repeat in {list(seeds)}: list each seed once")
-        return tuple(seeds)
-    raise OverfitlabError(
-        f"{where}: seeds must be a count (3) or a list of seeds ≥ 0 ([0, 1, 2]), got {seeds!r}"
-    )
-
-
-def _optional(name: str) -> bool:
-    return "None" in str(FIELDS[name].type)
-
-
-def check_overrides(overrides: Mapping[str, Any], where: str, allow: Sequence[str] = ()) -> dict[str, Any]:
-    """Known Config fields only (the error lists them); seed and threads belong to the study."""
-    for key in overrides:
-        if key not in FIELDS:
-            raise unknown_key_error(key, where)
-        if key in STUDY_FIELDS and key not in allow:
-            what = "seeds = N or [..] in the spec, or --seeds" if key == "seed" else "--threads"
-            raise OverfitlabError(
-                f"{key} cannot be set in {where}: the study sets it for every run (use {what})"
-            )
-    # TOML has no null: "none" means "the field's default" for optional fields.
-    return {
-        k: (None if isinstance(v, str) and v.lower() == "none" and _optional(k) else v)
-        for k, v in overrides.items()
-    }
-
-
-def _token(value: Any) -> str:
-    """A grid value as it appears in run folder names."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
-
-
-def make_spec(
-    base: Mapping[str, Any],
-    variants: Sequence[tuple[str, Mapping[str, Any]]],
-    seeds: Any = DEFAULT_SEEDS,
-    grid: tuple[str, Sequence[Any]] | None = None,
-    name: str | None = None,
-    description: str = "",
-    where: str = "study spec",
-) -> StudySpec:
-    """Check every part of a spec; unknown fields are errors naming the valid ones."""
-    base = check_overrides(base, f"{where} [base]", allow=("threads",))
-    try:
-        apply_overrides(Config(), base, f"{where} [base]")  # a bad base would fail every run
-    except OverfitlabError as err:
-        raise OverfitlabError(f"{where} [base]: {err}") from None
-    checked: list[Variant] = []
-    for variant_name, overrides in variants or [("baseline", {})]:
-        if not isinstance(variant_name, str) or not variant_name:
-            raise OverfitlabError(f'{where}: every [[variant]] needs a name = "..."')
-        try:
-            store.check_name(variant_name)
-        except OverfitlabError as err:
-            raise OverfitlabError(f"{where}: variant name: {err}") from None
-        if any(v.name == variant_name for v in checked):
-            raise OverfitlabError(f"{where}: two variants are named {variant_name!r}: rename one")
-        checked.append(Variant(variant_name, check_overrides(overrides, f"{where} variant {variant_name!r}")))
-    parsed_grid = None
-    if grid is not None:
-        grid_field, values = grid
-        if grid_field not in FIELDS:
-            raise OverfitlabError(
-                f"unknown grid field {grid_field!r} in {where}: valid fields are {', '.join(sorted(FIELDS))}"
-            )
-        if grid_field in STUDY_FIELDS:
-            raise OverfitlabError(f"{where}: the grid cannot be over {grid_field} (the study sets it)")
-        if not isinstance(values, (list, tuple)) or not values:
-            raise OverfitlabError(f"{where}: grid values must be a non-empty list, got {values!r}")
-        if any(v is None or isinstance(v, (dict, list)) for v in values):
-            raise OverfitlabError(f"{where}: grid values must be numbers, strings or booleans")
-        tokens = [_token(v) for v in values]
-        if len(set(tokens)) != len(tokens):
-            raise OverfitlabError(f"{where}: grid values repeat in {list(values)}")
-        for token in tokens:
-            store.check_name(token)
-        parsed_grid = Grid(grid_field, tuple(values))
-    if name is not None:
-        store.check_name(name)
-    return StudySpec(dict(base), tuple(checked), parse_seeds(seeds, where), parsed_grid, name, description)
-
-
-def parse_spec(document: Mapping[str, Any], where: str) -> StudySpec:
-    """A spec from a TOML document (``[base]``, ``[[variant]]``, ``[grid]``)."""
-    for key in document:
-        if key not in SPEC_KEYS:
-            raise OverfitlabError(f"unknown key {key!r} in {where}: valid keys are {', '.join(SPEC_KEYS)}")
-    base = document.get("base", {})
-    if not isinstance(base, dict):
-        raise OverfitlabError(f"{where}: base must be a table ([base])")
-    variants = document.get("variant", [])
-    if not isinstance(variants, list) or not all(isinstance(v, dict) for v in variants):
-        raise OverfitlabError(f"{where}: variants must be [[variant]] tables")
-    grid = document.get("grid")
-    if grid is not None:
-        if not isinstance(grid, dict):
-            raise OverfitlabError(f"{where}: grid must be a table ([grid])")
-        for key in grid:
-            if key not in GRID_KEYS:
-                raise OverfitlabError(f"unknown key {key!r} in {where} [grid]: valid keys are field, values")
-        if "field" not in grid or "values" not in grid:
-            raise OverfitlabError(f'{where}: [grid] needs field = "..." and values = [...]')
-        grid = (grid["field"], grid["values"])
-    return make_spec(
-        base=flatten_toml(base, f"{where} [base]"),
-        variants=[
-            (
-                v.get("name"),
-                flatten_toml(
-                    {k: x for k, x in v.items() if k != "name"}, f"{where} variant {v.get('name')!r}"
-                ),
-            )
-            for v in variants
-        ],
-        seeds=document.get("seeds", DEFAULT_SEEDS),
-        grid=grid,
-        name=document.get("name"),
-        description=document.get("description", ""),
-        where=where,
-    )
-
-
-def load_spec(path: str | os.PathLike[str]) -> StudySpec:
-    document = read_toml(path, "study spec", "check the path, or use --preset")
-    return parse_spec(document, str(path))
-
-
-# --------------------------------------------------------------------------- presets
-# The tutorial's over-fitting set-up on the built-in digits: 300 training images and a CNN
-# without any remedy reach 100 % train accuracy within ~15 epochs; by epoch 60 the valid
-# loss has climbed back ~30 % above its minimum. A run takes a few seconds on one thread.
-REMEDIES_BASE = {
-    "dataset": "digits",
-    "train_size": 300,
-    "model": "seed-cnn",
-    "hidden": 16,
-    "batchnorm": False,
-    "dropout": 0.0,
-    "head": "fc",
-    "epochs": 60,
-}
-# Each strength picked from a short sweep (seeds 0-2, 1 thread) as the value with the lowest
-# final valid loss: l1 1e-5/1e-4/1e-3 (1e-3 collapses to chance on one seed), l2
-# 1e-4/3e-4/1e-3/1e-2 (1e-2 collapses), AdamW weight decay 0.01/0.1/0.5, dropout 0.2/0.3/0.5.
-# Augmentation has no strength to tune: shifts scale with the image (±0.57 px on 8×8 digits)
-# and rotations are ±10°; on seed 0 it lifts the best valid accuracy from 0.964 to 0.973.
-REMEDIES: tuple[tuple[str, dict[str, Any]], ...] = (
-    ("baseline", {}),
-    ("early-stopping", {"early_stopping": True, "patience": 5}),
-    ("l1", {"l1": 1e-4}),
-    ("l2", {"l2": 3e-4}),
-    ("weight-decay", {"optimizer": "adamw", "weight_decay": 0.1}),
-    ("batchnorm", {"batchnorm": True}),
-    ("dropout", {"dropout": 0.3}),
-    ("gap-head", {"head": "gap"}),
-    ("augmentation", {"augment": True}),
-    ("more-data", {"train_size": None}),
-)
-# Every remedy at once, on the same 300 images: more data is the reference, not a remedy
-# one can apply. Stacked, the remedies over-regularize; the study measures by how much.
-ALL_REMEDIES = {
-    k: v
-    for name, overrides in REMEDIES
-    if name not in ("baseline", "more-data")
-    for k, v in overrides.items()
-}
-DATA_SIZES = (75, 150, 300, 600, 1347)  # 1347: every digits training image
-
-PRESETS = {
-    "remedies": "each remedy alone, and all together, against an over-fitting baseline (digits)",
-    "data-size": "the over-fitting baseline at growing training set sizes (digits)",
-}
-
-
-def preset(name: str, seeds: int | Sequence[int] = DEFAULT_SEEDS) -> StudySpec:
-    """A built-in study: ``remedies`` or ``data-size``."""
-    if name == "remedies":
-        return make_spec(
-            REMEDIES_BASE,
-            [*REMEDIES, ("all-remedies", ALL_REMEDIES)],
-            seeds,
-            name="remedies",
-            description=PRESETS[name],
-            where="preset remedies",
-        )
-    if name == "data-size":
-        base = {k: v for k, v in REMEDIES_BASE.items() if k != "train_size"}
-        return make_spec(
-            base,
-            [("baseline", {})],
-            seeds,
-            grid=("train_size", DATA_SIZES),
-            name="data-size",
-            description=PRESETS[name],
-            where="preset data-size",
-        )
-    raise OverfitlabError(f"unknown preset {name!r}: choose one of {', '.join(PRESETS)}")
-
-
-# --------------------------------------------------------------------------- plans
-@dataclass(frozen=True)
-class RunPlan:
-    """One run of a study. ``config`` is None when the overrides are invalid; ``error`` says why
-    (the run is then recorded as failed, and the other runs go on)."""
-
-    name: str
-    variant: str
-    seed: int
-    grid_field: str | None
-    grid_value: Any
-    config: Config | None
-    error: str | None = None
-    overrides: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "variant": self.variant,
-            "seed": self.seed,
-            "grid_field": self.grid_field,
-            "grid_value": self.grid_value,
-            "config": to_dict(self.config) if self.config is not None else dict(self.overrides),
-            "error": self.error,
-        }
-
-
-def run_name(variant: str, seed: int, grid_value: Any = None, has_grid: bool = False) -> str:
-    return f"{variant}-{_token(grid_value)}-s{seed}" if has_grid else f"{variant}-s{seed}"
-
-
-def expand(spec: StudySpec, threads: int | None = None) -> list[RunPlan]:
-    """Every run of the spec: variants × grid values × seeds, the same seeds for each variant."""
-    plans = []
-    grid_values = spec.grid.values if spec.grid else (None,)
-    for variant in spec.variants:
-        for value in grid_values:
-            for seed in spec.seeds:
-                overrides = {**spec.base, **variant.overrides}
-                if spec.grid:
-                    overrides[spec.grid.field] = value
-                overrides["seed"] = seed
-                if threads is not None:
-                    overrides["threads"] = threads
-                where = f"variant {variant.name!r}" + (
-                    f" at {spec.grid.field} = {value!r}" if spec.grid else ""
-                )
-                try:
-                    config, error = apply_overrides(Config(), overrides, where), None
-                except OverfitlabError as err:
-                    config, error = None, f"{where}: {err}"
-                plans.append(
-                    RunPlan(
-                        run_name(variant.name, seed, value, spec.grid is not None),
-                        variant.name,
-                        seed,
-                        spec.grid.field if spec.grid else None,
-                        value,
-                        config,
-                        error,
-                        overrides,
-                    )
-                )
-    return plans
-
-
-# --------------------------------------------------------------------------- one run (in a worker)
-def _now() -> str:
-    return datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def _message(err: BaseException) -> str:
-    if isinstance(err, OverfitlabError):
-        return str(err)
-    return f"{type(err).__name__}: {err}"
-
-
-def _fresh_folder(run_dir: Path) -> None:
-    if run_dir.exists():  # a partial run of an interrupted study: redone from scratch
-        shutil.rmtree(run_dir)
-    run_dir.mkdir(parents=True)
-
-
-def _failed(err: Exception) -> dict[str, Any]:
-    """The status of a run that raised: the error, and its traceback where it is a bug."""
-    status = {"status": "failed", "error": _message(err)}
-    if not isinstance(err, OverfitlabError):
-        status["traceback"] = traceback.format_exc()
-    return status
-
-
-def execute_run(task: Mapping[str, Any]) -> dict[str, Any]:
-    """Train one planned run into its folder and return its index row.
-
-    Runs in whichever process the backend chose. Any exception is the run's
-    error: it is written to ``status.json`` and the row says "failed". Ctrl-C
-    leaves the run unfinished (no status.json) and reaches the study as
-    KeyboardInterrupt.
-    """
-    from .run import Interrupted, train
-
-    plan, run_dir = task["plan"], Path(task["run_dir"])
-    _fresh_folder(run_dir)
-    started_at, started = _now(), time.perf_counter()
-    status: dict[str, Any] = {"status": "complete", "error": None}
-    try:
-        if plan.get("error"):
-            raise OverfitlabError(plan["error"])
-        if task.get("tensorboard"):
-            from .tensorboard import TensorBoardLogger
-
-            logger = TensorBoardLogger(run_dir / "tb")
-            try:
-                train(from_dict(plan["config"]), run_dir, callbacks=[logger])
-            finally:
-                logger.close()  # also when training raised
-        else:
-            train(from_dict(plan["config"]), run_dir)
-    except Interrupted:
-        raise KeyboardInterrupt from None
-    except Exception as err:  # recorded as the run's error; the study goes on
-        status = _failed(err)
-    status.update(started_at=started_at, ended_at=_now(), seconds=round(time.perf_counter() - started, 3))
-    store.write_json(run_dir / STATUS_JSON, status)
-    return run_record(task["study"], plan, run_dir)
-
-
-def execute_stacked(task: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """Train the seeds of one variant at once (``overfitlab.stacking``) into their run
-    folders; return their index rows. Errors and Ctrl-C as ``execute_run``."""
-    from .run import Interrupted
-    from .stacking import train_seeds
-
-    runs = task["stacked"]
-    run_dirs = [Path(run["run_dir"]) for run in runs]
-    for run_dir in run_dirs:
-        _fresh_folder(run_dir)
-    started_at, started = _now(), time.perf_counter()
-    statuses: list[dict[str, Any]]
-    try:
-        results = train_seeds(
-            from_dict(runs[0]["plan"]["config"]), [run["plan"]["seed"] for run in runs], run_dirs
-        )
-        statuses = [
-            {"status": "failed", "error": result.stop_message}
-            if result.stop_reason == "diverged"
-            else {"status": "complete", "error": None}
-            for result in results
-        ]
-    except Interrupted:
-        raise KeyboardInterrupt from None
-    except Exception as err:  # every member's error; the study goes on
-        statuses = [_failed(err) for _ in runs]
-    seconds = round((time.perf_counter() - started) / len(runs), 3)  # each member's share
-    names = [run["plan"]["name"] for run in runs]
-    for run_dir, status in zip(run_dirs, statuses, strict=True):
-        status.update(started_at=started_at, ended_at=_now(), seconds=seconds, stacked_with=names)
-        store.write_json(run_dir / STATUS_JSON, status)
-    return [
-        run_record(task["study"], run["plan"], run_dir) for run, run_dir in zip(runs, run_dirs, strict=True)
-    ]
-
-
-def execute_task(task: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """A backend's unit of work, in whichever process it chose: one run, or the seeds of one
-    variant stacked. Returns the index rows of its runs."""
-    if "stacked" in task:
-        return execute_stacked(task)
-    return [execute_run(task)]
 
 
 def stacked_groups(plans: Sequence[Mapping[str, Any]], todo: Sequence[int]) -> list[tuple[list[int], bool]]:
@@ -549,7 +141,7 @@ def stacked_groups(plans: Sequence[Mapping[str, Any]], todo: Sequence[int]) -> l
         if plan.get("error") or refusals(plan["config"]):
             tasks.append(([i], False))
             continue
-        key = (plan["variant"], _token(plan["grid_value"]))
+        key = (plan["variant"], grid_token(plan["grid_value"]))
         if key not in groups:
             groups[key] = []
             tasks.append((groups[key], True))
@@ -668,6 +260,24 @@ def environment(resources: backends.Resources, device: str, versions: Mapping[st
         "backend": resources.backend,
         "workers": resources.workers,
     }
+
+
+def shipped_data(plans: Sequence[Mapping[str, Any]], todo: Sequence[int]) -> Iterator[tuple[str, DataSet]]:
+    """The data sets the runs to do read from files (all but the built-in digits, which every
+    node has with scikit-learn), each loaded once here, by ``data_key``."""
+    from .data import load_dataset
+    from .run import data_options
+
+    seen = set()
+    for i in todo:
+        plan = plans[i]
+        if plan.get("error"):
+            continue
+        config = from_dict(plan["config"])
+        key = data_key(config)
+        if config.dataset != "digits" and key not in seen:
+            seen.add(key)
+            yield key, load_dataset(config.dataset, options=data_options(config))
 
 
 def leave_out(plans: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
@@ -938,7 +548,7 @@ def _run(
     record: dict[str, Any] = {
         "name": study.name,
         "spec": study.spec.to_dict(),
-        "created_at": study.document["created_at"] if study.document else _now(),
+        "created_at": study.document["created_at"] if study.document else now(),
         "seeds": list(study.spec.seeds),
         "backend": sized.backend,
         "workers": sized.workers,
@@ -964,7 +574,7 @@ def _run(
 
     def on_start(position: int) -> None:
         index.upsert_runs(
-            [{**records[i], "status": "running", "started_at": _now()} for i in groups[position]]
+            [{**records[i], "status": "running", "started_at": now()} for i in groups[position]]
         )
 
     done = len(records) - len(todo)
@@ -975,10 +585,22 @@ def _run(
                 record["environment"]["seed stacking"] = "the seeds of each variant at once (torch.func.vmap)"
             study.save(index, record)
             index.upsert_runs([{**r, "position": i} for i, r in enumerate(records)])
-            for position, rows, error in backend.execute(execute_task, tasks, on_start):
+            fn: Callable[[Any], Any] = execute_task
+            payloads: list[Any] = tasks
+            if backend.remote_nodes:  # data through the object store, run folders sent back
+                refs = {key: backend.put(to_store(data)) for key, data in shipped_data(study.plans, todo)}
+                fn, payloads = execute_shipped, [ship(task, refs) for task in tasks]
+            for position, outcome, error in backend.execute(fn, payloads, on_start):
                 group = groups[position]
+                if error is None and backend.remote_nodes:
+                    try:
+                        rows = land(tasks[position], outcome, study.name)
+                    except OverfitlabError as err:  # the folder could not be written here
+                        error = err
+                else:
+                    rows = outcome
                 if error is not None:  # the worker itself failed, not the run's training
-                    rows = [{**records[i], "status": "failed", "error": _message(error)} for i in group]
+                    rows = [{**records[i], "status": "failed", "error": message_of(error)} for i in group]
                 for i, row in zip(group, rows, strict=True):
                     records[i] = row
                     index.upsert_run(row)
