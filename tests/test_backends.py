@@ -197,3 +197,65 @@ def test_ray_cluster_on_loopback_gives_the_serial_numbers(tmp_path, serial_refer
     with RunIndex(tmp_path / "index.sqlite") as index:
         study = index.study("same")
     assert study["backend"] == "ray" and study["environment"]["ray"] == ray.__version__
+
+
+def _can_hide_folders() -> bool:
+    probe = subprocess.run(
+        ["unshare", "--mount", "--propagation", "private", "sh", "-c", "mount -t tmpfs none /mnt"],
+        capture_output=True,
+    )
+    return probe.returncode == 0
+
+
+@needs_ray
+@pytest.mark.slow
+def test_ray_node_that_cannot_see_the_runs_or_data_folder_gives_the_local_numbers(
+    tmp_path, digits, monkeypatch
+):
+    """A user's factory and an image folder, on a Ray cluster whose only worker node runs under a
+    tmpfs mounted over the study's folder (runs and data): the data reach it through the object
+    store and its run folders come back. Same per-run numbers as the local pool."""
+    from conftest import write_image_folder
+
+    ray_cli = shutil.which("ray", path=str(Path(sys.executable).parent)) or shutil.which("ray")
+    if ray_cli is None or shutil.which("unshare") is None or not _can_hide_folders():
+        pytest.skip("needs the ray command and unshare --mount (root, or user namespaces)")
+    hidden = tmp_path / "hidden"
+    write_image_folder(hidden / "data", {"train": digits.train, "valid": digits.valid})
+    model = Path(__file__).parents[1] / "examples" / "my_model.py"
+    spec = make_spec(
+        {"dataset": f"folder:{hidden / 'data'}", "model": f"{model}:build", "train_size": 150, "epochs": 2},
+        [("baseline", {}), ("dropout", {"dropout": 0.3}), ("batchnorm", {"batchnorm": True})],
+        seeds=[0],
+    )
+    local = run_study(spec, tmp_path / "local", "same", backend="local", report=False)
+    assert [e["variant"] for e in local.left_out] == ["batchnorm"]
+    port = free_port()
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "OMP_NUM_THREADS": "1"}
+    common = ["--disable-usage-stats", "--node-ip-address=127.0.0.1"]
+    subprocess.run(
+        [ray_cli, "start", "--head", f"--port={port}", "--num-cpus=0", "--include-dashboard=false", *common],
+        check=True,
+        env=env,
+        capture_output=True,
+        timeout=120,
+    )
+    try:
+        hide = f"mount -t tmpfs none {hidden} && exec {ray_cli} start --address=127.0.0.1:{port} --num-cpus=2"
+        subprocess.run(
+            ["unshare", "--mount", "--propagation", "private", "sh", "-c", f"{hide} {' '.join(common)}"],
+            check=True,
+            env=env,
+            capture_output=True,
+            timeout=120,
+        )
+        result = run_study(
+            spec, hidden / "runs", "same", backend="ray", address=f"127.0.0.1:{port}", report=False
+        )
+    finally:
+        subprocess.run([ray_cli, "stop", "--force"], env=env, capture_output=True, timeout=120)
+    assert result.status == "complete", result.failed
+    assert rows_without_timing(hidden / "runs", "same") == rows_without_timing(tmp_path / "local", "same")
+    assert histories(hidden / "runs", "same") == histories(tmp_path / "local", "same")
+    assert result.left_out == local.left_out
