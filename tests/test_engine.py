@@ -359,3 +359,44 @@ def test_cuda_bf16_and_compile_train():
     result = train(Config(train_size=192, epochs=2, device="cuda", bf16=True, compile=True))
     losses = result.history.column("train_loss")
     assert all(math.isfinite(v) for v in losses) and losses[-1] < losses[0]
+
+
+def test_callbacks_are_torn_down_however_fit_ends(digits):
+    """on_teardown runs after a normal end, a divergence and Ctrl-C; on_fit_end only after
+    training finished, so a progress bar or a TensorBoard writer is never left open."""
+    from overfitlab.callbacks import Callback
+    from overfitlab.config import Config
+    from overfitlab.progress import EpochProgress
+    from overfitlab.run import start_run
+    from overfitlab.trainer import Diverged
+
+    class Seen(Callback):
+        def __init__(self, interrupt_at: int | None = None):
+            self.events: list[str] = []
+            self.interrupt_at = interrupt_at
+
+        def on_epoch_end(self, trainer, epoch, metrics):
+            if epoch == self.interrupt_at:
+                raise KeyboardInterrupt
+
+        def on_fit_end(self, trainer):
+            self.events.append("fit_end")
+
+        def on_teardown(self, trainer):
+            self.events.append("teardown")
+
+    cases = [
+        (Config(train_size=64, epochs=2), None, None, ["fit_end", "teardown"]),
+        (Config(train_size=64, epochs=2), 1, KeyboardInterrupt, ["teardown"]),
+        (Config(train_size=64, epochs=3, lr=1e30), None, Diverged, ["teardown"]),
+    ]
+    for config, interrupt_at, raised, expected in cases:
+        seen, bar = Seen(interrupt_at), EpochProgress(config.epochs)
+        run = start_run(config, callbacks=[seen, bar])
+        if raised is None:
+            run.trainer.fit(run.data, config.epochs)
+        else:
+            with pytest.raises(raised):
+                run.trainer.fit(run.data, config.epochs)
+        assert seen.events == expected
+        assert bar._bar is None  # closed

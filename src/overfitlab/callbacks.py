@@ -33,6 +33,12 @@ class Callback:
         pass
 
     def on_fit_end(self, trainer: Trainer) -> None:
+        """Training finished: every epoch ran, or a callback stopped it."""
+        pass
+
+    def on_teardown(self, trainer: Trainer) -> None:
+        """Whenever ``fit`` returns or raises (Ctrl-C, divergence, an error), after
+        ``on_fit_end`` when that ran: release what ``on_fit_start`` opened."""
         pass
 
     def state_dict(self) -> dict[str, Any]:

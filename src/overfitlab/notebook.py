@@ -66,8 +66,8 @@ class LiveCurves(Callback):
         if time.monotonic() - self._drawn_at >= self.every:
             self.draw(trainer)
 
-    def on_fit_end(self, trainer: Trainer) -> None:
-        self.draw(trainer)  # the last picture is the final one, whatever was throttled
+    def on_teardown(self, trainer: Trainer) -> None:
+        self.draw(trainer)  # the last picture is the final one, whatever was throttled or raised
 
     def draw(self, trainer: Trainer) -> None:
         if not self._enabled or not len(trainer.history):

@@ -100,7 +100,7 @@ class EpochProgress(Callback):
         )
         self._tqdm.write(line, file=self.stream)
 
-    def on_fit_end(self, trainer: Trainer) -> None:
+    def on_teardown(self, trainer: Trainer) -> None:
         if self._bar is not None:
             self._bar.close()
             self._bar = None

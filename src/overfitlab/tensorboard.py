@@ -57,7 +57,7 @@ class TensorBoardLogger(Callback):
 
     def on_epoch_end(self, trainer: Any, epoch: int, metrics: Mapping[str, float]) -> None:
         writer = self.writer_
-        assert writer is not None  # opened by on_fit_start, closed by on_fit_end
+        assert writer is not None  # opened by on_fit_start, closed by on_teardown
         for column, tag in TAGS.items():
             value = metrics.get(column)
             if isinstance(value, (int, float)) and math.isfinite(value):
@@ -65,7 +65,7 @@ class TensorBoardLogger(Callback):
         # Flushed now: a run killed later still leaves its epochs readable.
         writer.flush()
 
-    def on_fit_end(self, trainer: Any) -> None:
+    def on_teardown(self, trainer: Any) -> None:
         self.close()
 
     def close(self) -> None:

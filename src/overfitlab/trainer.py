@@ -201,36 +201,40 @@ class Trainer:
         """Train up to ``epochs`` (total, counting epochs already in the history)."""
         train, valid = data.train.to(self.device), data.valid.to(self.device)
         self.should_stop = False
-        for callback in self.callbacks:
-            callback.on_fit_start(self)
-        while self.epoch < epochs and not self.should_stop:
-            epoch = self.epoch + 1
+        try:
             for callback in self.callbacks:
-                callback.on_epoch_start(self, epoch)
-            started = time.perf_counter()
-            result = self.train_epoch(train)
-            trained = time.perf_counter()
-            valid_loss, valid_acc = self.evaluate(valid)
-            ended = time.perf_counter()
-            record = epoch_record(
-                epoch,
-                result["train_loss"],
-                result["train_acc"],
-                result["train_penalty"],
-                valid_loss,
-                valid_acc,
-                self.optimizer.param_groups[0]["lr"],
-                trained - started,
-                ended - trained,
-                ended - started,
-            )
-            self.history.add_epoch(record)
-            self.history.add_batches(epoch, result["batch_loss"], result["batch_acc"])
-            self.epoch = epoch
+                callback.on_fit_start(self)
+            while self.epoch < epochs and not self.should_stop:
+                epoch = self.epoch + 1
+                for callback in self.callbacks:
+                    callback.on_epoch_start(self, epoch)
+                started = time.perf_counter()
+                result = self.train_epoch(train)
+                trained = time.perf_counter()
+                valid_loss, valid_acc = self.evaluate(valid)
+                ended = time.perf_counter()
+                record = epoch_record(
+                    epoch,
+                    result["train_loss"],
+                    result["train_acc"],
+                    result["train_penalty"],
+                    valid_loss,
+                    valid_acc,
+                    self.optimizer.param_groups[0]["lr"],
+                    trained - started,
+                    ended - trained,
+                    ended - started,
+                )
+                self.history.add_epoch(record)
+                self.history.add_batches(epoch, result["batch_loss"], result["batch_acc"])
+                self.epoch = epoch
+                for callback in self.callbacks:
+                    callback.on_epoch_end(self, epoch, record)
+                if not math.isfinite(record["train_loss"]) and not self.should_stop:
+                    raise Diverged(diverged_message(record["train_loss"], epoch))
             for callback in self.callbacks:
-                callback.on_epoch_end(self, epoch, record)
-            if not math.isfinite(record["train_loss"]) and not self.should_stop:
-                raise Diverged(diverged_message(record["train_loss"], epoch))
-        for callback in self.callbacks:
-            callback.on_fit_end(self)
+                callback.on_fit_end(self)
+        finally:
+            for callback in self.callbacks:
+                callback.on_teardown(self)
         return self.history
