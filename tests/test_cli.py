@@ -15,6 +15,8 @@ from conftest import MNIST_RAW, SHARED_DATA, cli_command, cli_env, run_overfitla
 TIMINGS = {"train_seconds", "valid_seconds", "epoch_seconds"}
 SUMMARY_KEYS = {
     "class_names",
+    "model",
+    "model_notes",
     "best",
     "last",
     "final",

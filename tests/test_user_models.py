@@ -73,6 +73,11 @@ def wrong_output(in_shape, num_classes):
     return nn.Sequential(nn.Flatten(), nn.Linear(c * h * w, num_classes + 1))
 
 
+def conv_only(in_shape, num_classes):
+    c, h, w = in_shape
+    return nn.Sequential(nn.Conv2d(c, num_classes, (h, w)), nn.Flatten())
+
+
 NOT_CALLABLE = 3
 '''
 
@@ -127,8 +132,13 @@ def test_dropout_sets_every_dropout_layer_where_the_factory_takes_no_keyword(fac
     assert "2 nn.Dropout" in built.notes[0]
     with pytest.raises(OverfitlabError, match="takes no 'batchnorm' keyword: add a batchnorm parameter"):
         build_model(f"{factories}:with_dropout_layer", (1, 8, 8), 4, remedies={"batchnorm": True})
-    with pytest.raises(OverfitlabError, match="has no nn.Dropout layer"):
-        build_model(f"{factories}:only_classes", (1, 8, 8), 4, remedies={"dropout": 0.3})
+    # No dropout layer (a ResNet): one goes before the classifier, the last linear layer.
+    built = build_model(f"{factories}:only_classes", (1, 8, 8), 4, remedies={"dropout": 0.3})
+    head = built.module[1]
+    assert isinstance(head, nn.Sequential) and isinstance(head[0], nn.Dropout) and head[0].p == 0.3
+    assert "inserted before the last linear layer, 1" in built.notes[0]
+    with pytest.raises(OverfitlabError, match="has no nn.Dropout and no nn.Linear layer"):
+        build_model(f"{factories}:conv_only", (1, 8, 8), 4, remedies={"dropout": 0.3})
 
 
 def test_a_parameter_without_gradient_is_skipped_as_torch_adam_skips_it(factories):

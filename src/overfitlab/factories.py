@@ -304,15 +304,12 @@ def _apply_remedies(
     for key, value in remedies.items():
         if key == "dropout":
             layers = [m for m in module.modules() if isinstance(m, nn.Dropout)]
-            if not layers and value > 0:
-                raise OverfitlabError(
-                    f"--dropout {value}: model {ref} has no nn.Dropout layer and its factory takes no "
-                    "'dropout' keyword: add a dropout parameter to the factory"
-                )
             for layer in layers:
                 layer.p = float(value)
             if layers:
                 notes.append(f"--dropout {value} set p of {len(layers)} nn.Dropout layer(s)")
+            elif value > 0:
+                notes.append(_dropout_before_head(module, ref, float(value)))
             continue
         flag = "--" + key.replace("_", "-")
         raise OverfitlabError(
@@ -320,6 +317,26 @@ def _apply_remedies(
             f"or leave {flag} out"
         )
     return module, tuple(notes)
+
+
+def _dropout_before_head(module: nn.Module, ref: str, p: float) -> str:
+    """A model without dropout layers (a ResNet) gets one before its last linear layer, the
+    classifier: where timm's ``drop_rate`` puts it."""
+    owner_name = ""
+    found: tuple[nn.Module, str] | None = None
+    for owner_name, owner in module.named_modules():
+        for child_name, child in owner.named_children():
+            if isinstance(child, nn.Linear):
+                found = (owner, child_name)
+                where = f"{owner_name}.{child_name}" if owner_name else child_name
+    if found is None:
+        raise OverfitlabError(
+            f"--dropout {p}: model {ref} has no nn.Dropout and no nn.Linear layer, and its factory takes "
+            "no 'dropout' keyword: add a dropout parameter to the factory"
+        )
+    owner, child_name = found
+    setattr(owner, child_name, nn.Sequential(nn.Dropout(p), getattr(owner, child_name)))
+    return f"--dropout {p}: nn.Dropout({p}) inserted before the last linear layer, {where}"
 
 
 def _checked(module: nn.Module, ref: str, in_shape: tuple[int, int, int], num_classes: int) -> nn.Module:

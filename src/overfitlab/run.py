@@ -412,6 +412,7 @@ class RunResult:
     params: int
     run_dir: Path | None
     data: DataInfo | None = None
+    model_notes: tuple[str, ...] = ()  # what building the model adapted (factories.BuiltModel.notes)
 
     @property
     def train_seconds(self) -> float:
@@ -462,6 +463,8 @@ class RunResult:
             "stop_message": self.stop_message,
             "train_seconds": round(self.train_seconds, 4),
             "params": self.params,
+            "model": self.config.model,
+            "model_notes": list(self.model_notes),
             **(self.data.to_dict() if self.data else {}),
             "run_dir": str(self.run_dir) if self.run_dir else None,
         }
@@ -501,6 +504,9 @@ def summary_text(summary: Mapping[str, Any]) -> str:
     parameters = f"{summary['params']:,}"
     if summary.get("input_shape"):
         parameters += f" (for {shape_text(summary['input_shape'])} inputs)"
+    if summary.get("model"):
+        notes = "; ".join(summary.get("model_notes") or ())
+        rows.append(("model", summary["model"] + (f" ({notes})" if notes else "")))
     rows += [
         ("stop reason", reason + (f": {message}" if message else "")),
         ("train time", f"{summary['train_seconds']:.1f} s"),
@@ -534,6 +540,7 @@ def end_run(
         count_parameters(trainer.model),
         run_dir,
         recorder.data_info,
+        tuple(recorder.model_meta.get("notes") or ()),
     )
     if run_dir:
         summary = result.summary()
