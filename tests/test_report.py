@@ -92,14 +92,24 @@ def parse(page: str) -> DataCells:
     return parser
 
 
-def by_hand(values: list[float]) -> tuple[float, float, float, float]:
-    """mean, sample std, and mean ∓ t_{0.975, n−1}·s/√n, written out."""
+def by_hand(values: list[float], metric: str = "") -> tuple[float, float, float, float]:
+    """mean, sample std, and the t-interval ȳ ∓ t_{0.975, n−1}·s_y/√n of y = the values on the
+    metric's scale, mapped back: logits for accuracies, logarithms for losses and counts."""
     x = np.asarray(values, dtype=float)
     n = len(x)
     mean = x.sum() / n
     s = math.sqrt(((x - mean) ** 2).sum() / (n - 1))
-    half = scipy_stats.t.ppf(0.975, n - 1) * s / math.sqrt(n)
-    return mean, s, mean - half, mean + half
+    scale = {"peak_valid_acc": "logit", "lowest_valid_loss": "log", "params": "log"}.get(metric)
+    if scale == "logit":
+        c = np.clip(x, 1e-4, 1 - 1e-4)
+        y, back = np.log(c / (1 - c)), lambda v: 1 / (1 + math.exp(-v))
+    elif scale == "log":
+        y, back = np.log(x), math.exp
+    else:
+        y, back = x, lambda v: v
+    centre = y.sum() / n
+    half = scipy_stats.t.ppf(0.975, n - 1) * math.sqrt(((y - centre) ** 2).sum() / (n - 1)) / math.sqrt(n)
+    return mean, s, min(back(centre - half), mean), max(back(centre + half), mean)
 
 
 # --------------------------------------------------------------------------- tests
@@ -110,7 +120,7 @@ def test_variant_numbers_equal_the_rows(tiny, page):
         for variant, _ in VARIANTS:
             values = [r[metric] for r in tiny.rows if r["variant"] == variant and r["status"] == "complete"]
             [cell] = [c for c in cells if c["run-metric"] == metric and c["variant"] == variant]
-            mean, s, low, high = by_hand(values)
+            mean, s, low, high = by_hand(values, metric)
             assert int(cell["n"]) == len(SEEDS)
             assert float(cell["value"]) == pytest.approx(mean, rel=1e-12)
             assert float(cell["std"]) == pytest.approx(s, rel=1e-9, abs=1e-15)
@@ -203,7 +213,7 @@ def test_user_strings_are_escaped(tiny, page):
 
 def test_report_names_question_failures_and_cannot_tell_apart(tiny, page):
     text = " ".join(parse(page).text)
-    assert "Which remedies close the over-fitting gap" in text
+    assert "Which remedy makes the returned model generalise better" in text
     failed = [r for r in tiny.rows if r["status"] == "failed"]
     assert [r["variant"] for r in failed] == [BROKEN] * len(SEEDS)
     assert "Failed runs" in text

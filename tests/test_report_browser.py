@@ -98,7 +98,10 @@ def test_renders_with_no_console_error_and_no_request(browser, report):
     assert all(u == report.as_uri() or u.startswith("data:image/png;base64,") for u in urls), urls
     images = browser.execute_script("return [...document.images].map(i => [i.complete, i.naturalWidth])")
     assert len(images) >= 2 and all(done and width > 100 for done, width in images)
-    assert "Which remedies close the over-fitting gap" in browser.find_element("tag name", "body").text
+    assert (
+        "Which remedy makes the returned model generalise better"
+        in browser.find_element("tag name", "body").text
+    )
 
 
 def test_fits_a_phone_width(browser, report):

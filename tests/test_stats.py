@@ -192,3 +192,91 @@ def test_t_quantile_and_paired_p_equal_scipy_stats(n):
     assert stats.t_quantile(n, 0.9) == pytest.approx(scipy_stats.t.ppf(0.95, n - 1), rel=1e-12)
     expected = scipy_stats.ttest_rel(remedy, base).pvalue
     assert stats.paired_t_p_value(remedy - base) == pytest.approx(expected, rel=1e-10)
+
+
+# --------------------------------------------------------------------------- many comparisons, ranges, power
+@pytest.mark.parametrize(
+    ("p_values", "expected"),
+    [
+        # By hand: sorted 0.01, 0.02, 0.03, 0.04 → 4·0.01, 3·0.02, 2·0.03, 1·0.04, made monotone.
+        ([0.01, 0.04, 0.03, 0.02], [0.04, 0.06, 0.06, 0.06]),
+        ([0.5, None, 0.001], [0.5, None, 0.002]),
+        ([0.3, 0.4, 0.9], [0.9, 0.9, 0.9]),
+        ([0.2], [0.2]),
+        ([None, None], [None, None]),
+    ],
+)
+def test_holm_equals_a_hand_computation(p_values, expected):
+    got = stats.holm(p_values)
+    assert [g if g is None else round(g, 12) for g in got] == expected
+
+
+def test_holm_equals_statsmodels_when_it_is_installed():
+    multitest = pytest.importorskip("statsmodels.stats.multitest")
+    rng = np.random.default_rng(1)
+    for _ in range(20):
+        p = rng.uniform(0, 0.2, size=int(rng.integers(2, 12)))
+        _, expected, _, _ = multitest.multipletests(p, method="holm")
+        assert stats.holm(list(p)) == pytest.approx(list(expected), abs=1e-12)
+
+
+def test_a_study_comparison_is_adjusted_over_every_remedy():
+    """Ten remedies that do nothing: unadjusted, some reach p < 0.05 by chance; adjusted, the
+    family's chance of any is kept at 5 % (checked over many simulated studies)."""
+    rng = np.random.default_rng(0)
+    any_raw, any_adjusted, trials = 0, 0, 400
+    for _ in range(trials):
+        rows = []
+        for seed in range(5):
+            base = 0.9 + rng.normal(0, 0.01)
+            rows.append({"variant": "baseline", "seed": seed, "status": "complete", "final_valid_acc": base})
+            for k in range(10):
+                value = base + rng.normal(0, 0.01)
+                rows.append(
+                    {"variant": f"r{k}", "seed": seed, "status": "complete", "final_valid_acc": value}
+                )
+        found = stats.compare_all(rows, metrics=("final_valid_acc",), baseline="baseline")
+        any_raw += any(c["final_valid_acc"].p_value < 0.05 for c in found.values())
+        any_adjusted += any(c["final_valid_acc"].tells_apart for c in found.values())
+    assert any_raw / trials > 0.25  # about 1 − 0.95¹⁰ = 0.40
+    assert any_adjusted / trials < 0.08  # at most 5 %, up to simulation noise
+
+
+def test_intervals_stay_inside_the_range_of_their_quantity():
+    from scipy import stats as scipy_stats
+
+    accuracies = [1.0, 0.985, 0.99]
+    got = describe(accuracies, scale="logit")
+    assert 0 < got.low <= got.mean <= got.high < 1
+    plain = describe(accuracies)
+    assert plain.high > 1  # the t-interval leaves the range; the logit one does not
+    # By hand: the t-interval of the logits (1.0 taken as 1 − 1e-4), mapped back.
+    y = np.log(np.clip(accuracies, 1e-4, 1 - 1e-4) / (1 - np.clip(accuracies, 1e-4, 1 - 1e-4)))
+    half = scipy_stats.t.ppf(0.975, 2) * y.std(ddof=1) / math.sqrt(3)
+    assert got.high == pytest.approx(1 / (1 + math.exp(-(y.mean() + half))))
+    epochs = describe([1, 40, 60], scale="log")
+    assert epochs.low > 0 and describe([1, 40, 60]).low < 0
+    summaries = stats.group_summaries(
+        [
+            {"variant": "v", "seed": s, "status": "complete", "best_epoch": e}
+            for s, e in enumerate((1, 40, 60))
+        ]
+    )
+    assert summaries[("v", None)]["best_epoch"].low > 0
+
+
+def test_seeds_needed_reaches_the_power_it_promises_in_simulation():
+    rng = np.random.default_rng(0)
+    for effect in (0.5, 1.0, 2.0):
+        n = stats.seeds_needed(effect, 1.0)
+        assert n is not None and n >= 2
+
+        def power(seeds: int) -> float:
+            diffs = rng.normal(effect, 1.0, size=(20_000, seeds))
+            t = diffs.mean(1) / (diffs.std(1, ddof=1) / math.sqrt(seeds))
+            return float(np.mean(np.abs(t) > stats.t_quantile(seeds)))
+
+        assert power(n) >= 0.78
+        if n > 2:
+            assert power(n - 1) < 0.82
+    assert stats.seeds_needed(0.0, 1.0) is None and stats.seeds_needed(0.1, math.nan) is None

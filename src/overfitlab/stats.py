@@ -15,6 +15,7 @@ would carry.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -28,6 +29,9 @@ from scipy.special import stdtr, stdtrit
 from .history import History
 
 CONFIDENCE = 0.95
+# Proportions at exactly 0 or 1 (a train accuracy of 1.0) have no logit: they are taken as
+# this close to the bound, so an interval of a mean accuracy stays inside (0, 1).
+EDGE = 1e-4
 
 # Row metric -> what a person reads. ``stop_epoch`` is derived (see metric_value).
 METRICS: dict[str, str] = {
@@ -47,7 +51,9 @@ METRICS: dict[str, str] = {
 # The question is about the gap, so remedies are ranked by how much they shrink it.
 GAP_METRIC = "final_gap_acc"
 # Differences shown next to the gap in the comparison table.
-COMPARED = ("final_gap_acc", "peak_valid_acc", "final_gap_loss", "lowest_valid_loss")
+COMPARED = ("final_valid_acc", "final_gap_acc", "peak_valid_acc", "final_gap_loss", "lowest_valid_loss")
+# A remedy is judged by the model a run returns: its valid accuracy (the headline), not the gap.
+HEADLINE_METRIC = "final_valid_acc"
 
 Row = Mapping[str, Any]
 
@@ -87,9 +93,12 @@ def t_quantile(n: int, confidence: float = CONFIDENCE) -> float:
 
 @dataclass(frozen=True)
 class Summary:
-    """One metric over seeds: n, mean, sample std (ddof=1), t-interval of the mean.
+    """One metric over seeds: n, mean, sample std (ddof=1), an interval of the mean.
 
-    With n < 2 the std and the interval are undefined (NaN), never zero.
+    With n < 2 the std and the interval are undefined (NaN), never zero. The interval is
+    Student's t on the metric's scale (``SCALES``): for an accuracy the t-interval of the
+    logits' mean, mapped back, so it stays inside (0, 1); for a count or a loss (> 0) that of
+    the logarithms' mean, so it stays above 0; for the rest the plain t-interval.
     """
 
     n: int
@@ -99,8 +108,42 @@ class Summary:
     high: float
 
 
-def describe(values: Iterable[float], confidence: float = CONFIDENCE) -> Summary:
-    """mean ± t_{(1+c)/2, n−1} · s/√n over the finite values."""
+# How each metric's interval respects its range (see Summary).
+SCALES: dict[str, str] = {
+    "peak_valid_acc": "logit",
+    "final_valid_acc": "logit",
+    "final_train_acc": "logit",
+    "final_test_acc": "logit",
+    "lowest_valid_loss": "log",
+    "best_epoch": "log",
+    "stop_epoch": "log",
+    "seconds": "log",
+    "params": "log",
+}
+
+
+def _to_scale(x: np.ndarray, scale: str) -> np.ndarray:
+    if scale == "logit":
+        clipped = np.clip(x, EDGE, 1 - EDGE)
+        out: np.ndarray = np.log(clipped / (1 - clipped))
+        return out
+    if scale == "log":
+        logs: np.ndarray = np.log(np.maximum(x, EDGE))
+        return logs
+    return x
+
+
+def _from_scale(y: float, scale: str) -> float:
+    if scale == "logit":
+        return 1 / (1 + math.exp(-y))
+    if scale == "log":
+        return math.exp(y)
+    return y
+
+
+def describe(values: Iterable[float], confidence: float = CONFIDENCE, scale: str = "linear") -> Summary:
+    """mean and std of the finite values; the interval ȳ ± t_{(1+c)/2, n−1} · s_y/√n of
+    y = the values on ``scale`` (linear, logit or log), mapped back."""
     x = _finite(values)
     n = len(x)
     if n == 0:
@@ -109,8 +152,46 @@ def describe(values: Iterable[float], confidence: float = CONFIDENCE) -> Summary
     if n < 2:
         return Summary(1, mean, math.nan, math.nan, math.nan)
     std = float(x.std(ddof=1))
-    half = t_quantile(n, confidence) * std / math.sqrt(n)
-    return Summary(n, mean, std, mean - half, mean + half)
+    y = _to_scale(x, scale)
+    centre, spread = float(y.mean()), float(y.std(ddof=1))
+    half = t_quantile(n, confidence) * spread / math.sqrt(n)
+    low, high = _from_scale(centre - half, scale), _from_scale(centre + half, scale)
+    return Summary(n, mean, std, min(low, mean), max(high, mean))
+
+
+def holm(p_values: Sequence[float | None]) -> list[float | None]:
+    """Holm–Bonferroni adjusted p-values, in the given order (None: no test, not counted).
+
+    With m tests sorted p₍₁₎ ≤ … ≤ p₍ₘ₎, the adjusted p₍ᵢ₎ is max over j ≤ i of
+    min(1, (m − j + 1)·p₍ⱼ₎): rejecting where it is below α keeps the chance of any false
+    "beyond seed noise" among the m at most α, where m unadjusted tests at 95 % would name
+    one by chance about m/20 of the time each."""
+    tested = sorted((p, i) for i, p in enumerate(p_values) if p is not None)
+    m = len(tested)
+    adjusted: list[float | None] = [None] * len(p_values)
+    running = 0.0
+    for rank, (p, i) in enumerate(tested):
+        running = max(running, min(1.0, (m - rank) * p))
+        adjusted[i] = running
+    return adjusted
+
+
+def seeds_needed(mean_diff: float, std_diff: float, alpha: float = 0.05, power: float = 0.8) -> int | None:
+    """The fewest seeds with which a paired t-test at ``alpha`` (two-sided) detects a true
+    mean difference ``mean_diff`` with paired std ``std_diff`` with probability ``power``
+    (the noncentral t); None when there is no effect to detect or the std is unknown."""
+    if not (math.isfinite(mean_diff) and math.isfinite(std_diff)) or mean_diff == 0 or std_diff <= 0:
+        return None
+    from scipy.special import nctdtr
+
+    effect = abs(mean_diff) / std_diff
+    for n in range(2, 10_001):
+        critical = float(stdtrit(n - 1, 1 - alpha / 2))
+        shift = effect * math.sqrt(n)
+        achieved = 1 - float(nctdtr(n - 1, shift, critical)) + float(nctdtr(n - 1, shift, -critical))
+        if achieved >= power:
+            return n
+    return None
 
 
 # --------------------------------------------------------------------------- groups of runs
@@ -159,7 +240,10 @@ def group_summaries(
     """Per (variant, grid value): a Summary of each metric over the completed runs' seeds."""
     metrics = tuple(metrics)
     return {
-        key: {m: describe((metric_value(r, m) for r in runs), confidence) for m in metrics}
+        key: {
+            m: describe((metric_value(r, m) for r in runs), confidence, SCALES.get(m, "linear"))
+            for m in metrics
+        }
         for key, runs in group_runs(completed(rows)).items()
     }
 
@@ -183,6 +267,8 @@ class Comparison:
     high: float
     p_value: float | None
     note: str = ""
+    # Holm-adjusted over every remedy compared on this metric (compare_all sets it).
+    p_adjusted: float | None = None
 
     @property
     def interval_defined(self) -> bool:
@@ -190,8 +276,21 @@ class Comparison:
 
     @property
     def tells_apart(self) -> bool:
-        """True when the interval of the difference excludes 0."""
-        return self.interval_defined and (self.low > 0 or self.high < 0)
+        """True when the difference is beyond seed noise after adjusting for the number of
+        remedies compared (Holm): adjusted p < 1 − confidence. Without an adjusted p (a
+        comparison made alone), when its interval excludes 0."""
+        if self.p_adjusted is not None:
+            return self.p_adjusted < 1 - CONFIDENCE
+        if self.p_value is not None:
+            return self.p_value < 1 - CONFIDENCE
+        # No test (one seed, or differences of zero variance: every seed moved by the same
+        # amount, often one image of the validation set): nothing can be told apart.
+        return False
+
+    @property
+    def seeds_needed(self) -> int | None:
+        """Seeds a paired test would need to detect this mean difference (80 % power)."""
+        return seeds_needed(self.mean_diff, self.std_diff)
 
 
 def _pair_key(row: Row) -> tuple[Any, Any]:
@@ -260,7 +359,7 @@ def compare_all(
     for row in rows:
         by_variant.setdefault(row["variant"], []).append(row)
     base_rows = by_variant.get(baseline, [])
-    return {
+    out = {
         variant: {
             m: compare(base_rows, by_variant.get(variant, []), m, variant, baseline, confidence)
             for m in metrics
@@ -268,6 +367,12 @@ def compare_all(
         for variant in order
         if variant != baseline
     }
+    for metric in metrics:  # each metric's family: every remedy against the one baseline
+        variants = list(out)
+        adjusted = holm([out[v][metric].p_value for v in variants])
+        for variant, p in zip(variants, adjusted, strict=True):
+            out[variant][metric] = dataclasses.replace(out[variant][metric], p_adjusted=p)
+    return out
 
 
 def gap_reduction(comparison: Comparison) -> float:
@@ -275,13 +380,21 @@ def gap_reduction(comparison: Comparison) -> float:
     return -comparison.mean_diff
 
 
-def verdict(c: Comparison) -> str:
-    """What a gap comparison says, in words (the report's and ``study --json``'s)."""
+def verdict(c: Comparison, accuracy: Comparison | None = None) -> str:
+    """What a comparison says, in words (the report's and ``study --json``'s), after Holm's
+    adjustment. Given the gap's comparison and the valid accuracy's, a narrower gap with a
+    lower valid accuracy is called what it is: under-fitting, not a cure."""
     if c.n == 0:
         return "no run matches a baseline seed"
+    if accuracy is not None and c.metric == GAP_METRIC:
+        if accuracy.tells_apart and accuracy.mean_diff < 0:
+            narrower = " with a narrower gap" if c.tells_apart and c.mean_diff < 0 else ""
+            return f"under-fits: lower valid accuracy than baseline{narrower} (adjusted, n={c.n})"
+        if accuracy.tells_apart and accuracy.mean_diff > 0:
+            return f"higher valid accuracy than baseline (adjusted, n={c.n})"
     if c.tells_apart:
         word = "narrower" if c.mean_diff < 0 else "wider"
-        return f"gap {word} than baseline (n={c.n})"
+        return f"gap {word} than baseline (adjusted, n={c.n})"
     why = f"; {c.note}" if c.note else ""
     return f"cannot tell apart from baseline (n={c.n}{why})"
 
@@ -305,13 +418,15 @@ def comparisons_table(rows: Iterable[Row], spec_variants: Sequence[str] = ()) ->
             {
                 "variant": variant,
                 "gap_reduction": number(gap_reduction(comparisons[variant][GAP_METRIC])),
-                "verdict": verdict(comparisons[variant][GAP_METRIC]),
+                "verdict": verdict(comparisons[variant][GAP_METRIC], comparisons[variant][HEADLINE_METRIC]),
                 "differences": {
                     metric: {
                         "mean": number(c.mean_diff),
                         "low": number(c.low),
                         "high": number(c.high),
                         "p_value": number(c.p_value),
+                        "p_adjusted": number(c.p_adjusted),
+                        "seeds_needed": c.seeds_needed if not c.tells_apart else None,
                         "n": c.n,
                         "note": c.note,
                     }
