@@ -271,7 +271,7 @@ def test_seeds_needed_reaches_the_power_it_promises_in_simulation():
         n = stats.seeds_needed(effect, 1.0)
         assert n is not None and n >= 2
 
-        def power(seeds: int) -> float:
+        def power(seeds: int, effect: float = effect) -> float:
             diffs = rng.normal(effect, 1.0, size=(20_000, seeds))
             t = diffs.mean(1) / (diffs.std(1, ddof=1) / math.sqrt(seeds))
             return float(np.mean(np.abs(t) > stats.t_quantile(seeds)))
