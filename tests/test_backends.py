@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import cli_command, cli_env
 
 from overfitlab import backends
 from overfitlab.backends import LocalBackend, SerialBackend, resources
@@ -250,12 +251,26 @@ def test_ray_node_that_cannot_see_the_runs_or_data_folder_gives_the_local_number
             capture_output=True,
             timeout=120,
         )
-        result = run_study(
-            spec, hidden / "runs", "same", backend="ray", address=f"127.0.0.1:{port}", report=False
+        # From the command line, as a user would (a fresh process: this one may already have
+        # run a private Ray instance, whose node address Ray keeps for the process).
+        spec_file = tmp_path / "spec.toml"
+        spec_file.write_text(
+            f'seeds = [0]\n[base]\ndataset = "folder:{hidden / "data"}"\nmodel = "{model}:build"\n'
+            'train_size = 150\nepochs = 2\n[[variant]]\nname = "baseline"\n[[variant]]\nname = "dropout"\n'
+            'dropout = 0.3\n[[variant]]\nname = "batchnorm"\nbatchnorm = true\n'
+        )
+        command = ["study", str(spec_file), "--backend", "ray", "--address", f"127.0.0.1:{port}"]
+        done = subprocess.run(
+            cli_command(*command, "--runs-dir", str(hidden / "runs"), "--name", "same", "--json"),
+            env={**cli_env(), "RAY_AUTH_MODE": "disabled"},
+            capture_output=True,
+            text=True,
+            timeout=300,
         )
     finally:
         subprocess.run([ray_cli, "stop", "--force"], env=env, capture_output=True, timeout=120)
-    assert result.status == "complete", result.failed
+    assert done.returncode == 0, done.stderr + done.stdout
+    result = json.loads(done.stdout)
+    assert result["status"] == "complete" and result["left_out"] == local.left_out
     assert rows_without_timing(hidden / "runs", "same") == rows_without_timing(tmp_path / "local", "same")
     assert histories(hidden / "runs", "same") == histories(tmp_path / "local", "same")
-    assert result.left_out == local.left_out

@@ -12,10 +12,10 @@ import sys
 
 from .. import __version__
 from ..errors import OverfitlabError
-from . import evaluate, report, runs, study, summary, train
+from . import diagnose, evaluate, report, runs, study, summary, train
 from ._common import OneLineParser
 
-COMMANDS = (train, summary, evaluate, study, runs, report)
+COMMANDS = (train, summary, evaluate, study, diagnose, runs, report)
 
 
 def build_parser() -> OneLineParser:

@@ -1,0 +1,73 @@
+"""``overfitlab diagnose``: does it over-fit, would more data help, which remedy; with evidence."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import TYPE_CHECKING
+
+from ._common import add_config_flags
+from .study import base_overrides
+
+if TYPE_CHECKING:
+    from ._common import SubParsers
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..diagnose import diagnose
+
+    shown = not args.quiet and sys.stderr.isatty()
+
+    def progress(part: str, done: int, total: int) -> None:
+        if shown:
+            print(f"\r[{done}/{total}] {part}", end="", file=sys.stderr, flush=True)
+
+    result = diagnose(
+        base_overrides(args),
+        runs_dir=args.runs_dir,
+        name=args.resume or args.name,
+        budget=args.budget,
+        backend=args.backend,
+        workers=args.workers,
+        resume=bool(args.resume),
+        progress=progress,
+    )
+    if shown:
+        print(file=sys.stderr)
+    if args.json:
+        print(json.dumps(result.to_dict()))
+    else:
+        print(result.verdict)
+        print(f"diagnosis: {result.folder} ({result.wall_seconds:.1f} s)")
+        print(f"report: {result.folder / 'diagnosis.html' if result.folder else '-'}")
+    return 0
+
+
+def add_parser(subparsers: SubParsers) -> None:
+    parser = subparsers.add_parser(
+        "diagnose",
+        help="does the model over-fit, would more data help, which remedy: one report",
+        description="Run the diagnosis battery on a recipe (default: the remedies preset's over-fitting "
+        "baseline on the digits) and write RUNS_DIR/NAME/diagnosis.html and diagnosis.json.",
+    )
+    parser.add_argument(
+        "--budget",
+        choices=("quick", "standard", "full"),
+        default="standard",
+        help="seeds, sizes and folds (default: standard)",
+    )
+    parser.add_argument(
+        "--backend",
+        choices=("serial", "local", "ray"),
+        default="local",
+        help="where the runs train (default: local)",
+    )
+    parser.add_argument("--workers", type=int, help="parallel runs (default: one per core)")
+    parser.add_argument("--name", help="diagnosis folder name (default: generated)")
+    parser.add_argument("--resume", metavar="NAME", help="finish an interrupted diagnosis, same recipe")
+    parser.add_argument("--runs-dir", default="runs", help="folder of diagnosis folders (default: runs)")
+    parser.add_argument("--json", action="store_true", help="print diagnosis.json's content")
+    parser.add_argument("--quiet", action="store_true", help="no progress display")
+    add_config_flags(parser, skip=("seed", "threads"))
+    parser.set_defaults(handler=run)

@@ -1,0 +1,656 @@
+"""``overfitlab diagnose``: does the model over-fit, would more data help, which remedy, how sure.
+
+One battery of runs on a recipe (the built-in remedies baseline by default, or any model
+and data set), each part a function with a typed result, usable alone:
+
+1. ``measure_overfitting``: the baseline over seeds: the gap at the best and at the last
+   epoch with intervals, the epoch where the validation loss turns, a severity grade.
+2. ``learning_curve``: final valid accuracy at growing training-set sizes, the power law
+   err(n) = a·n^(−b) + c fitted (Hestness et al. 2017) and extrapolated to twice the data,
+   with a bootstrap interval over seeds.
+3. ``memorisation``: the recipe on randomly permuted training labels (Zhang et al. 2017):
+   can it memorise its training set, and in how many epochs.
+4. ``noisy_labels``: 20 % and 40 % of the training labels replaced: the best epoch's
+   against the last epoch's valid accuracy (what early stopping saves).
+5. ``memorised_images``: out-of-fold predictions over the training set (k folds): the
+   training images most likely mislabelled or memorised.
+6. ``remedies``: the remedies study, paired over seeds, Holm-adjusted (``overfitlab.stats``).
+7. Test accuracy: a stratified test split is carved from the training data before anything
+   trains; the recommended recipe and the baseline are measured on it, data no choice saw.
+
+The runs of parts 1, 2, 4 and 6 are one study (``overfitlab.study``, any backend), so the
+baseline's runs serve all four and ``--resume`` finishes an interrupted diagnosis.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import io
+import json
+import math
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from . import stats, store
+from .config import Config, apply_overrides
+from .data import DataSet, Scaling, Split, stratified_indices
+from .errors import OverfitlabError
+from .history import History
+
+DIAGNOSIS_JSON = "diagnosis.json"
+REPORT = "diagnosis.html"
+TEST_FRACTION = 0.2  # carved from the training data, stratified, before anything trains
+TEST_SPLIT_SEED = 0
+# Severity from the 95 % interval of the baseline's final accuracy gap (train − valid),
+# in accuracy points: "none" when the whole interval is below 2 points (under 1 % of
+# images, within what a seed changes on small validation sets), "strong" when the whole
+# interval is above 5 points (a gap a reader sees at a glance on the curves), else "mild".
+NONE_BELOW = 0.02
+STRONG_ABOVE = 0.05
+EXTRAPOLATION_LIMIT = 4.0  # a fit predicts beyond 4× its largest size only with a warning
+
+
+@dataclass(frozen=True)
+class Budget:
+    seeds: int
+    sizes: tuple[float, ...]  # fractions of the recipe's training-set size
+    folds: int
+    noise: tuple[float, ...]
+    gallery: int = 12
+
+
+BUDGETS = {
+    "quick": Budget(seeds=2, sizes=(0.25, 0.5, 0.75, 1.0), folds=3, noise=(0.4,)),
+    "standard": Budget(seeds=3, sizes=(0.25, 0.4, 0.55, 0.75, 1.0), folds=3, noise=(0.2, 0.4)),
+    "full": Budget(seeds=5, sizes=(0.2, 0.3, 0.4, 0.55, 0.7, 0.85, 1.0), folds=5, noise=(0.2, 0.4)),
+}
+
+
+# --------------------------------------------------------------------------- typed results
+@dataclass(frozen=True)
+class Interval:
+    mean: float
+    low: float
+    high: float
+    n: int
+    values: tuple[float, ...] = ()  # the seeds' own values, shown beside the mean
+
+    @classmethod
+    def of(cls, values: Sequence[float], scale: str = "linear") -> Interval:
+        summary = stats.describe(values, scale=scale)
+        finite = tuple(float(v) for v in values if math.isfinite(v))
+        return cls(summary.mean, summary.low, summary.high, summary.n, finite)
+
+    def text(self, digits: int = 3) -> str:
+        return (
+            f"{stats.fmt(self.mean, digits)} [{stats.fmt(self.low, digits)}, {stats.fmt(self.high, digits)}]"
+        )
+
+
+@dataclass(frozen=True)
+class Overfitting:
+    train_acc: Interval  # at the last epoch
+    valid_acc: Interval
+    gap_best: Interval  # train − valid accuracy at the epoch of the lowest valid loss
+    gap_last: Interval
+    turn_epoch: Interval  # the epoch of the lowest valid loss
+    stays_above_epoch: Interval  # the first epoch after which it stays above by more than the noise
+    severity: str  # none | mild | strong
+
+
+@dataclass(frozen=True)
+class LearningCurve:
+    sizes: tuple[int, ...]
+    train_acc: tuple[Interval, ...]
+    valid_acc: tuple[Interval, ...]
+    fit: dict[str, float] | None  # a, b, c of err(n) = a·n^−b + c, and r2
+    doubled: Interval | None  # predicted valid accuracy gain at twice the largest size
+    warnings: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Memorisation:
+    epochs: int
+    train_acc: tuple[float, ...]  # per epoch
+    valid_acc: tuple[float, ...]
+    epochs_to_memorise: int | None  # first epoch with train accuracy ≥ 0.99
+    chance: float
+
+
+@dataclass(frozen=True)
+class NoisyLabels:
+    fraction: float
+    best_epoch_acc: Interval  # peak valid accuracy (the epoch early stopping would keep)
+    last_epoch_acc: Interval
+    saved: Interval  # best − last, paired over seeds
+
+
+@dataclass(frozen=True)
+class GalleryImage:
+    index: int  # in the training split the diagnosis used
+    given: int
+    predicted: int
+    confidence: float  # the model's probability of its prediction
+    loss: float  # out-of-fold loss of the given label
+    png: str  # base64
+
+
+@dataclass(frozen=True)
+class Remedies:
+    table: dict[str, Any]  # stats.comparisons_table
+    recommended: str | None
+    baseline_test: Interval
+    recommended_test: Interval | None
+
+
+@dataclass
+class Diagnosis:
+    recipe: dict[str, Any]
+    budget: str
+    overfitting: Overfitting
+    learning_curve: LearningCurve
+    memorisation: Memorisation
+    noisy_labels: tuple[NoisyLabels, ...]
+    gallery: tuple[GalleryImage, ...]
+    remedies: Remedies
+    wall_seconds: float
+    class_names: tuple[str, ...] = ()
+    folder: Path | None = None
+    verdict: str = field(default="")
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["folder"] = str(self.folder) if self.folder else None
+        finite: dict[str, Any] = _finite_json(out)
+        return finite
+
+
+def _finite_json(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite_json(v) for v in value]
+    return value
+
+
+# --------------------------------------------------------------------------- part 1
+def _last(history: History, column: str) -> float:
+    return float(history.epochs[-1][column])
+
+
+def measure_overfitting(histories: Sequence[History]) -> Overfitting:
+    """The baseline over seeds: gaps at the best and last epochs, where the valid loss turns."""
+    gap_best, gap_last, turns, stays = [], [], [], []
+    losses = [np.array([e["valid_loss"] for e in h.epochs], dtype=float) for h in histories]
+    length = min(len(v) for v in losses)
+    # The seeds' noise: the std across seeds of the valid loss, averaged over epochs.
+    noise = (
+        float(np.nanmean(np.std(np.stack([v[:length] for v in losses]), axis=0, ddof=1)))
+        if len(losses) > 1
+        else 0.0
+    )
+    for history, loss in zip(histories, losses, strict=True):
+        best = int(np.nanargmin(loss))
+        record = history.epochs[best]
+        gap_best.append(record["train_acc"] - record["valid_acc"])
+        gap_last.append(_last(history, "train_acc") - _last(history, "valid_acc"))
+        turns.append(float(best + 1))
+        above = loss > loss[best] + noise
+        stay = next((i + 1 for i in range(best, len(loss)) if above[i:].all()), math.nan)
+        stays.append(float(stay))
+    last = Interval.of(gap_last)
+    severity = "none" if last.high < NONE_BELOW else "strong" if last.low > STRONG_ABOVE else "mild"
+    return Overfitting(
+        Interval.of([_last(h, "train_acc") for h in histories], "logit"),
+        Interval.of([_last(h, "valid_acc") for h in histories], "logit"),
+        Interval.of(gap_best),
+        last,
+        Interval.of(turns, "log"),
+        Interval.of(stays, "log"),
+        severity,
+    )
+
+
+# --------------------------------------------------------------------------- part 2
+def power_law(n: np.ndarray, a: float, b: float, c: float) -> np.ndarray:
+    """err(n) = a·n^(−b) + c."""
+    out: np.ndarray = a * np.power(n, -b) + c
+    return out
+
+
+def fit_power_law(sizes: Sequence[float], errors: Sequence[float]) -> dict[str, float] | None:
+    """Least-squares a, b, c (a ≥ 0, 0 ≤ b ≤ 3, 0 ≤ c ≤ 1) and R²; None when it does not fit."""
+    from scipy.optimize import curve_fit
+
+    x, y = np.asarray(sizes, dtype=float), np.asarray(errors, dtype=float)
+    if len(x) < 3 or not np.isfinite(y).all():
+        return None
+    start = (max(float(y[0] - y[-1]), 1e-3) * float(x[0]) ** 0.5, 0.5, max(float(y.min()) * 0.5, 0.0))
+    try:
+        (a, b, c), _ = curve_fit(power_law, x, y, p0=start, bounds=([0, 0, 0], [np.inf, 3, 1]), maxfev=20_000)
+    except (RuntimeError, ValueError):
+        return None
+    residual = float(np.sum((y - power_law(x, a, b, c)) ** 2))
+    total = float(np.sum((y - y.mean()) ** 2))
+    return {"a": float(a), "b": float(b), "c": float(c), "r2": 1 - residual / total if total > 0 else 1.0}
+
+
+def learning_curve(
+    sizes: Sequence[int],
+    valid_acc: Sequence[Sequence[float]],
+    train_acc: Sequence[Sequence[float]],
+    seed: int = 0,
+    resamples: int = 500,
+) -> LearningCurve:
+    """Per size, the seeds' final accuracies; the power law fitted to the mean errors, its
+    prediction at twice the largest size, and a bootstrap over seeds for that prediction."""
+    sizes = [int(s) for s in sizes]
+    means = [float(np.mean(v)) for v in valid_acc]
+    fit = fit_power_law(sizes, [1 - m for m in means])
+    warnings: list[str] = []
+    doubled = None
+    target = 2 * sizes[-1]
+    if fit is None:
+        warnings.append("the power law does not fit these points: no extrapolation")
+    else:
+        if fit["r2"] < 0.9:
+            warnings.append(f"the power law fits poorly (R² {fit['r2']:.2f}): read its prediction with care")
+        if target > EXTRAPOLATION_LIMIT * sizes[-1]:
+            warnings.append(f"twice the data is beyond {EXTRAPOLATION_LIMIT:g}× the largest size measured")
+        rng = np.random.default_rng(seed)
+        gains = []
+        for _ in range(resamples):
+            resampled = [
+                float(np.mean(rng.choice(np.asarray(v), size=len(v), replace=True))) for v in valid_acc
+            ]
+            refit = fit_power_law(sizes, [1 - m for m in resampled])
+            if refit is not None:
+                predicted = 1 - float(power_law(np.array([target]), refit["a"], refit["b"], refit["c"])[0])
+                gains.append(predicted - resampled[-1])
+        point = 1 - float(power_law(np.array([target]), fit["a"], fit["b"], fit["c"])[0]) - means[-1]
+        if gains:
+            low, high = np.percentile(gains, [2.5, 97.5])
+            doubled = Interval(point, float(min(low, point)), float(max(high, point)), len(valid_acc[-1]))
+    return LearningCurve(
+        tuple(sizes),
+        tuple(Interval.of(v, "logit") for v in train_acc),
+        tuple(Interval.of(v, "logit") for v in valid_acc),
+        fit,
+        doubled,
+        tuple(warnings),
+    )
+
+
+# --------------------------------------------------------------------------- part 3
+def permuted_labels(data: DataSet, seed: int) -> DataSet:
+    """The training labels randomly permuted (the images kept): any pattern left is noise."""
+    generator = torch.Generator().manual_seed(seed)
+    order = torch.randperm(len(data.train), generator=generator)
+    return data.with_train(Split(data.train.images, data.train.labels[order]))
+
+
+def memorisation(history: History, classes: int) -> Memorisation:
+    train = tuple(float(e["train_acc"]) for e in history.epochs)
+    valid = tuple(float(e["valid_acc"]) for e in history.epochs)
+    reached = next((i + 1 for i, a in enumerate(train) if a >= 0.99), None)
+    return Memorisation(len(train), train, valid, reached, 1 / classes)
+
+
+# --------------------------------------------------------------------------- part 4
+def noisy_labels(fraction: float, histories: Sequence[History]) -> NoisyLabels:
+    best = [max(e["valid_acc"] for e in h.epochs) for h in histories]
+    last = [_last(h, "valid_acc") for h in histories]
+    return NoisyLabels(
+        fraction,
+        Interval.of(best, "logit"),
+        Interval.of(last, "logit"),
+        Interval.of([b - a for b, a in zip(best, last, strict=True)]),
+    )
+
+
+# --------------------------------------------------------------------------- part 5
+def out_of_fold(
+    config: Config, data: DataSet, folds: int, train: Callable[..., Any]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per training image: the out-of-fold probabilities (N, K), from ``folds`` models each
+    trained on the other folds (stratified, seeded)."""
+    n = len(data.train)
+    generator = torch.Generator().manual_seed(config.seed)
+    order = torch.randperm(n, generator=generator)
+    fold_of = torch.empty(n, dtype=torch.long)
+    fold_of[order] = torch.arange(n) % folds
+    probabilities = np.zeros((n, data.classes))
+    for k in range(folds):
+        held = (fold_of == k).nonzero().flatten()
+        rest = (fold_of != k).nonzero().flatten()
+        split = DataSet(
+            data.name,
+            Split(data.train.images[rest], data.train.labels[rest]),
+            Split(data.train.images[held], data.train.labels[held]),
+            data.classes,
+            data.class_names,
+        )
+        result = train(config.replace(train_size=None, label_noise=0.0), data=split)
+        model = result.model.eval()
+        scaling = Scaling.fit(split.train.images) if config.normalize else Scaling()
+        with torch.inference_mode():
+            logits = model(scaling(data.train.images[held]).contiguous())
+        probabilities[held.numpy()] = torch.softmax(logits.float(), 1).numpy()
+    return probabilities, data.train.labels.numpy()
+
+
+def memorised_images(
+    images: torch.Tensor, probabilities: np.ndarray, labels: np.ndarray, k: int
+) -> tuple[GalleryImage, ...]:
+    """The k training images whose given label the out-of-fold models found least likely."""
+    loss = -np.log(np.clip(probabilities[np.arange(len(labels)), labels], 1e-12, 1))
+    top = np.argsort(-loss, kind="stable")[:k]
+    return tuple(
+        GalleryImage(
+            int(i),
+            int(labels[i]),
+            int(probabilities[i].argmax()),
+            float(probabilities[i].max()),
+            float(loss[i]),
+            _png(images[i]),
+        )
+        for i in top
+    )
+
+
+def _png(image: torch.Tensor) -> str:
+    from PIL import Image
+
+    pixels = image.numpy()
+    picture = Image.fromarray(pixels[0] if pixels.shape[0] == 1 else pixels.transpose(1, 2, 0))
+    if max(picture.size) < 96:  # small digits drawn large, pixels kept sharp
+        factor = 96 // max(picture.size)
+        picture = picture.resize((picture.width * factor, picture.height * factor), Image.Resampling.NEAREST)
+    buffer = io.BytesIO()
+    picture.save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+# --------------------------------------------------------------------------- the battery
+def carve_test(data: DataSet, fraction: float = TEST_FRACTION) -> tuple[DataSet, Split]:
+    """(the data set without its test images, the test split): stratified, fixed seed."""
+    generator = torch.Generator().manual_seed(TEST_SPLIT_SEED)
+    size = max(data.classes, round(len(data.train) * fraction))
+    test_idx = stratified_indices(data.train.labels, size, generator)
+    keep = torch.ones(len(data.train), dtype=torch.bool)
+    keep[test_idx] = False
+    rest = Split(data.train.images[keep], data.train.labels[keep])
+    return data.with_train(rest), Split(data.train.images[test_idx], data.train.labels[test_idx])
+
+
+def check_budget(config: Config, data: DataSet, budget: Budget) -> int:
+    """The largest training size; one line when the smallest size cannot train."""
+    largest = config.train_size or len(data.train)
+    if largest > len(data.train):
+        raise OverfitlabError(
+            f"train size {largest} is larger than the {len(data.train)} training images left after the "
+            f"test split ({TEST_FRACTION:.0%} held out): pass --train-size {len(data.train)} or less"
+        )
+    smallest = int(largest * min(budget.sizes))
+    minimum = max(2 * config.batch_size, 2 * data.classes)
+    if smallest < minimum:
+        raise OverfitlabError(
+            f"the learning curve's smallest size, {smallest} images ({min(budget.sizes):.0%} of {largest}), "
+            f"is under {minimum} (two batches of {config.batch_size}): pass a larger --train-size "
+            f"(at least {math.ceil(minimum / min(budget.sizes))}) or a smaller --batch-size"
+        )
+    return largest
+
+
+def plan_variants(config: Config, budget: Budget, largest: int) -> list[tuple[str, dict[str, Any]]]:
+    from .presets import ALL_REMEDIES, REMEDIES
+
+    variants: list[tuple[str, dict[str, Any]]] = [("baseline", {})]
+    variants += [
+        (f"size-{int(largest * f)}", {"train_size": int(largest * f)}) for f in budget.sizes if f < 1
+    ]
+    variants += [(f"noise-{round(p * 100)}", {"label_noise": p}) for p in budget.noise]
+    variants += [(name, overrides) for name, overrides in REMEDIES if name not in ("baseline", "more-data")]
+    variants.append(("all-remedies", dict(ALL_REMEDIES)))
+    return variants
+
+
+def diagnose(
+    overrides: Mapping[str, Any] | None = None,
+    runs_dir: str | os.PathLike[str] = "runs",
+    name: str | None = None,
+    budget: str = "standard",
+    backend: str = "local",
+    workers: int | None = None,
+    resume: bool = False,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> Diagnosis:
+    """Run the battery on the recipe (the remedies preset's baseline with ``overrides``) into
+    ``runs_dir/name``: its study, diagnosis.json and diagnosis.html."""
+    from .presets import REMEDIES_BASE
+    from .run import data_options, train
+    from .study import make_spec, run_study
+
+    if budget not in BUDGETS:
+        raise OverfitlabError(f"unknown budget {budget!r}: choose one of {', '.join(BUDGETS)}")
+    plan = BUDGETS[budget]
+    started = time.perf_counter()
+    base = {**REMEDIES_BASE, **(overrides or {})}
+    if "model" in (overrides or {}) and overrides and overrides["model"] != REMEDIES_BASE["model"]:
+        from .factories import ARCHITECTURE_OPTIONS
+
+        base = {k: v for k, v in base.items() if k not in ARCHITECTURE_OPTIONS or k in overrides}
+    config = apply_overrides(Config(), base, "the diagnosed recipe")
+    from .data import load_dataset
+
+    full = load_dataset(config.dataset, options=data_options(config))
+    data, test = carve_test(full)
+    largest = check_budget(config, data, plan)
+    name = store.check_name(name or store.generated_name("diagnosis"))
+    folder = Path(runs_dir) / name
+    if resume:
+        saved = folder / "recipe.json"
+        if not saved.is_file():
+            raise OverfitlabError(f"no diagnosis {name} in {runs_dir} to resume: pass its name")
+        before = store.read_json(saved)
+        if before != {"recipe": base, "budget": budget}:
+            raise OverfitlabError(
+                f"diagnosis {name} was run with another recipe or budget: resume it without flags, "
+                "or start a new one with --name"
+            )
+    elif folder.exists():
+        raise OverfitlabError(f"{folder} already exists: pass --resume {name}, or another --name")
+    spec = make_spec(base, plan_variants(config, plan, largest), plan.seeds, name=name, where="the diagnosis")
+    with store.removed_on_failure(folder, keep=lambda: (folder / "recipe.json").is_file()):
+        store.ensure_folder(folder, "diagnosis folder", "--runs-dir")
+        store.write_json(folder / "recipe.json", {"recipe": base, "budget": budget})
+    total = len(spec.variants) * plan.seeds + 1 + plan.folds
+
+    def tell(part: str, done: int) -> None:
+        if progress is not None:
+            progress(part, done, total)
+
+    counter = {"done": 0}
+
+    def on_run(row: dict[str, Any], done: int, all_runs: int) -> None:
+        counter["done"] = done
+        tell("runs of parts 1, 2, 4 and 6 (baseline, sizes, noisy labels, remedies)", done)
+
+    study = run_study(
+        spec,
+        folder,
+        "study",
+        backend=backend,
+        workers=workers,
+        resume=resume and (folder / "study" / "study.json").is_file(),
+        progress=on_run,
+        data=data,
+    )
+    by_variant: dict[str, list[dict[str, Any]]] = {}
+    for row in study.runs:
+        if row["status"] == "complete":
+            by_variant.setdefault(row["variant"], []).append(row)
+
+    def histories(variant: str) -> list[History]:
+        return [
+            History.from_dict(store.read_json(Path(r["run_dir"]) / store.HISTORY_JSON))
+            for r in by_variant.get(variant, [])
+        ]
+
+    if not by_variant.get("baseline"):
+        raise OverfitlabError(
+            f"no baseline run completed in {folder / 'study'}: see its report for the errors"
+        )
+    overfitting = measure_overfitting(histories("baseline"))
+    sized = sorted({int(largest * f) for f in plan.sizes})
+
+    def finals(variant: str, key: str) -> list[float]:
+        return [float(r[key]) for r in by_variant.get(variant, []) if r.get(key) is not None]
+
+    size_variant = {
+        int(largest * f): (f"size-{int(largest * f)}" if f < 1 else "baseline") for f in plan.sizes
+    }
+    curve = learning_curve(
+        sized,
+        [finals(size_variant[s], "final_valid_acc") for s in sized],
+        [finals(size_variant[s], "final_train_acc") for s in sized],
+    )
+    tell("part 3: random labels", counter["done"] + 1)
+    memorising = config.replace(seed=0, early_stopping=False, label_noise=0.0)
+    random_run = train(memorising, data=permuted_labels(_subset(data, config), 0))
+    memorised = memorisation(random_run.history, data.classes)
+    noise = tuple(noisy_labels(p, histories(f"noise-{round(p * 100)}")) for p in plan.noise)
+    tell("part 5: out-of-fold predictions", counter["done"] + 2)
+    probabilities, labels = out_of_fold(config, _subset(data, config), plan.folds, train)
+    gallery = memorised_images(_subset(data, config).train.images, probabilities, labels, plan.gallery)
+    # The remedies are one family for Holm's adjustment; the sizes and noise levels are not remedies.
+    remedy_rows = [r for r in study.runs if not r["variant"].startswith(("size-", "noise-"))]
+    table = stats.comparisons_table(remedy_rows, [v.name for v in spec.variants])
+    recommended = _recommended(table)
+    test_of = _test_accuracy(by_variant, test, data)
+    remedies = Remedies(
+        table,
+        recommended,
+        Interval.of(test_of("baseline"), "logit"),
+        Interval.of(test_of(recommended), "logit") if recommended else None,
+    )
+    names = data.class_names or tuple(str(i) for i in range(data.classes))
+    diagnosis = Diagnosis(
+        base,
+        budget,
+        overfitting,
+        curve,
+        memorised,
+        noise,
+        gallery,
+        remedies,
+        time.perf_counter() - started,
+        tuple(names),
+        folder,
+    )
+    diagnosis.verdict = verdict(diagnosis)
+    store.write_json(folder / DIAGNOSIS_JSON, diagnosis.to_dict())
+    from .diagnosis_report import write_report
+
+    write_report(diagnosis, folder / REPORT)
+    return diagnosis
+
+
+def _subset(data: DataSet, config: Config) -> DataSet:
+    """The recipe's training subset (as its runs draw it, seed 0)."""
+    from .data import prepare
+
+    return prepare(data, config.train_size, 0.0, 0)
+
+
+def _recommended(table: Mapping[str, Any]) -> str | None:
+    """The remedy with the largest valid-accuracy gain that survives Holm's adjustment."""
+    best, gain = None, 0.0
+    for remedy in table["remedies"]:
+        acc = remedy["differences"].get(stats.HEADLINE_METRIC) or {}
+        adjusted, mean = acc.get("p_adjusted"), acc.get("mean")
+        if adjusted is not None and adjusted < 0.05 and mean is not None and mean > gain:
+            best, gain = remedy["variant"], mean
+    return best
+
+
+def _test_accuracy(
+    by_variant: Mapping[str, list[dict[str, Any]]], test: Split, data: DataSet
+) -> Callable[[str | None], list[float]]:
+    from .evaluation import evaluate
+
+    measured = DataSet("test split", test, test, data.classes, data.class_names)
+
+    def accuracies(variant: str | None) -> list[float]:
+        out = []
+        for row in by_variant.get(variant or "", []):
+            run_dir = Path(row["run_dir"])
+            summary = store.read_json(run_dir / store.SUMMARY_JSON)
+            # The model the run returns: the restored best epoch's, or the last epoch's.
+            last = summary["final_epoch"] == summary["epochs_run"]
+            out.append(evaluate(run_dir, data=measured, checkpoint="last" if last else "best").acc)
+        return out
+
+    return accuracies
+
+
+# --------------------------------------------------------------------------- the verdict
+def verdict(d: Diagnosis) -> str:
+    """The answer in plain words with numbers: the report's first paragraph."""
+    o = d.overfitting
+    words = {"none": "Does not over-fit", "mild": "Over-fits mildly", "strong": "Over-fits strongly"}
+    turn = f" from epoch {o.turn_epoch.mean:.0f}" if o.severity != "none" else ""
+    parts = [
+        f"{words[o.severity]}{turn} (train {stats.fmt(o.train_acc.mean)}, "
+        f"valid {stats.fmt(o.valid_acc.mean)}; final gap {o.gap_last.text()})."
+    ]
+    m = d.memorisation
+    if m.epochs_to_memorise is not None:
+        parts.append(f"It can memorise random labels in {m.epochs_to_memorise} epochs.")
+    else:
+        parts.append(
+            f"It does not memorise random labels within {m.epochs} epochs "
+            f"(train accuracy {m.train_acc[-1]:.2f})."
+        )
+    c = d.learning_curve
+    if c.doubled is not None:
+        parts.append(
+            f"Twice the data is predicted to change valid accuracy by {stats.fmt(c.doubled.mean)} "
+            f"[{stats.fmt(c.doubled.low)}, {stats.fmt(c.doubled.high)}]"
+            + (f" ({c.warnings[0]})" if c.warnings else "")
+            + "."
+        )
+    r = d.remedies
+    if r.recommended:
+        acc = next(x for x in r.table["remedies"] if x["variant"] == r.recommended)["differences"][
+            stats.HEADLINE_METRIC
+        ]
+        parts.append(
+            f"Of the remedies, {r.recommended} raises the returned model's valid accuracy most after "
+            f"adjustment ({stats.fmt(acc['mean'])}, adjusted p = {stats.format_p(acc['p_adjusted'])})."
+        )
+        if r.recommended_test is not None:
+            parts.append(
+                f"Recommended: {r.recommended}; test accuracy {r.recommended_test.text()} against the "
+                f"baseline's {r.baseline_test.text()}."
+            )
+    else:
+        parts.append(
+            "No remedy raises the returned model's valid accuracy beyond seed noise after adjusting for "
+            f"the {len(r.table['remedies'])} compared; baseline test accuracy {r.baseline_test.text()}."
+        )
+    return " ".join(parts)
+
+
+def write_json(diagnosis: Diagnosis, path: Path) -> None:
+    store.atomic_write(path, json.dumps(diagnosis.to_dict(), indent=1))

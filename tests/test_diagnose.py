@@ -1,0 +1,119 @@
+"""The diagnosis battery: each part against a known truth, then the whole command once."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+
+import numpy as np
+import pytest
+import torch
+
+from overfitlab import diagnose as dg
+from overfitlab.config import Config
+from overfitlab.data import Split, prepare
+from overfitlab.presets import REMEDIES_BASE
+from overfitlab.run import train
+
+BASE = Config(**REMEDIES_BASE)
+
+
+def test_the_power_law_fit_recovers_known_parameters():
+    sizes = np.array([50, 100, 200, 400, 800, 1600])
+    for a, b, c in ((2.0, 0.5, 0.05), (5.0, 0.8, 0.01), (0.8, 0.3, 0.1)):
+        fit = dg.fit_power_law(sizes, dg.power_law(sizes, a, b, c))
+        assert fit is not None and fit["r2"] > 0.999999
+        assert (fit["a"], fit["b"], fit["c"]) == pytest.approx((a, b, c), rel=1e-3, abs=1e-4)
+
+
+def test_the_bootstrap_interval_of_twice_the_data_covers_the_truth_at_about_its_rate():
+    """Seeds simulated around a known curve: the interval of the gain at twice the largest
+    size covers the true gain in most studies (a percentile bootstrap over 5 seeds)."""
+    rng = np.random.default_rng(0)
+    a, b, c, noise = 3.0, 0.6, 0.03, 0.004
+    sizes = [100, 200, 300, 400, 600]
+    truth = float(dg.power_law(np.array([1200]), a, b, c)[0])
+    true_gain = (1 - truth) - (1 - float(dg.power_law(np.array([600]), a, b, c)[0]))
+    covered, trials = 0, 60
+    for trial in range(trials):
+        accs = [list(1 - dg.power_law(np.array([n]), a, b, c)[0] + rng.normal(0, noise, 5)) for n in sizes]
+        curve = dg.learning_curve(sizes, accs, accs, seed=trial, resamples=200)
+        assert curve.doubled is not None
+        # The interval is of the gain over the largest size's *measured* mean: compare alike.
+        measured = float(np.mean(accs[-1]))
+        target = (1 - truth) - measured
+        covered += curve.doubled.low <= target <= curve.doubled.high
+    assert covered / trials >= 0.8
+    assert true_gain > 0
+
+
+def test_a_poor_fit_and_a_far_extrapolation_are_said():
+    curve = dg.learning_curve([10, 20, 30], [[0.5, 0.52], [0.9, 0.88], [0.4, 0.42]], [[1, 1]] * 3)
+    assert any("poorly" in w or "does not fit" in w for w in curve.warnings)
+
+
+def test_random_labels_are_memorised_while_valid_stays_at_chance(digits):
+    data = prepare(digits, 300, 0.0, 0)
+    result = train(BASE.replace(seed=0), data=dg.permuted_labels(data, 0))
+    part = dg.memorisation(result.history, digits.classes)
+    assert max(part.train_acc) >= 0.99 and part.epochs_to_memorise is not None
+    assert 0.05 <= part.valid_acc[-1] <= 0.20
+
+
+def test_forty_percent_noisy_labels_make_the_best_epoch_beat_the_last(digits):
+    histories = [train(BASE.replace(seed=s, label_noise=0.4)).history for s in range(2)]
+    part = dg.noisy_labels(0.4, histories)
+    # Measured: the best epoch's valid accuracy is ~0.1 above the last epoch's on the digits.
+    assert part.saved.mean > 0.05 and part.saved.low > 0
+
+
+def test_out_of_fold_predictions_find_labels_flipped_on_purpose(digits):
+    data = prepare(digits, 300, 0.0, 0)
+    generator = torch.Generator().manual_seed(5)
+    flipped = torch.randperm(len(data.train), generator=generator)[:20]
+    labels = data.train.labels.clone()
+    labels[flipped] = (labels[flipped] + 1 + torch.randint(0, 9, (20,), generator=generator)) % 10
+    noisy = data.with_train(Split(data.train.images, labels))
+    probabilities, given = dg.out_of_fold(BASE.replace(epochs=30), noisy, 3, train)
+    gallery = dg.memorised_images(noisy.train.images, probabilities, given, 50)
+    found = {g.index for g in gallery} & set(flipped.tolist())
+    assert len(found) >= 14  # "most of the 20 among the top 50"
+    assert all(g.png and 0 < g.confidence <= 1 for g in gallery)
+
+
+def test_severity_is_strong_for_the_baseline_and_not_for_a_regularised_recipe(digits):
+    baseline = [train(BASE.replace(seed=s)).history for s in range(3)]
+    assert dg.measure_overfitting(baseline).severity == "strong"
+    calm = BASE.replace(train_size=None, batchnorm=True, early_stopping=True, patience=3)
+    calmed = [train(calm.replace(seed=s)).history for s in range(3)]
+    assert dg.measure_overfitting(calmed).severity in ("none", "mild")
+
+
+def test_a_too_small_recipe_and_a_changed_resume_are_one_line(run_cli, tmp_path):
+    small = run_cli("diagnose", "--train-size", "100", "--budget", "quick")
+    assert small.returncode == 2 and "smallest size" in small.stderr and "Traceback" not in small.stderr
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+    missing = run_cli("diagnose", "--resume", "nothing-here")
+    assert missing.returncode == 2 and "no diagnosis nothing-here" in missing.stderr
+
+
+@pytest.mark.slow
+def test_the_whole_battery_on_the_digits(run_cli, tmp_path):
+    result = run_cli("diagnose", "--budget", "quick", "--epochs", "30", "--name", "d", "--json", timeout=900)
+    assert result.returncode == 0, result.stderr
+    printed = json.loads(result.stdout)
+    saved = json.loads((tmp_path / "runs" / "d" / "diagnosis.json").read_text())
+    assert printed == saved
+    assert saved["overfitting"]["severity"] in ("mild", "strong")
+    assert len(saved["learning_curve"]["sizes"]) == 4 and len(saved["gallery"]) == 12
+    page = (tmp_path / "runs" / "d" / "diagnosis.html").read_text()
+    assert saved["verdict"] in page.replace("&#39;", "'")
+    severity = re.search(r"<strong data-severity>(\w+)</strong>", page)
+    assert severity and severity.group(1) == saved["overfitting"]["severity"]
+    assert "http://" not in page and "https://" not in page  # self-contained
+    for remedy in saved["remedies"]["table"]["remedies"]:
+        assert f'data-remedy="{remedy["variant"]}"' in page
+    again = run_cli("diagnose", "--resume", "d", "--train-size", "200", "--epochs", "30")
+    assert again.returncode == 2 and "another recipe" in again.stderr
+    assert math.isfinite(saved["wall_seconds"])
