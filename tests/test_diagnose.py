@@ -28,23 +28,23 @@ def test_the_power_law_fit_recovers_known_parameters():
 
 
 def test_the_bootstrap_interval_of_twice_the_data_covers_the_truth_at_about_its_rate():
-    """Seeds simulated around a known curve: the interval of the gain at twice the largest
-    size covers the true gain in most studies (a percentile bootstrap over 5 seeds)."""
+    """Seeds simulated around a known curve: the 95 % interval of the gain at twice the largest
+    size covers the truth in about 95 % of studies (measured: 36 of 40, 0.90)."""
     rng = np.random.default_rng(0)
     a, b, c, noise = 3.0, 0.6, 0.03, 0.004
     sizes = [100, 200, 300, 400, 600]
     truth = float(dg.power_law(np.array([1200]), a, b, c)[0])
     true_gain = (1 - truth) - (1 - float(dg.power_law(np.array([600]), a, b, c)[0]))
-    covered, trials = 0, 60
+    covered, trials = 0, 40
     for trial in range(trials):
         accs = [list(1 - dg.power_law(np.array([n]), a, b, c)[0] + rng.normal(0, noise, 5)) for n in sizes]
-        curve = dg.learning_curve(sizes, accs, accs, seed=trial, resamples=200)
+        curve = dg.learning_curve(sizes, accs, accs, seed=trial, resamples=150)
         assert curve.doubled is not None
         # The interval is of the gain over the largest size's *measured* mean: compare alike.
         measured = float(np.mean(accs[-1]))
         target = (1 - truth) - measured
         covered += curve.doubled.low <= target <= curve.doubled.high
-    assert covered / trials >= 0.8
+    assert 0.85 <= covered / trials
     assert true_gain > 0
 
 
@@ -55,17 +55,18 @@ def test_a_poor_fit_and_a_far_extrapolation_are_said():
 
 def test_random_labels_are_memorised_while_valid_stays_at_chance(digits):
     data = prepare(digits, 300, 0.0, 0)
-    result = train(BASE.replace(seed=0), data=dg.permuted_labels(data, 0))
+    result = train(dg.memorise_recipe(BASE), data=dg.permuted_labels(data, 0))
     part = dg.memorisation(result.history, digits.classes)
     assert max(part.train_acc) >= 0.99 and part.epochs_to_memorise is not None
     assert 0.05 <= part.valid_acc[-1] <= 0.20
 
 
 def test_forty_percent_noisy_labels_make_the_best_epoch_beat_the_last(digits):
-    histories = [train(BASE.replace(seed=s, label_noise=0.4)).history for s in range(2)]
+    histories = [train(BASE.replace(seed=s, label_noise=0.4)).history for s in range(3)]
     part = dg.noisy_labels(0.4, histories)
-    # Measured: the best epoch's valid accuracy is ~0.1 above the last epoch's on the digits.
-    assert part.saved.mean > 0.05 and part.saved.low > 0
+    # Measured (seeds 0-2, 1 thread): best-epoch 0.83 against last-epoch 0.60 valid accuracy,
+    # a margin of 0.21-0.26 per seed; the test asks for 0.15 on every seed.
+    assert min(part.saved.values) > 0.15 and part.saved.low > 0
 
 
 def test_out_of_fold_predictions_find_labels_flipped_on_purpose(digits):

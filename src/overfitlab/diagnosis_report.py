@@ -73,7 +73,7 @@ def _sizes_png(d: Diagnosis) -> str:
 def render(d: Diagnosis, baseline_curves: dict[str, list[float]]) -> str:
     env = environment()
     o = d.overfitting
-    from .diagnose import BUDGETS
+    from .diagnose import BUDGETS, GAP_BOUND, RISE_BOUND
 
     remedies = []
     for r in d.remedies.table["remedies"]:
@@ -97,6 +97,7 @@ def render(d: Diagnosis, baseline_curves: dict[str, list[float]]) -> str:
         ("final valid accuracy", o.valid_acc),
         ("gap at the best epoch (train − valid acc)", o.gap_best),
         ("gap at the last epoch", o.gap_last),
+        ("valid loss rise, last epoch over lowest", o.loss_rise),
         ("epoch of the lowest valid loss", o.turn_epoch),
         ("epoch after which valid loss stays above its minimum", o.stays_above_epoch),
     ]
@@ -107,8 +108,8 @@ def render(d: Diagnosis, baseline_curves: dict[str, list[float]]) -> str:
         wall_seconds=d.wall_seconds,
         part1=[(text, {"text": it.text(), "values": seeds(it)}) for text, it in part1],
         overfitting=o,
-        none_below=_f(0.02),
-        strong_above=_f(0.05),
+        gap_bound=_f(GAP_BOUND),
+        rise_bound=f"{RISE_BOUND:.0%}",
         curve=d.learning_curve,
         part2=[
             (s, t.text(), v.text())
