@@ -51,8 +51,9 @@ TEST_FRACTION = 0.2  # carved from the training data, stratified, before anythin
 TEST_SPLIT_SEED = 0
 # Severity from two one-sided 95 % bounds over seeds, never a point estimate: the final
 # accuracy gap (train − valid) and the valid loss's rise from its minimum to the last epoch
-# (relative). "strong" when both are above their bounds with 95 % confidence: a gap above 2 accuracy points (9 of the
-# digits' 450 validation images, ten times the one-image step) and a rise above 10 % (the
+# (relative). "strong" when both are above their bounds with 95 % confidence: a gap above
+# 2 accuracy points (9 of the digits' 450 validation images, ten times the one-image step)
+# and a rise above 10 % (the
 # loss has turned, not wobbled: a plateau's epoch-to-epoch noise is a few %). "none" when
 # both are below them with 95 % confidence. "mild" otherwise: over-fitting the seeds cannot rule out.
 GAP_BOUND = 0.02
@@ -589,9 +590,13 @@ def diagnose(
     tell("part 5: out-of-fold predictions", counter["done"] + 2)
     probabilities, labels = out_of_fold(config, _subset(data, config), plan.folds, train)
     gallery = memorised_images(_subset(data, config).train.images, probabilities, labels, plan.gallery)
+
     # The remedies are one family for Holm's adjustment; the sizes and noise levels are not remedies.
-    remedy_rows = [r for r in study.runs if not r["variant"].startswith(("size-", "noise-"))]
-    table = stats.comparisons_table(remedy_rows, [v.name for v in spec.variants])
+    def is_remedy(variant: str) -> bool:
+        return not variant.startswith(("size-", "noise-"))
+
+    remedy_rows = [r for r in study.runs if is_remedy(r["variant"])]
+    table = stats.comparisons_table(remedy_rows, [v.name for v in spec.variants if is_remedy(v.name)])
     recommended = _recommended(table)
     test_of = _test_accuracy(by_variant, test, data)
     remedies = Remedies(
