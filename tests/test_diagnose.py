@@ -115,6 +115,50 @@ def test_the_whole_battery_on_the_digits(run_cli, tmp_path):
     assert "http://" not in page and "https://" not in page  # self-contained
     for remedy in saved["remedies"]["table"]["remedies"]:
         assert f'data-remedy="{remedy["variant"]}"' in page
-    again = run_cli("diagnose", "--resume", "d", "--train-size", "200", "--epochs", "30")
+    again = run_cli("diagnose", "--resume", "d", "--budget", "quick", "--train-size", "400", "--epochs", "30")
     assert again.returncode == 2 and "another recipe" in again.stderr
     assert math.isfinite(saved["wall_seconds"])
+
+
+# --------------------------------------------------------------------------- the page
+def synthetic_diagnosis() -> dg.Diagnosis:
+    """A diagnosis with made-up numbers and a hostile class name: what render escapes."""
+    it = dg.Interval(0.9, 0.85, 0.95, 3, (0.88, 0.9, 0.92))
+    table = {
+        "baseline": "baseline",
+        "remedies": [
+            {
+                "variant": "l2 <b>",
+                "verdict": "cannot tell apart from baseline (n=3)",
+                "differences": {
+                    "final_valid_acc": {"mean": 0.01, "low": -0.01, "high": 0.03, "p_adjusted": 0.4},
+                    "final_gap_acc": {"mean": -0.02},
+                },
+            }
+        ],
+    }
+    return dg.Diagnosis(
+        recipe={"model": "seed-cnn", "dataset": "digits"},
+        budget="quick",
+        overfitting=dg.Overfitting(it, it, it, it, it, it, it, "strong"),
+        learning_curve=dg.LearningCurve(
+            (75, 150, 300), (it, it, it), (it, it, it), None, None, ("a warning",)
+        ),
+        memorisation=dg.Memorisation(3, (0.3, 0.7, 1.0), (0.1, 0.1, 0.12), 3, 0.1),
+        noisy_labels=(dg.NoisyLabels(0.4, it, it, it),),
+        gallery=(dg.GalleryImage(3, 1, 2, 0.9, 2.3, dg._png(torch.zeros(1, 8, 8, dtype=torch.uint8))),),
+        remedies=dg.Remedies(table, None, it, None),
+        wall_seconds=1.0,
+        class_names=tuple(f"<script>{i}" for i in range(10)),
+        verdict="Over-fits <strongly> & more.",
+    )
+
+
+def test_the_page_escapes_every_string_and_needs_nothing_from_outside():
+    from overfitlab.diagnosis_report import render
+
+    page = render(synthetic_diagnosis(), {"train_acc": [0.5, 0.9], "valid_acc": [0.5, 0.8]})
+    assert "<script>" not in page and "&lt;script&gt;1" in page
+    assert "Over-fits &lt;strongly&gt; &amp; more." in page
+    assert 'data-remedy="l2 &lt;b&gt;"' in page
+    assert not re.search(r"(src|href)=\"(?!data:)", page)  # every picture inline

@@ -156,3 +156,29 @@ def test_numbers_on_screen_equal_the_index(browser, report, runs_dir):
             if s > 0:
                 assert float(cell["low"]) == pytest.approx(mean - half, rel=1e-9)
                 assert f"[{mean - half:.3f}, {mean + half:.3f}]" in cell["text"]
+
+
+def test_the_diagnosis_page_in_chromium_at_desktop_and_phone_width(browser, tmp_path):
+    """diagnosis.html: no console error, no request, no overflow at 390 px, the verdict shown."""
+    from test_diagnose import synthetic_diagnosis
+
+    from overfitlab.diagnosis_report import render
+
+    diagnosis = synthetic_diagnosis()
+    page = tmp_path / "diagnosis.html"
+    page.write_text(render(diagnosis, {"train_acc": [0.5, 0.9], "valid_acc": [0.5, 0.8]}))
+    open_page(browser, page)
+    assert [e for e in browser.get_log("browser") if e["level"] in ("SEVERE", "WARNING")] == []
+    urls = requested_urls(browser)
+    assert all(u == page.as_uri() or u.startswith("data:image/png;base64,") for u in urls), urls
+    shown = browser.find_element("css selector", "[data-verdict]").text
+    assert shown == diagnosis.verdict
+    browser.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", PHONE)
+    try:
+        open_page(browser, page)
+        inner, width = browser.execute_script(
+            "return [window.innerWidth, document.documentElement.scrollWidth]"
+        )
+        assert inner == PHONE["width"] and width <= inner
+    finally:
+        browser.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
