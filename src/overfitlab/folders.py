@@ -41,7 +41,7 @@ _GREY_MODES = ("1", "L", "LA", "I", "I;16", "F", "P")  # P: checked against its 
 
 @dataclass(frozen=True)
 class File:
-    path: Path
+    path: str  # a string, not a Path: 70,000 Path objects take seconds to make and sort
     label: int
     size: int
     mtime_ns: int
@@ -82,7 +82,7 @@ def _images_of(folder: Path, label: int) -> list[File]:
                     pending.append(Path(entry.path))
                 elif os.path.splitext(entry.name)[1].lower() in EXTENSIONS and entry.is_file():
                     stat = entry.stat()
-                    found.append(File(Path(entry.path), label, stat.st_size, stat.st_mtime_ns))
+                    found.append(File(entry.path, label, stat.st_size, stat.st_mtime_ns))
     return sorted(found, key=lambda f: f.path)
 
 
@@ -154,7 +154,7 @@ def cache_key(listing: Listing, options: DataOptions) -> str:
 
 
 # --------------------------------------------------------------------------- decoding
-def _open(path: Path) -> Any:
+def _open(path: str) -> Any:
     from PIL import Image, UnidentifiedImageError
 
     try:
@@ -176,12 +176,12 @@ def _is_grey(image: Any) -> bool:
 
 
 def probe(
-    files: list[Path], channels: int | None, size: tuple[int, int] | None
+    files: list[str], channels: int | None, size: tuple[int, int] | None
 ) -> tuple[int, tuple[int, int]]:
     """The channels and (H, W) to decode to: given, or the images' own (all must agree)."""
     from PIL import Image, UnidentifiedImageError
 
-    sizes: dict[tuple[int, int], Path] = {}
+    sizes: dict[tuple[int, int], str] = {}
     colour = False
     for path in files:
         try:
@@ -208,7 +208,7 @@ def probe(
     return channels if channels is not None else (3 if colour else 1), chosen_size
 
 
-def decode(files: list[Path], channels: int, size: tuple[int, int], out: np.ndarray[Any, Any]) -> None:
+def decode(files: list[str], channels: int, size: tuple[int, int], out: np.ndarray[Any, Any]) -> None:
     """Decode each file into ``out[i]`` as uint8 (C, H, W): grey or RGB, resized bilinearly."""
     from PIL import Image
 
@@ -225,7 +225,7 @@ def decode(files: list[Path], channels: int, size: tuple[int, int], out: np.ndar
 
 
 # --------------------------------------------------------------------------- loading
-def ordered(listing: Listing, valid_fraction: float) -> tuple[list[Path], torch.Tensor, int]:
+def ordered(listing: Listing, valid_fraction: float) -> tuple[list[str], torch.Tensor, int]:
     """Every file, training images first, with their labels and the training count."""
     if listing.valid is not None:
         files = list(listing.train) + list(listing.valid)
@@ -246,7 +246,7 @@ def load_folder(root: Path, options: DataOptions) -> DataSet:
     return DataSet(f"folder:{root}", train, valid, len(listing.classes), listing.classes)
 
 
-def _decoded(files: list[Path], options: DataOptions, what: str) -> torch.Tensor:
+def _decoded(files: list[str], options: DataOptions, what: str) -> torch.Tensor:
     channels, size = probe(files, options.channels, options.image_size)
     check_fits(len(files), (channels, *size), f"image folder {what}")
     array = np.empty((len(files), channels, *size), dtype=np.uint8)
@@ -254,7 +254,7 @@ def _decoded(files: list[Path], options: DataOptions, what: str) -> torch.Tensor
     return torch.from_numpy(array)
 
 
-def _cached(files: list[Path], listing: Listing, options: DataOptions) -> torch.Tensor:
+def _cached(files: list[str], listing: Listing, options: DataOptions) -> torch.Tensor:
     """The decoded images, memory-mapped from the cache (decoded and stored first on a miss).
     A hit reads no image: the key covers every file's size and modification time."""
     folder = cache_dir()
