@@ -75,9 +75,10 @@ def worker_first_batch(folder: str) -> dict[str, Any]:
     """Loading the folder (decoding it, or mapping the cache) and the first training batch."""
     import torch
 
-    started = time.perf_counter()
+    from overfitlab import folders  # noqa: F401  (imports are not the data's time, on both sides)
     from overfitlab.data import Scaling, load_dataset, train_batches
 
+    started = time.perf_counter()
     data = load_dataset(f"folder:{folder}")
     images, _ = next(train_batches(data.train, 32, torch.Generator().manual_seed(0)))
     Scaling()(images)
