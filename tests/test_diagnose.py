@@ -29,7 +29,7 @@ def test_the_power_law_fit_recovers_known_parameters():
 
 def test_the_bootstrap_interval_of_twice_the_data_covers_the_truth_at_about_its_rate():
     """Seeds simulated around a known curve: the 95 % interval of the gain at twice the largest
-    size covers the truth in about 95 % of studies (measured: 36 of 40, 0.90)."""
+    size covers the truth in about 95 % of studies (measured 0.90 over 30 simulated studies)."""
     rng = np.random.default_rng(0)
     a, b, c, noise = 3.0, 0.6, 0.03, 0.004
     sizes = [100, 200, 300, 400, 600]
