@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from typing import TYPE_CHECKING
 
 from ._common import add_config_flags
@@ -18,10 +19,13 @@ def run(args: argparse.Namespace) -> int:
     from ..diagnose import diagnose
 
     shown = not args.quiet and sys.stderr.isatty()
+    started = time.monotonic()
 
     def progress(part: str, done: int, total: int) -> None:
         if shown:
-            print(f"\r[{done}/{total}] {part}", end="", file=sys.stderr, flush=True)
+            elapsed = time.monotonic() - started
+            left = f", about {elapsed / done * (total - done):.0f} s left" if done else ""
+            print(f"\r[{done}/{total}] {part}{left}\x1b[K", end="", file=sys.stderr, flush=True)
 
     result = diagnose(
         base_overrides(args),
