@@ -9,14 +9,11 @@ page's own file:// URL and its inline data: images.
 from __future__ import annotations
 
 import json
-import math
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
-from scipy import stats as scipy_stats
-from test_report import SEEDS, VARIANTS, build_tiny_study
+from test_report import SEEDS, VARIANTS, build_tiny_study, by_hand
 
 from overfitlab.index import RunIndex
 from overfitlab.report import write_report
@@ -147,15 +144,15 @@ def test_numbers_on_screen_equal_the_index(browser, report, runs_dir):
     summaries = [c for c in cells if "runMetric" in c]
     for variant, _ in VARIANTS:
         for metric in ("peak_valid_acc", "final_gap_acc"):
-            values = np.array([r[metric] for r in rows if r["variant"] == variant])
-            mean, s = values.mean(), values.std(ddof=1)
-            half = scipy_stats.t.ppf(0.975, len(values) - 1) * s / math.sqrt(len(values))
+            values = [r[metric] for r in rows if r["variant"] == variant]
+            # By hand, on the metric's scale (logits for an accuracy): test_report.by_hand.
+            mean, s, low, high = by_hand(values, metric)
             [cell] = [c for c in summaries if c["runMetric"] == metric and c["variant"] == variant]
             assert float(cell["value"]) == pytest.approx(mean, rel=1e-12)
             assert cell["text"].startswith(f"{mean:.3f} ± {s:.3f}")
             if s > 0:
-                assert float(cell["low"]) == pytest.approx(mean - half, rel=1e-9)
-                assert f"[{mean - half:.3f}, {mean + half:.3f}]" in cell["text"]
+                assert float(cell["low"]) == pytest.approx(low, rel=1e-9)
+                assert f"[{low:.3f}, {high:.3f}]" in cell["text"]
 
 
 def test_the_diagnosis_page_in_chromium_at_desktop_and_phone_width(browser, tmp_path):
