@@ -670,7 +670,10 @@ def verdict(d: Diagnosis) -> str:
     """The answer in plain words with numbers: the report's first paragraph."""
     o = d.overfitting
     words = {"none": "Does not over-fit", "mild": "Over-fits mildly", "strong": "Over-fits strongly"}
-    turn = f" from epoch {o.turn_epoch.mean:.0f}" if o.severity != "none" else ""
+    # "From epoch N" only where the valid loss has turned: its minimum, on every seed, is
+    # followed by epochs that stay above it (else the curve is still falling at the end).
+    turned = o.severity != "none" and len(o.stays_above_epoch.values) == o.turn_epoch.n
+    turn = f" from epoch {o.turn_epoch.mean:.0f}" if turned else ""
     parts = [
         f"{words[o.severity]}{turn} (train {stats.fmt(o.train_acc.mean)}, "
         f"valid {stats.fmt(o.valid_acc.mean)}; final gap {o.gap_last.text()})."
