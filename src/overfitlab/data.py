@@ -27,7 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .errors import OverfitlabError, did_you_mean
+from .errors import OverfitlabError, did_you_mean, one_line
 from .store import removed_on_failure
 
 # The digits split is fixed whatever the run's seed, so every run is validated
@@ -301,26 +301,21 @@ def _open_torchvision(
         # torchvision says "Dataset not found" when a file is missing; any other
         # RuntimeError comes from parsing a file that is there (a short IDX file).
         if "not found" not in str(err):
-            raise OverfitlabError(corrupt.format(_describe(err))) from None
+            raise OverfitlabError(corrupt.format(one_line(err))) from None
         if not download:
             raise OverfitlabError(
                 f"{name} not found under {where} (downloading is off): put the official files "
                 f"there, or pass --data-dir to the folder that holds {folder}/"
             ) from None
     except Exception as err:  # a damaged header fails torchvision's asserts and type checks
-        raise OverfitlabError(corrupt.format(_describe(err))) from None
+        raise OverfitlabError(corrupt.format(one_line(err))) from None
     try:
         return cls(root=str(root), train=train, download=True)
     except Exception as err:  # no network, a refused mirror, a bad checksum
         raise OverfitlabError(
-            f"{name} not found under {where} and could not be downloaded ({_describe(err)}): put "
+            f"{name} not found under {where} and could not be downloaded ({one_line(err)}): put "
             f"the official files there, or pass --data-dir to the folder that holds {folder}/"
         ) from None
-
-
-def _describe(err: Exception) -> str:
-    text = " ".join(str(err).split())  # one line, even for torchvision's multi-line messages
-    return f"{type(err).__name__}: {text}" if text else type(err).__name__
 
 
 def _check_consistent(name: str, split: Split, where: Path) -> None:

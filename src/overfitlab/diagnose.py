@@ -27,7 +27,6 @@ from __future__ import annotations
 import base64
 import dataclasses
 import io
-import json
 import math
 import os
 import time
@@ -714,7 +713,3 @@ def verdict(d: Diagnosis) -> str:
             f"the {len(r.table['remedies'])} compared; baseline test accuracy {r.baseline_test.text()}."
         )
     return " ".join(parts)
-
-
-def write_json(diagnosis: Diagnosis, path: Path) -> None:
-    store.atomic_write(path, json.dumps(diagnosis.to_dict(), indent=1))

@@ -10,5 +10,12 @@ def did_you_mean(word: str, choices: Iterable[str], n: int = 3, cutoff: float = 
     return f"did you mean {', '.join(close)}? " if close else ""
 
 
+def one_line(err: BaseException) -> str:
+    """An exception as one line: its type and its message with every run of whitespace one space
+    (torchvision's and user code's messages span lines)."""
+    text = " ".join(str(err).split())
+    return f"{type(err).__name__}: {text}" if text else type(err).__name__
+
+
 class OverfitlabError(Exception):
     """Bad input or a run that cannot go on. The CLI prints ``str(err)`` on one line, exit 2."""

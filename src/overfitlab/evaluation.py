@@ -18,6 +18,7 @@ import torch
 
 from .data import DataSet, load_dataset
 from .errors import OverfitlabError
+from .models import PRESETS
 from .run import (
     build_optimizer,
     checkpoint_path,
@@ -92,7 +93,7 @@ def evaluate(
         )
     device = resolve_device(config.device)
     model = model.to(device)
-    own = saved.model in _presets()
+    own = saved.model in PRESETS
     memory_format = memory_format_for(config, device, own)
     model = model.to(memory_format=memory_format)
     trainer = Trainer(
@@ -108,9 +109,3 @@ def evaluate(
     chosen = (data.valid if split == "valid" else data.train).to(device)
     loss, acc = trainer.evaluate(chosen)
     return Evaluation(str(file), saved.epoch, data.name, split, len(chosen), loss, acc)
-
-
-def _presets() -> set[str]:
-    from .models import PRESETS
-
-    return set(PRESETS)

@@ -33,7 +33,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .errors import OverfitlabError, did_you_mean
+from .errors import OverfitlabError, did_you_mean, one_line
 from .models import PRESETS, Factory, list_models, registered
 
 TORCHVISION = "torchvision:"
@@ -117,7 +117,7 @@ def _import_file(path: Path, ref: str) -> Any:
         spec.loader.exec_module(module)
     except Exception as err:
         del sys.modules[name]
-        raise OverfitlabError(f"importing {path} failed ({_describe(err)}): fix the file") from None
+        raise OverfitlabError(f"importing {path} failed ({one_line(err)}): fix the file") from None
     return module
 
 
@@ -131,12 +131,7 @@ def _import_module(where: str, ref: str) -> Any:
             "the name and that it is on the Python path, or pass path/to/file.py:function"
         ) from None
     except Exception as err:
-        raise OverfitlabError(f"importing {where} failed ({_describe(err)}): fix the module") from None
-
-
-def _describe(err: BaseException) -> str:
-    text = " ".join(str(err).split())
-    return f"{type(err).__name__}: {text}" if text else type(err).__name__
+        raise OverfitlabError(f"importing {where} failed ({one_line(err)}): fix the module") from None
 
 
 def _python_factory(ref: str) -> Factory:
@@ -285,7 +280,7 @@ def build_model(
         raise
     except Exception as err:
         raise OverfitlabError(
-            f"model factory {ref} raised {_describe(err)}: fix the factory or its --model-arg values"
+            f"model factory {ref} raised {one_line(err)}: fix the factory or its --model-arg values"
         ) from None
     if not isinstance(module, nn.Module):
         raise OverfitlabError(
@@ -322,19 +317,17 @@ def _apply_remedies(
 def _dropout_before_head(module: nn.Module, ref: str, p: float) -> str:
     """A model without dropout layers (a ResNet) gets one before its last linear layer, the
     classifier: where timm's ``drop_rate`` puts it."""
-    owner_name = ""
-    found: tuple[nn.Module, str] | None = None
+    found: tuple[nn.Module, str, str] | None = None  # (parent, attribute, dotted name)
     for owner_name, owner in module.named_modules():
         for child_name, child in owner.named_children():
             if isinstance(child, nn.Linear):
-                found = (owner, child_name)
-                where = f"{owner_name}.{child_name}" if owner_name else child_name
+                found = (owner, child_name, f"{owner_name}.{child_name}" if owner_name else child_name)
     if found is None:
         raise OverfitlabError(
             f"--dropout {p}: model {ref} has no nn.Dropout and no nn.Linear layer, and its factory takes "
             "no 'dropout' keyword: add a dropout parameter to the factory"
         )
-    owner, child_name = found
+    owner, child_name, where = found
     setattr(owner, child_name, nn.Sequential(nn.Dropout(p), getattr(owner, child_name)))
     return f"--dropout {p}: nn.Dropout({p}) inserted before the last linear layer, {where}"
 
@@ -349,7 +342,7 @@ def _checked(module: nn.Module, ref: str, in_shape: tuple[int, int, int], num_cl
             output = module(torch.zeros(2, *in_shape, device=device))
     except Exception as err:
         raise OverfitlabError(
-            f"model {ref} fails on inputs of shape {list(in_shape)} ({_describe(err)}): "
+            f"model {ref} fails on inputs of shape {list(in_shape)} ({one_line(err)}): "
             "check --image-size and --channels, or the model"
         ) from None
     finally:
@@ -380,7 +373,7 @@ def _torchvision(
         module = tvm.get_model(name, weights=None, num_classes=num_classes, **arguments)
     except Exception as err:
         raise OverfitlabError(
-            f"torchvision model {name} cannot be built ({_describe(err)}): check its --model-arg values"
+            f"torchvision model {name} cannot be built ({one_line(err)}): check its --model-arg values"
         ) from None
     notes = _adapt_first_conv(module, in_shape[0])
     return module, notes
@@ -435,6 +428,6 @@ def _timm(
         )
     except Exception as err:
         raise OverfitlabError(
-            f"timm model {name} cannot be built ({_describe(err)}): check its --model-arg values"
+            f"timm model {name} cannot be built ({one_line(err)}): check its --model-arg values"
         ) from None
     return module

@@ -31,7 +31,7 @@ import torch
 from . import store
 from .arrays import held_out_indices
 from .data import DataOptions, DataSet, Split, check_fits
-from .errors import OverfitlabError
+from .errors import OverfitlabError, one_line
 
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 VALID_NAMES = ("valid", "val", "test")
@@ -154,6 +154,10 @@ def cache_key(listing: Listing, options: DataOptions) -> str:
 
 
 # --------------------------------------------------------------------------- decoding
+def unreadable(path: str, err: BaseException) -> OverfitlabError:
+    return OverfitlabError(f"cannot read image {path} ({one_line(err)}): replace or delete the file")
+
+
 def _open(path: str) -> Any:
     from PIL import Image, UnidentifiedImageError
 
@@ -162,10 +166,7 @@ def _open(path: str) -> Any:
         image.load()
         return image
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
-        raise OverfitlabError(
-            f"cannot read image {path} ({type(err).__name__}: {' '.join(str(err).split())}): "
-            "replace or delete the file"
-        ) from None
+        raise unreadable(path, err) from None
 
 
 def _is_grey(image: Any) -> bool:
@@ -192,10 +193,7 @@ def probe(
                         _open(path)
                     )
         except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
-            raise OverfitlabError(
-                f"cannot read image {path} ({type(err).__name__}: {' '.join(str(err).split())}): "
-                "replace or delete the file"
-            ) from None
+            raise unreadable(path, err) from None
         if size is None and (height, width) not in sizes:
             sizes[(height, width)] = path
             if len(sizes) > 1:

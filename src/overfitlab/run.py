@@ -161,10 +161,9 @@ def model_refusal(config: Config) -> str | None:
     options = architecture(config)
     if not options or config.model in PRESETS:
         return None
-    kind = kind_of(config.model)
-    accepted = None if kind in ("torchvision", "timm") else accepted_keywords(factory_of(config.model))
-    if kind in ("torchvision", "timm"):
-        accepted = frozenset()
+    # torchvision's and timm's builders take **kwargs but pass none of these options on.
+    library = kind_of(config.model) in ("torchvision", "timm")
+    accepted = frozenset() if library else accepted_keywords(factory_of(config.model))
     if accepted is None:
         return None
     missing = [k for k in options if k not in accepted and k != "dropout"]
