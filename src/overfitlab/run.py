@@ -843,15 +843,9 @@ def read_saved(path: Path) -> tuple[dict[str, Any], SavedModel]:
 def rebuild(file: Path, model: nn.Module | None = None) -> tuple[nn.Module, SavedModel]:
     """The checkpoint's model with its weights (train mode, no input scaling) and what it says."""
     state, saved = read_saved(file)
-    if model is None:
-        model = build_from_reference(
-            saved.model,
-            saved.image_shape,
-            saved.classes,
-            saved.model_args,
-            remedies=architecture(saved.config),
-            dropout_impl=saved.config.dropout_impl,
-        ).module
+    if model is None:  # as the run built it: the checkpoint's reference and arguments
+        recipe = dataclasses.replace(saved.config, model=saved.model, model_args=saved.model_args)
+        model = build_model(recipe, saved.image_shape, saved.classes).module
     try:
         model.load_state_dict(state["model"])
     except RuntimeError as err:
