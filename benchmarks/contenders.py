@@ -97,8 +97,10 @@ def tutorial_digits_runs(plans: list[dict], threads: int | None = None, device: 
 def overfitlab_api(config: dict[str, Any], save: bool = True) -> dict:
     """``overfitlab.run.train`` on a Config; with ``save``, into a temporary run folder."""
     from overfitlab.config import Config
+    from overfitlab.environment import keep_freed_memory
     from overfitlab.run import train
 
+    keep_freed_memory()  # as `overfitlab train` does for its process
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="bench-run-") as tmp:
         result = train(Config(**config), Path(tmp) / "run" if save else None)
@@ -128,7 +130,9 @@ def overfitlab_study(
 ) -> dict:
     """A built-in study through ``overfitlab.study.run_study``, in a temporary runs folder."""
     from overfitlab import study
+    from overfitlab.environment import keep_freed_memory
 
+    keep_freed_memory()  # as `overfitlab study` does for its process (a serial study trains in it)
     spec = study.preset(preset, seeds)
     if base:
         spec = spec.with_base(base)

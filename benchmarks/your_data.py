@@ -87,8 +87,10 @@ def worker_first_batch(folder: str) -> dict[str, Any]:
 
 def worker_epoch(dataset: str, data_dir: str | None, model: str) -> dict[str, Any]:
     from overfitlab.config import Config
+    from overfitlab.environment import keep_freed_memory
     from overfitlab.run import train
 
+    keep_freed_memory()  # as `overfitlab train` does for its process
     config = Config(
         dataset=dataset, data_dir=data_dir, model=model, epochs=1, threads=THREADS, download=False
     )

@@ -18,8 +18,9 @@ import torch.nn.functional as F
 
 from overfitlab.config import Config
 from overfitlab.data import Split
+from overfitlab.environment import keep_freed_memory, resolve_threads
 from overfitlab.models import create_model
-from overfitlab.run import build_optimizer, keep_freed_memory, memory_format_for, resolve_threads, train
+from overfitlab.run import build_optimizer, memory_format_for, train
 from overfitlab.trainer import Trainer
 
 
@@ -220,9 +221,9 @@ def test_inference_mode_validation_equals_a_plain_no_grad_loop(valid_batch_size,
 
 # --------------------------------------------------------------------------- environment
 def test_threads_never_exceed_the_cores(monkeypatch):
-    import overfitlab.run as run
+    import overfitlab.environment as environment
 
-    monkeypatch.setattr(run, "available_cores", lambda: 2)
+    monkeypatch.setattr(environment, "available_cores", lambda: 2)
     assert resolve_threads(None) == 2
     assert resolve_threads(1) == 1
     assert resolve_threads(8) == 2
@@ -286,7 +287,7 @@ def test_files_hold_the_last_finished_epoch_whenever_training_ends(tmp_path):
     import json
 
     from overfitlab.callbacks import Callback
-    from overfitlab.run import Interrupted
+    from overfitlab.errors import Interrupted
     from overfitlab.store import load_checkpoint
 
     class CtrlCAt(Callback):

@@ -164,7 +164,7 @@ def test_each_member_stops_early_where_its_run_stops():
 
 def test_ctrl_c_leaves_each_member_a_folder_that_resumes(tmp_path, monkeypatch):
     from overfitlab import stacking
-    from overfitlab.run import Interrupted
+    from overfitlab.errors import Interrupted
 
     calls = []
     evaluate = stacking._Stack.evaluate

@@ -723,3 +723,31 @@ def test_tensorboard_missing_is_a_one_line_error(tmp_path, monkeypatch):
     with pytest.raises(OverfitlabError, match=r"pip install 'overfitlab\[tensorboard\]'"):
         run_study(make_spec(SMALL, [("baseline", {})], seeds=1), tmp_path, "x", tensorboard=True)
     assert not (tmp_path / "x").exists()  # refused before anything was written
+
+
+def test_ctrl_c_in_a_serial_study_interrupts_it_and_fails_no_run(tmp_path, monkeypatch):
+    """Ctrl-C inside a run reaches the study as the interruption it is (not as that run's
+    error): the study says how to resume, and a resume finishes what was left."""
+    from overfitlab.errors import Interrupted
+    from overfitlab.trainer import Trainer
+
+    spec = make_spec(SMALL, [("baseline", {}), ("l2", {"l2": 1e-3})], seeds=[0])
+    epochs = []
+    original = Trainer.train_epoch
+
+    def ctrl_c_in_the_second_run(self, split):
+        epochs.append(self)
+        if len({id(t) for t in epochs}) == 2:
+            raise KeyboardInterrupt
+        return original(self, split)
+
+    monkeypatch.setattr(Trainer, "train_epoch", ctrl_c_in_the_second_run)
+    with pytest.raises(Interrupted, match="overfitlab study --resume cut"):
+        run_study(spec, tmp_path, "cut", backend="serial", threads=1, report=False)
+    status = {r["run_id"]: r["status"] for r in index_rows(tmp_path, "cut")}
+    assert status["cut/baseline-s0"] == "complete"
+    assert status["cut/l2-s0"] not in ("complete", "failed")
+    assert json.loads((tmp_path / "cut" / "study.json").read_text())["status"] == "interrupted"
+    monkeypatch.setattr(Trainer, "train_epoch", original)
+    result = run_study(None, tmp_path, "cut", resume=True, backend="serial", report=False)
+    assert result.status == "complete"

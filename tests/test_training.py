@@ -11,7 +11,9 @@ import pytest
 import torch
 
 from overfitlab import Callback, Config, OverfitlabError, Trainer, load_model, load_toml, resume, train
-from overfitlab.run import Interrupted, load_data, memory_format_for, resolved
+from overfitlab.environment import available_cores
+from overfitlab.errors import Interrupted
+from overfitlab.run import load_data, memory_format_for, resolved
 from overfitlab.store import load_checkpoint
 from overfitlab.trainer import Diverged
 
@@ -81,6 +83,45 @@ def test_history_metrics_are_consistent(tmp_path):
     batches = [b for b in result.history.batches if b["epoch"] == 2]
     assert len(batches) == 5
     assert result.history[1]["train_loss"] == pytest.approx(sum(b["loss"] for b in batches) / 5)
+
+
+class ThreadsSeen(Callback):
+    def __init__(self):
+        self.threads = []
+
+    def on_epoch_start(self, trainer, epoch):
+        self.threads.append(torch.get_num_threads())
+
+
+@pytest.mark.skipif(available_cores() < 2, reason="needs 2 cores for a run's 2 threads")
+def test_train_gives_the_caller_its_threads_and_random_state_back(tmp_path):
+    """train() seeds torch's global generator and sets its threads for the run only: a script
+    or notebook that calls it finds both as it left them, however the run ended."""
+    from overfitlab.stacking import train_seeds
+
+    config = Config(train_size=64, epochs=2, dropout=0.3, seed=3, threads=2, device="cpu")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        torch.manual_seed(123)
+        state = torch.get_rng_state()
+        seen = ThreadsSeen()
+        first = train(config, callbacks=[seen])
+        assert seen.threads == [2, 2]  # the run's threads while it trained
+        assert torch.get_num_threads() == 1 and torch.equal(torch.get_rng_state(), state)
+        torch.rand(5)  # another caller state: the run's numbers do not depend on it
+        again = train(config)
+        assert again.history.column("train_loss") == first.history.column("train_loss")
+        state = torch.get_rng_state()
+        with pytest.raises(Interrupted):
+            train(config, tmp_path / "cut", callbacks=[InterruptAt(1)])
+        assert torch.get_num_threads() == 1 and torch.equal(torch.get_rng_state(), state)
+        resume(tmp_path / "cut")
+        assert torch.get_num_threads() == 1 and torch.equal(torch.get_rng_state(), state)
+        train_seeds(config, [0, 1])
+        assert torch.get_num_threads() == 1 and torch.equal(torch.get_rng_state(), state)
+    finally:
+        torch.set_num_threads(threads)
 
 
 # ---------------------------------------------------------------- resume after Ctrl-C

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
+from .environment import available_cores, keep_freed_memory
 from .errors import OverfitlabError
 
 BACKENDS = ("serial", "local", "ray")
@@ -40,13 +41,6 @@ RAY_CONNECT_TIMEOUT = 30.0
 DEFAULT_THREADS = 1
 
 Outcome = tuple[int, Any, BaseException | None]  # (position in the payloads, result, error)
-
-
-def available_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows
-        return os.cpu_count() or 1
 
 
 @dataclass(frozen=True)
@@ -250,13 +244,15 @@ def _exit_when_gone(study: int) -> None:
     os._exit(1)
 
 
-def _die_with_study(study: int) -> None:
-    """Pool initializer: a worker whose study process is killed (even SIGKILL) dies too,
-    so no orphan keeps writing into a run folder that a resumed study redoes.
+def _start_worker(study: int) -> None:
+    """Pool initializer. The worker process is the study's, so its allocator is tuned for
+    training (``keep_freed_memory``); and a worker whose study process is killed (even
+    SIGKILL) dies too, so no orphan keeps writing into a run folder that a resumed study redoes.
 
     A fork server's workers are not the study's children (and keep the server
     alive), so no parent-death signal reaches them: a thread watches the study.
     """
+    keep_freed_memory()
     threading.Thread(target=_exit_when_gone, args=(study,), name="exit-with-study", daemon=True).start()
 
 
@@ -273,7 +269,7 @@ class LocalBackend(Backend):
         return futures.ProcessPoolExecutor(
             max_workers=self.workers,
             mp_context=worker_context(),
-            initializer=_die_with_study,
+            initializer=_start_worker,
             initargs=(os.getpid(),),
         )
 
@@ -332,6 +328,12 @@ def import_ray() -> ModuleType:
     except ImportError:
         raise OverfitlabError(RAY_MISSING) from None
     return ray
+
+
+def _in_ray_worker(fn: Callable[[Any], Any], payload: Any) -> Any:
+    """A Ray task: ``fn(payload)`` in a worker process tuned for training, as a local one is."""
+    keep_freed_memory()
+    return fn(payload)
 
 
 class RayBackend(Backend):
@@ -397,7 +399,7 @@ class RayBackend(Backend):
     ) -> Iterator[Outcome]:
         ray = self._ray
         # max_retries=0: a run that failed is recorded as failed, not silently rerun.
-        task = ray.remote(num_cpus=self.threads, max_retries=0)(fn)
+        task = ray.remote(num_cpus=self.threads, max_retries=0)(_in_ray_worker)
         waiting = collections.deque(enumerate(payloads))
         running: dict[Any, int] = {}
         try:
@@ -405,7 +407,7 @@ class RayBackend(Backend):
                 while waiting and len(running) < self.workers:
                     position, payload = waiting.popleft()
                     on_start(position)
-                    running[task.remote(payload)] = position
+                    running[task.remote(fn, payload)] = position
                 done, _ = ray.wait(list(running), num_returns=1)
                 for ref in done:
                     position = running.pop(ref)

@@ -19,3 +19,11 @@ def one_line(err: BaseException) -> str:
 
 class OverfitlabError(Exception):
     """Bad input or a run that cannot go on. The CLI prints ``str(err)`` on one line, exit 2."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during training or a study, with what it left and how to continue it.
+
+    A KeyboardInterrupt, so it passes every ``except Exception`` on its way up (a study's
+    worker, a backend) as the Ctrl-C it is, and the command line exits 130 with its message.
+    """

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from .data import DataSet, load_dataset
+from .environment import resolve_device
 from .errors import OverfitlabError
 from .models import PRESETS
 from .run import (
@@ -27,7 +28,6 @@ from .run import (
     loss_function,
     memory_format_for,
     rebuild,
-    resolve_device,
 )
 from .trainer import Trainer
 

@@ -9,13 +9,10 @@ model in one call.
 from __future__ import annotations
 
 import copy
-import ctypes
 import dataclasses
 import math
 import os
-import platform
 import shlex
-import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -27,12 +24,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import store
-from .backends import available_cores
 from .callbacks import Callback
 from .config import Config, from_dict, load_toml, parse_image_size, to_dict, to_toml
 from .data import DataOptions, DataSet, Scaling, load_dataset, prepare
 from .early_stopping import EarlyStopping
-from .errors import OverfitlabError
+from .environment import resolve_device, run_scope
+from .errors import Interrupted, OverfitlabError
 from .factories import ARCHITECTURE_OPTIONS, BuiltModel, canonical, keyword_defaults
 from .factories import build_model as build_from_reference
 from .flat_adam import FlatAdam
@@ -47,54 +44,7 @@ from .trainer import Diverged, LossFn, Regularization, Trainer
 CHECKPOINT_FORMAT = 2
 
 
-class Interrupted(OverfitlabError):
-    """Ctrl-C during training; the run folder is complete up to the last finished epoch."""
-
-
 # --------------------------------------------------------------------------- environment
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise OverfitlabError("--device cuda asked for, but torch sees no CUDA device: use --device cpu")
-    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise OverfitlabError("--device mps asked for, but MPS is not available: use --device cpu")
-    return torch.device(name)
-
-
-def resolve_threads(threads: int | None) -> int:
-    """Never more threads than cores: oversubscribed small CNNs run many times slower."""
-    return min(threads, available_cores()) if threads else available_cores()
-
-
-# glibc mallopt parameters (malloc.h).
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
-
-
-def keep_freed_memory() -> bool:
-    """Let glibc keep freed tensor memory for the next step instead of returning it (Linux).
-
-    torch's CPU allocator is plain malloc. By default glibc serves blocks above a
-    moving threshold (≥ 128 KiB) with fresh mmaps and trims the heap as soon as
-    its free top passes twice that, so every training step and validation batch
-    faults its activations' pages in again, zero-filled: 366 000 page faults
-    (1.4 GB) per MNIST validation pass. Fixed thresholds keep up to 128 MiB of
-    freed memory and serve blocks up to 32 MiB (glibc's maximum) from the heap.
-    Process-wide, like the thread count; returns whether it applied.
-    """
-    if not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc":
-        return False
-    try:
-        libc = ctypes.CDLL(None)
-        return bool(libc.mallopt(_M_MMAP_THRESHOLD, 32 << 20) and libc.mallopt(_M_TRIM_THRESHOLD, 128 << 20))
-    except (OSError, AttributeError):
-        return False
-
-
 def memory_format_for(config: Config, device: torch.device, own: bool = True) -> torch.memory_format:
     if config.memory_format == "channels_last":
         return torch.channels_last
@@ -562,8 +512,6 @@ def end_run(
 def _setup(
     config: Config, run_dir: Path | None, callbacks: Sequence[Callback], data: DataSet | None = None
 ) -> tuple[DataSet, Trainer, EarlyStopping | None, RunRecorder]:
-    torch.set_num_threads(resolve_threads(config.threads))
-    keep_freed_memory()
     device = resolve_device(config.device)
     data = load_data(config, data)
     torch.manual_seed(config.seed)  # weights, then dropout masks
@@ -683,7 +631,8 @@ def train(
     still apply. With ``live``, the learning curves are redrawn in place in a notebook while it
     trains (``overfitlab.notebook.LiveCurves``); in a terminal, a progress bar on stderr instead.
     """
-    return _fit(start_run(config, run_dir, [*callbacks, *live_callbacks(config, live)], data))
+    with run_scope(config.threads, config.device):  # the caller's threads and RNG back after
+        return _fit(start_run(config, run_dir, [*callbacks, *live_callbacks(config, live)], data))
 
 
 def live_callbacks(config: Config, live: bool) -> list[Callback]:
@@ -705,7 +654,10 @@ def start_run(
     callbacks: Sequence[Callback] = (),
     data: DataSet | None = None,
 ) -> StartedRun:
-    """What ``train`` does before the first epoch, the folder made and its config.toml written."""
+    """What ``train`` does before the first epoch, the folder made and its config.toml written.
+
+    It seeds torch's global generator, as training then draws from it: a caller that goes on
+    to train outside ``train`` wraps both in ``environment.run_scope`` (as stacking does)."""
     config = resolved(config if data is None else config.replace(dataset=_python_name(data)))
     path = Path(run_dir) if run_dir is not None else None
     # Data and model first: a bad --train-size or data folder fails before any file is written.
@@ -752,6 +704,18 @@ def resume(
     if epochs is not None:
         config = config.replace(epochs=epochs)
         store.atomic_write(path / store.CONFIG, to_toml(config))
+    with run_scope(config.threads, config.device):  # the caller's threads and RNG back after
+        return _continue(config, checkpoint, path, callbacks, data)
+
+
+def _continue(
+    config: Config,
+    checkpoint: Mapping[str, Any],
+    path: Path,
+    callbacks: Sequence[Callback],
+    data: DataSet | None,
+) -> RunResult:
+    """``resume`` from a checkpoint: the run set up as it was after its last saved epoch."""
     data, trainer, es, recorder = _setup(config, path, callbacks, data)
     trainer.model.load_state_dict(checkpoint["model"])
     trainer.optimizer.load_state_dict(checkpoint["optimizer"])

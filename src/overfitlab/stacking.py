@@ -50,10 +50,10 @@ from torch.func import functional_call, stack_module_state, vmap
 from . import data as datalib
 from .config import Config
 from .data import Scaling
-from .errors import OverfitlabError
+from .environment import run_scope
+from .errors import Interrupted, OverfitlabError
 from .regularizers import param_groups, penalized_parameters
 from .run import (
-    Interrupted,
     RunResult,
     StartedRun,
     end_run,
@@ -111,7 +111,16 @@ def train_seeds(
     """Train ``config`` once per seed, all seeds at once (the config's own seed is ignored);
     with ``run_dirs``, one run folder per seed. Returns each seed's RunResult, in order."""
     config = resolved(config).replace(dropout_impl="torch")  # vmap draws the masks
-    seeds = list(seeds)
+    with run_scope(config.threads, config.device):  # the caller's threads and RNG back after
+        return _train_stacked(config, list(seeds), run_dirs, data)
+
+
+def _train_stacked(
+    config: Config,
+    seeds: list[int],
+    run_dirs: Sequence[str | os.PathLike[str]] | None,
+    data: datalib.DataSet | None,
+) -> list[RunResult]:
     check_stackable(config, seeds)
     if run_dirs is not None and len(run_dirs) != len(seeds):
         raise OverfitlabError(f"{len(seeds)} seeds need {len(seeds)} run folders, got {len(run_dirs)}")

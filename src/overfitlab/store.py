@@ -41,7 +41,15 @@ CURVES = "curves.png"
 
 
 def _umask() -> int:
-    """The process's umask (it can only be read by setting it; set back at once)."""
+    """The process's umask. Linux shows it in /proc; elsewhere it can only be read by setting
+    it and setting it back, a moment in which another thread's new file gets 022."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
     mask = os.umask(0o022)
     os.umask(mask)
     return mask

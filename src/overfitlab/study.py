@@ -57,7 +57,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import backends, store
 from .config import from_dict
-from .errors import OverfitlabError
+from .errors import Interrupted, OverfitlabError
 from .index import STUDY_JSON, RunIndex, planned_record, run_record, study_record
 from .presets import ALL_REMEDIES, DATA_SIZES, PRESETS, REMEDIES, REMEDIES_BASE, preset
 from .study_spec import (
@@ -305,7 +305,7 @@ def _absolute_data_dir(plan: dict[str, Any]) -> dict[str, Any]:
 
 
 def _device_of(plans: Sequence[Mapping[str, Any]]) -> str:
-    from .run import resolve_device
+    from .environment import resolve_device
 
     name = next((p["config"].get("device") or "auto" for p in plans if not p.get("error")), "auto")
     try:
@@ -609,8 +609,6 @@ def _run(
                         progress(row, done, len(records))
     except KeyboardInterrupt:
         # The backend has stopped its workers by now: the folders say what got done.
-        from .run import Interrupted
-
         index.upsert_runs(
             [
                 run_record(study.name, study.plans[i], study.run_dir(study.plans[i]))

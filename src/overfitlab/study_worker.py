@@ -58,11 +58,12 @@ def execute_run(task: Mapping[str, Any], data: Mapping[str, DataSet] | None = No
 
     Runs in whichever process the backend chose. Any exception is the run's
     error: it is written to ``status.json`` and the row says "failed". Ctrl-C
-    leaves the run unfinished (no status.json) and reaches the study as
-    KeyboardInterrupt. ``data`` maps a dataset name to the DataSet to train on (a node that
-    cannot read the files); without one the run loads its config's data set itself.
+    leaves the run unfinished (no status.json) and reaches the study as the
+    KeyboardInterrupt it is (``Interrupted`` is one). ``data`` maps a dataset name to the
+    DataSet to train on (a node that cannot read the files); without one the run loads its
+    config's data set itself.
     """
-    from .run import Interrupted, train
+    from .run import train
 
     plan, run_dir = task["plan"], Path(task["run_dir"])
     fresh_folder(run_dir)
@@ -83,8 +84,6 @@ def execute_run(task: Mapping[str, Any], data: Mapping[str, DataSet] | None = No
                 logger.close()  # also when training raised
         else:
             train(config, run_dir, data=given)
-    except Interrupted:
-        raise KeyboardInterrupt from None
     except Exception as err:  # recorded as the run's error; the study goes on
         status = _failed(err)
     status.update(started_at=started_at, ended_at=now(), seconds=round(time.perf_counter() - started, 3))
@@ -97,7 +96,6 @@ def execute_stacked(
 ) -> list[dict[str, Any]]:
     """Train the seeds of one variant at once (``overfitlab.stacking``) into their run
     folders; return their index rows. Errors and Ctrl-C as ``execute_run``."""
-    from .run import Interrupted
     from .stacking import train_seeds
 
     runs = task["stacked"]
@@ -116,8 +114,6 @@ def execute_stacked(
             else {"status": "complete", "error": None}
             for result in results
         ]
-    except Interrupted:
-        raise KeyboardInterrupt from None
     except Exception as err:  # every member's error; the study goes on
         statuses = [_failed(err) for _ in runs]
     seconds = round((time.perf_counter() - started) / len(runs), 3)  # each member's share

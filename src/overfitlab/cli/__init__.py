@@ -33,27 +33,25 @@ def build_parser() -> OneLineParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from ..environment import keep_freed_memory
+
+    keep_freed_memory()  # this process is the command's: tune its allocator for training
     try:
         return args.handler(args) or 0
     except BrokenPipeError:
         # The reader went away (`overfitlab runs show x | head`): nothing left to say to it.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as err:  # Interrupted says what it left
         if args.debug:
             raise
-        print("overfitlab: interrupted", file=sys.stderr)
+        print(f"overfitlab: interrupted {err}".rstrip(), file=sys.stderr)
         return 130
     except OverfitlabError as err:
         if args.debug:
             raise
-        from ..run import Interrupted
-
-        if isinstance(err, Interrupted):
-            print(f"overfitlab: interrupted {err}", file=sys.stderr)
-        else:
-            print(f"overfitlab: error: {err}", file=sys.stderr)
-        return 130 if isinstance(err, Interrupted) else 2
+        print(f"overfitlab: error: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":  # pragma: no cover
