@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from overfitlab.config import Config, load_toml, parse_model_arg
 from overfitlab.errors import OverfitlabError
 from overfitlab.evaluation import evaluate
 from overfitlab.factories import build_model, factory_of
+from overfitlab.flat_adam import FlatAdam
 from overfitlab.history import History
+from overfitlab.regularizers import param_groups
 from overfitlab.run import build_optimizer, load_model, train
 
 REPO = Path(__file__).parents[1]
@@ -142,8 +146,9 @@ def test_dropout_sets_every_dropout_layer_where_the_factory_takes_no_keyword(fac
 
 
 def test_a_parameter_without_gradient_is_skipped_as_torch_adam_skips_it(factories):
-    """FlatAdam would step the unused head on a zero gradient (plus its weight decay); torch's
-    Adam skips a parameter whose grad is None, so the unused head keeps its initial weights."""
+    """A flat buffer would step the unused head on a zero gradient (plus its weight decay);
+    torch's Adam skips a parameter whose grad is None, so the unused head keeps its initial
+    weights, and every other parameter ends as torch's Adam leaves it, bit for bit."""
     config = Config(
         model=f"{factories}:branchy", train_size=64, epochs=2, weight_decay=0.1, early_stopping=False
     )
@@ -152,7 +157,21 @@ def test_a_parameter_without_gradient_is_skipped_as_torch_adam_skips_it(factorie
     result = train(config)
     assert torch.equal(result.model.unused.weight.detach(), initial)
     assert not torch.equal(result.model.used.weight.detach(), initial)
-    assert type(build_optimizer(config, result.model, own=False)) is torch.optim.Adam
+    optimizer = build_optimizer(config, result.model)
+    assert isinstance(optimizer, FlatAdam)
+    # The same steps with torch's Adam on the same groups.
+    torch.manual_seed(config.seed)
+    model = build_model(config.model, (1, 8, 8), 10).module
+    reference = torch.optim.Adam(param_groups(model, 0.1), lr=config.lr, foreach=True)
+    flat_model = copy.deepcopy(model)
+    flat = build_optimizer(config, flat_model)
+    images, labels = torch.rand(16, 1, 8, 8), torch.randint(0, 10, (16,))
+    for net, opt in ((model, reference), (flat_model, flat)):
+        for _ in range(4):
+            opt.zero_grad()
+            F.cross_entropy(net(images), labels).backward()
+            opt.step()
+    assert all(torch.equal(a, b) for a, b in zip(model.parameters(), flat_model.parameters(), strict=True))
 
 
 @pytest.mark.parametrize(

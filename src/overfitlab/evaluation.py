@@ -98,7 +98,7 @@ def evaluate(
     model = model.to(memory_format=memory_format)
     trainer = Trainer(
         model=model,
-        optimizer=build_optimizer(config, model, own),  # unused: Trainer's evaluation is the run's
+        optimizer=build_optimizer(config, model),  # unused: Trainer's evaluation is the run's
         device=device,
         loss_fn=loss_function(config.label_smoothing),
         valid_batch_size=config.valid_batch_size,

@@ -9,16 +9,20 @@ once per group over all its elements. The element-wise arithmetic is the same
 (the same kernels, the same Python-float scalars), so the parameters after any
 number of steps equal torch's foreach Adam bit for bit (tests/test_engine.py).
 
-Every parameter is expected to get a gradient every step, as in the models of
-this package: a missing gradient counts as zero where torch would skip the
-parameter. If anything swaps a parameter's or gradient's tensor for another
-(``model.to(...)``, assigning ``.grad``), ``step`` notices and falls back to
-torch's own update, which gives the same numbers. ``state_dict`` and
+A parameter that gets no gradient in a step (an unused branch of a user's model)
+is skipped by torch's Adam, where a flat buffer would step it on a zero gradient. A
+hook on each parameter notes the gradients that arrived; the first step that misses
+one hands its group to torch's own update for good, that parameter's gradient set to
+None as torch would have it, so any model gets torch's numbers. If anything swaps
+a parameter's or gradient's tensor for another (``model.to(...)``, assigning
+``.grad``), ``step`` notices and falls back to torch's own update, which gives the
+same numbers. ``state_dict`` and
 ``load_state_dict`` have torch's format: checkpoints move freely between the two.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any, overload
 
@@ -56,6 +60,14 @@ class FlatAdam(torch.optim.Adam):
             flat, views = _flatten(group["params"])
             self._flat.append(flat)
             self._views.append(views)
+        # The parameters whose gradient autograd wrote since the last zero_grad (by id).
+        self._arrived: set[int] = set()
+        # A partial of a plain function, not a bound method: a model that is deep-copied or
+        # pickled takes a copy of the set along, not this optimizer.
+        note = functools.partial(_note_gradient, self._arrived)
+        for group in self.param_groups:
+            for p in group["params"]:
+                p.register_post_accumulate_grad_hook(note)
         # Whether each group's state tensors are its views (set by _moments, cleared by loading).
         self._pointed = [False] * len(self.param_groups)
 
@@ -84,9 +96,23 @@ class FlatAdam(torch.optim.Adam):
                     state[name] = views[name][i]
         self._pointed[index] = True
 
+    def _all_arrived(self, index: int) -> bool:
+        """Whether every parameter of the group got a gradient since the last zero_grad. When
+        one did not, the group leaves its flat buffers for torch's update, for good: torch
+        skips a parameter whose grad is None, and counts steps per parameter."""
+        params = self.param_groups[index]["params"]
+        if all(id(p) in self._arrived for p in params):
+            return True
+        for p in params:
+            if id(p) not in self._arrived:
+                p.grad = None  # as torch's zero_grad would have left it
+        self._views[index] = self._flat[index] = None
+        return False
+
     # ------------------------------------------------------------------ optimizer API
     def zero_grad(self, set_to_none: bool = True) -> None:
         """Zero the flat gradient buffers in place (the gradients stay views of them)."""
+        self._arrived.clear()
         for index, flat in enumerate(self._flat):
             if flat is not None and self._intact(index):
                 flat["grad"].zero_()
@@ -117,7 +143,13 @@ class FlatAdam(torch.optim.Adam):
             if not group["params"]:
                 continue
             flat = self._flat[index]
-            if flat is None or not self._intact(index) or group["amsgrad"] or group["maximize"]:
+            if (
+                flat is None
+                or not self._intact(index)
+                or not self._all_arrived(index)
+                or group["amsgrad"]
+                or group["maximize"]
+            ):
                 fallback.append(index)
                 continue
             if not self._pointed[index]:
@@ -135,6 +167,10 @@ class FlatAdam(torch.optim.Adam):
             super().step()
         finally:
             self.param_groups = others
+
+
+def _note_gradient(arrived: set[int], param: torch.Tensor) -> None:
+    arrived.add(id(param))
 
 
 def _flatten(

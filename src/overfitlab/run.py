@@ -144,12 +144,12 @@ def data_options(config: Config) -> DataOptions:
     )
 
 
-def build_optimizer(config: Config, model: nn.Module, own: bool = True) -> torch.optim.Optimizer:
-    """FlatAdam only for models overfitlab builds, where every parameter gets a gradient every
-    step: with an unused parameter it would step on a zero gradient where torch's Adam skips it."""
+def build_optimizer(config: Config, model: nn.Module) -> torch.optim.Optimizer:
+    """The config's optimizer over the model's decay and no-decay groups; Adam on CPU is
+    FlatAdam, torch's numbers for any model (a parameter without a gradient is skipped)."""
     groups = param_groups(model, config.weight_decay, include_all=config.penalize_all)
     cpu = all(p.device.type == "cpu" for p in model.parameters())
-    return optimizer_for(config, groups, flat=own and cpu)
+    return optimizer_for(config, groups, flat=cpu)
 
 
 def optimizer_for(config: Config, groups: list[dict[str, Any]], flat: bool) -> torch.optim.Optimizer:
@@ -521,7 +521,7 @@ def _setup(
     model = model.to(memory_format=memory_format)
     if config.compile:
         model.compile()  # in place: state_dict keys and checkpoints stay those of the eager model
-    optimizer = build_optimizer(config, model, built.own)
+    optimizer = build_optimizer(config, model)
     es = build_early_stopping(config)
     scaling = Scaling.fit(data.train.images) if config.normalize else Scaling()
     meta = model_meta(config, built, data, scaling)
