@@ -39,6 +39,53 @@ def test_a_train_valid_folder_holds_the_same_bytes_in_the_folders_order(digits_f
     assert data.class_names == tuple(f"c{i}" for i in range(10)) and data.classes == 10
 
 
+def test_a_test_folder_beside_valid_is_a_test_split_and_alone_it_validates(tmp_path, digits):
+    """train/ + valid/ + test/: test/ is a split no run sees (the diagnosis judges on it);
+    train/ + test/: test/ is the validation split, as before. Cached and uncached agree."""
+    from overfitlab.diagnose import carve_test
+
+    third = Split(digits.valid.images[:60], digits.valid.labels[:60])
+    root = write_image_folder(
+        tmp_path / "three", {"train": digits.train, "valid": digits.valid, "test": third}
+    )
+    for cache in (True, False):
+        data = load_dataset(f"folder:{root}", options=DataOptions(cache=cache))
+        assert data.test is not None
+        assert torch.equal(data.test.images, by_class(third).images)
+        assert torch.equal(data.valid.labels, by_class(digits.valid).labels)
+    held = carve_test(data)
+    assert held.test is data.test and held.data.train is data.train and held.data.test is None
+    assert "own test split (60 images)" in held.source
+    two = write_image_folder(tmp_path / "two", {"train": digits.train, "test": third})
+    data = load_dataset(f"folder:{two}")
+    assert data.test is None and torch.equal(data.valid.images, by_class(third).images)
+    held = carve_test(data)  # no test split of its own: a share of the training images
+    assert len(held.test) + len(held.data.train) == len(data.train) and "20%" in held.source
+
+
+def test_an_npz_with_valid_and_test_arrays_keeps_both(tmp_path, digits):
+    path = tmp_path / "d.npz"
+    x, y = digits.valid.images.numpy(), digits.valid.labels.numpy()
+    np.savez(
+        path,
+        x_train=digits.train.images.numpy(),
+        y_train=digits.train.labels.numpy(),
+        x_valid=x[:200],
+        y_valid=y[:200],
+        x_test=x[200:],
+        y_test=y[200:],
+    )
+    data = load_dataset(f"arrays:{path}")
+    assert torch.equal(data.valid.images, digits.valid.images[:200])
+    assert torch.equal(data.test.images, digits.valid.images[200:])
+    assert torch.equal(data.test.labels, digits.valid.labels[200:])
+    from overfitlab.arrays import save_arrays
+
+    save_arrays(data, tmp_path / "folder")  # the round trip keeps the test split
+    again = load_dataset(f"arrays:{tmp_path / 'folder'}")
+    assert torch.equal(again.test.images, data.test.images)
+
+
 def test_the_cache_is_memory_mapped_read_without_decoding_and_renewed_when_a_file_changes(
     tmp_path, digits, monkeypatch
 ):

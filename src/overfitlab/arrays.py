@@ -1,7 +1,8 @@
 """Data sets from arrays: an ``.npz`` file with Keras's names, numpy arrays, or torch Datasets.
 
 ``--dataset arrays:FILE.npz`` reads ``x_train``, ``y_train`` and ``x_test``/``y_test`` (or
-``x_valid``/``y_valid``), as ``keras.datasets.mnist.load_data()`` returns them; ``arrays:FOLDER``
+``x_valid``/``y_valid``), as ``keras.datasets.mnist.load_data()`` returns them (with both,
+``x_test`` is a test split no run trains or chooses on); ``arrays:FOLDER``
 reads the same names as ``.npy`` files there, memory-mapped (``save_arrays`` writes one: a
 study given a DataSet in Python hands it to its workers that way, read once by all); without a
 test or valid pair, a stratified ``--valid-fraction`` of the training arrays is held out.
@@ -87,23 +88,35 @@ def from_arrays(
     y_valid: Any,
     name: str = "arrays",
     class_names: Sequence[str] | None = None,
+    x_test: Any = None,
+    y_test: Any = None,
 ) -> DataSet:
     train_images = images_nchw(x_train, "x_train")
-    valid_images = images_nchw(x_valid, "x_valid")
-    if train_images.shape[1:] != valid_images.shape[1:]:
-        raise OverfitlabError(
-            f"training images are {list(train_images.shape[1:])} (C, H, W) but validation images "
-            f"{list(valid_images.shape[1:])}: give both splits the same shape"
-        )
     train = Split(train_images, labels_of(y_train, len(train_images), "y_train"))
-    valid = Split(valid_images, labels_of(y_valid, len(valid_images), "y_valid"))
-    return _checked(name, train, valid, class_names)
+    valid = _split_like(train_images, x_valid, y_valid, "valid", "validation")
+    test = _split_like(train_images, x_test, y_test, "test", "test") if x_test is not None else None
+    return _checked(name, train, valid, class_names, test)
 
 
-def _checked(name: str, train: Split, valid: Split, class_names: Sequence[str] | None) -> DataSet:
+def _split_like(train_images: torch.Tensor, x: Any, y: Any, key: str, what: str) -> Split:
+    images = images_nchw(x, f"x_{key}")
+    if train_images.shape[1:] != images.shape[1:]:
+        raise OverfitlabError(
+            f"training images are {list(train_images.shape[1:])} (C, H, W) but {what} images "
+            f"{list(images.shape[1:])}: give every split the same shape"
+        )
+    if y is None:
+        raise OverfitlabError(f"x_{key} has no labels: pass y_{key} too")
+    return Split(images, labels_of(y, len(images), f"y_{key}"))
+
+
+def _checked(
+    name: str, train: Split, valid: Split, class_names: Sequence[str] | None, test: Split | None = None
+) -> DataSet:
     largest = int(train.labels.max())
     classes = len(class_names) if class_names is not None else largest + 1
-    for split, what in ((train, "y_train"), (valid, "y_valid")):
+    checked = ((train, "y_train"), (valid, "y_valid")) + (((test, "y_test"),) if test is not None else ())
+    for split, what in checked:
         top = int(split.labels.max())
         if top >= classes:
             raise OverfitlabError(
@@ -114,7 +127,7 @@ def _checked(name: str, train: Split, valid: Split, class_names: Sequence[str] |
     if classes < 2:
         raise OverfitlabError(f"{name} has {classes} class: a classifier needs at least 2")
     names = tuple(class_names) if class_names is not None else None
-    return DataSet(name, train, valid, classes, names)
+    return DataSet(name, train, valid, classes, names, test)
 
 
 def held_out_indices(labels: torch.Tensor, fraction: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -141,6 +154,8 @@ def save_arrays(data: DataSet, folder: Path) -> None:
         "x_valid": data.valid.images.numpy(),
         "y_valid": data.valid.labels.numpy(),
     }
+    if data.test is not None:
+        arrays.update(x_test=data.test.images.numpy(), y_test=data.test.labels.numpy())
     if data.class_names is not None:
         arrays["class_names"] = np.array(data.class_names, dtype=str)
     for key, array in arrays.items():
@@ -182,12 +197,25 @@ def load_npz(path: Path, options: DataOptions) -> DataSet:
             f"{path} has no {' and no '.join(missing)} (it holds {', '.join(arrays) or 'nothing'}): "
             "save x_train, y_train and x_test, y_test (Keras's names)"
         )
-    valid = next(((x, y) for x, y in VALID_KEYS if x in arrays and y in arrays), None)
+    present = [(x, y) for x, y in VALID_KEYS if x in arrays and y in arrays]
+    # x_test validates when it is the only other split; beside x_valid or x_val it is the test split.
+    valid = next((keys for keys in present if keys[0] != "x_test"), present[0] if present else None)
+    test = (
+        ("x_test", "y_test")
+        if valid is not None and valid[0] != "x_test" and ("x_test", "y_test") in present
+        else None
+    )
     name = f"arrays:{path}"
     class_names = [str(c) for c in arrays["class_names"]] if "class_names" in arrays else None
     if valid is not None:
         return from_arrays(
-            arrays["x_train"], arrays["y_train"], arrays[valid[0]], arrays[valid[1]], name, class_names
+            arrays["x_train"],
+            arrays["y_train"],
+            arrays[valid[0]],
+            arrays[valid[1]],
+            name,
+            class_names,
+            *((arrays[test[0]], arrays[test[1]]) if test else ()),
         )
     images = images_nchw(arrays["x_train"], "x_train")
     labels = labels_of(arrays["y_train"], len(images), "y_train")

@@ -15,6 +15,7 @@ Every data set is resolved by one mechanism: a name registered with
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import math
 import os
@@ -62,6 +63,9 @@ class DataSet:
     valid: Split
     classes: int
     class_names: tuple[str, ...] | None = field(default=None)
+    # A split no run trains or chooses on (a folder's test/ beside its valid/, an .npz's x_test
+    # beside x_valid): the diagnosis judges its recommendation there; runs never read it.
+    test: Split | None = field(default=None)
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -69,7 +73,7 @@ class DataSet:
         return channels, height, width
 
     def with_train(self, train: Split) -> DataSet:
-        return DataSet(self.name, train, self.valid, self.classes, self.class_names)
+        return dataclasses.replace(self, train=train)
 
     @classmethod
     def from_arrays(
@@ -80,12 +84,15 @@ class DataSet:
         y_valid: Any,
         name: str = "arrays",
         class_names: Sequence[str] | None = None,
+        x_test: Any = None,
+        y_test: Any = None,
     ) -> DataSet:
         """Images as uint8 (N, H, W), (N, H, W, C) or (N, C, H, W), or floats in [0, 1];
-        labels as integers 0..K-1 (numpy arrays, tensors or lists)."""
+        labels as integers 0..K-1 (numpy arrays, tensors or lists). ``x_test``/``y_test``: a
+        test split no run trains or chooses on (``overfitlab.diagnose`` judges on it)."""
         from .arrays import from_arrays
 
-        return from_arrays(x_train, y_train, x_valid, y_valid, name, class_names)
+        return from_arrays(x_train, y_train, x_valid, y_valid, name, class_names, x_test, y_test)
 
     @classmethod
     def from_folder(

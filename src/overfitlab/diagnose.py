@@ -33,7 +33,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -153,6 +153,7 @@ class Remedies:
     recommended: str | None
     baseline_test: Interval
     recommended_test: Interval | None
+    test_split: str = ""  # where the test images came from, in words
 
 
 @dataclass
@@ -438,15 +439,34 @@ def _png(image: torch.Tensor) -> str:
 
 
 # --------------------------------------------------------------------------- the battery
-def carve_test(data: DataSet, fraction: float = TEST_FRACTION) -> tuple[DataSet, Split]:
-    """(the data set without its test images, the test split): stratified, fixed seed."""
+class HeldOut(NamedTuple):
+    data: DataSet  # what the battery trains and validates on
+    test: Split  # what judges its recommendation, seen by no run
+    source: str  # where the test images came from, in words
+
+
+def carve_test(data: DataSet, fraction: float = TEST_FRACTION) -> HeldOut:
+    """The data set's own test split where it has one beside its validation split (a folder's
+    test/ beside valid/, an .npz's x_test beside x_valid); else a stratified share of the
+    training images, fixed seed, held out before anything trains."""
+    if data.test is not None:
+        own = data.test
+        return HeldOut(
+            dataclasses.replace(data, test=None), own, f"the data set's own test split ({len(own)} images)"
+        )
     generator = torch.Generator().manual_seed(TEST_SPLIT_SEED)
     size = max(data.classes, round(len(data.train) * fraction))
     test_idx = stratified_indices(data.train.labels, size, generator)
     keep = torch.ones(len(data.train), dtype=torch.bool)
     keep[test_idx] = False
     rest = Split(data.train.images[keep], data.train.labels[keep])
-    return data.with_train(rest), Split(data.train.images[test_idx], data.train.labels[test_idx])
+    test = Split(data.train.images[test_idx], data.train.labels[test_idx])
+    return HeldOut(
+        data.with_train(rest),
+        test,
+        f"{fraction:.0%} of the training images ({len(test)}), stratified and seeded, held out "
+        "before anything trained",
+    )
 
 
 def check_budget(config: Config, data: DataSet, budget: Budget) -> int:
@@ -454,8 +474,8 @@ def check_budget(config: Config, data: DataSet, budget: Budget) -> int:
     largest = config.train_size or len(data.train)
     if largest > len(data.train):
         raise OverfitlabError(
-            f"train size {largest} is larger than the {len(data.train)} training images left after the "
-            f"test split ({TEST_FRACTION:.0%} held out): pass --train-size {len(data.train)} or less"
+            f"train size {largest} is larger than the {len(data.train)} training images the battery "
+            f"has (its test split held out): pass --train-size {len(data.train)} or less"
         )
     smallest = int(largest * min(budget.sizes))
     minimum = max(2 * config.batch_size, 2 * data.classes)
@@ -510,7 +530,7 @@ def diagnose(
     from .data import load_dataset
 
     full = load_dataset(config.dataset, options=data_options(config))
-    data, test = carve_test(full)
+    data, test, test_source = carve_test(full)
     largest = check_budget(config, data, plan)
     name = store.check_name(name or store.generated_name("diagnosis"))
     folder = Path(runs_dir) / name
@@ -603,6 +623,7 @@ def diagnose(
         recommended,
         Interval.of(test_of("baseline"), "logit"),
         Interval.of(test_of(recommended), "logit") if recommended else None,
+        test_source,
     )
     names = data.class_names or tuple(str(i) for i in range(data.classes))
     diagnosis = Diagnosis(

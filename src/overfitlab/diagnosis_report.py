@@ -132,6 +132,7 @@ def render(d: Diagnosis, baseline_curves: dict[str, list[float]]) -> str:
         names=list(d.class_names),
         remedies=remedies,
         baseline_test=d.remedies.baseline_test.text(),
+        test_split=d.remedies.test_split or "held out before anything trained",
         recommended=d.remedies.recommended,
         recommended_test=d.remedies.recommended_test.text() if d.remedies.recommended_test else "",
         pictures={

@@ -1,7 +1,8 @@
 """Image folders in torchvision's ``ImageFolder`` layout, decoded once and memory-mapped.
 
 ``--dataset folder:PATH`` reads either ``PATH/train/<class>/*`` with ``PATH/valid/<class>/*``
-(``val/`` or ``test/`` also name the validation split), or ``PATH/<class>/*``, of which a
+(``val/`` or ``test/`` also name the validation split; a ``test/`` beside ``valid/`` or ``val/``
+is a test split that no run trains or chooses on), or ``PATH/<class>/*``, of which a
 stratified, seeded ``--valid-fraction`` is held out (the same images for every run). Class
 names are the subfolder names, sorted, as ImageFolder numbers them. PNG, JPEG, BMP and WebP.
 
@@ -56,6 +57,7 @@ class Listing:
     classes: tuple[str, ...]
     train: tuple[File, ...]
     valid: tuple[File, ...] | None  # None: held out from train by valid_fraction
+    test: tuple[File, ...] | None = None  # test/ beside a valid/ or val/ folder
 
 
 def cache_dir() -> Path:
@@ -138,9 +140,21 @@ def list_folder(root: Path) -> Listing:
         raise OverfitlabError(f"{root} is a file, not a folder: pass the folder that holds the class folders")
     if (root / "train").is_dir():
         classes, train = _split_files(root / "train")
-        valid_folder = next((root / n for n in VALID_NAMES if (root / n).is_dir()), None)
-        valid = _split_files(valid_folder, classes)[1] if valid_folder is not None else None
-        return Listing(root, classes, tuple(train), tuple(valid) if valid is not None else None)
+        found = [root / n for n in VALID_NAMES if (root / n).is_dir()]
+        # test/ validates when it is the only other split; beside valid/ or val/ it is the test split.
+        valid = _split_files(found[0], classes)[1] if found else None
+        test = (
+            _split_files(root / "test", classes)[1]
+            if found and found[0].name != "test" and (root / "test").is_dir()
+            else None
+        )
+        return Listing(
+            root,
+            classes,
+            tuple(train),
+            tuple(valid) if valid is not None else None,
+            tuple(test) if test is not None else None,
+        )
     classes, files = _split_files(root)
     return Listing(root, classes, tuple(files), None)
 
@@ -153,7 +167,8 @@ def cache_key(listing: Listing, options: DataOptions) -> str:
     if listing.valid is None:
         digest.update(repr(options.valid_fraction).encode())
     root = str(listing.root)
-    for group in (listing.train, listing.valid or ()):
+    groups = (listing.train, listing.valid or ()) + ((listing.test,) if listing.test else ())
+    for group in groups:
         digest.update(b"|")
         digest.update(
             "".join(f"{f.path}\0{f.label}\0{f.size}\0{f.mtime_ns}\n" for f in group)
@@ -233,25 +248,38 @@ def decode(files: list[str], channels: int, size: tuple[int, int], out: np.ndarr
 
 
 # --------------------------------------------------------------------------- loading
-def ordered(listing: Listing, valid_fraction: float) -> tuple[list[str], torch.Tensor, int]:
-    """Every file, training images first, with their labels and the training count."""
+class Ordered(NamedTuple):
+    """Every file in the order its image is stored: training, validation, then test images."""
+
+    paths: list[str]
+    labels: torch.Tensor
+    train: int  # how many of them are training images
+    valid: int  # how many validation images follow; the rest are the test split's
+
+
+def ordered(listing: Listing, valid_fraction: float) -> Ordered:
+    test = list(listing.test or ())
     if listing.valid is not None:
-        files = list(listing.train) + list(listing.valid)
-        count = len(listing.train)
+        files = list(listing.train) + list(listing.valid) + test
+        train, valid = len(listing.train), len(listing.valid)
     else:
         labels = torch.tensor([f.label for f in listing.train])
         train_idx, valid_idx = held_out_indices(labels, valid_fraction)
-        files = [listing.train[i] for i in torch.cat([train_idx, valid_idx]).tolist()]
-        count = len(train_idx)
-    return [f.path for f in files], torch.tensor([f.label for f in files], dtype=torch.int64), count
+        files = [listing.train[i] for i in torch.cat([train_idx, valid_idx]).tolist()] + test
+        train, valid = len(train_idx), len(valid_idx)
+    labels = torch.tensor([f.label for f in files], dtype=torch.int64)
+    return Ordered([f.path for f in files], labels, train, valid)
 
 
 def load_folder(root: Path, options: DataOptions) -> DataSet:
     listing = list_folder(root)
-    files, labels, n = ordered(listing, options.valid_fraction)
-    images = _cached(files, listing, options) if options.cache else _decoded(files, options, str(root))
-    train, valid = Split(images[:n], labels[:n]), Split(images[n:], labels[n:])
-    return DataSet(f"folder:{root}", train, valid, len(listing.classes), listing.classes)
+    files = ordered(listing, options.valid_fraction)
+    paths, labels = files.paths, files.labels
+    images = _cached(paths, listing, options) if options.cache else _decoded(paths, options, str(root))
+    n, m = files.train, files.train + files.valid
+    train, valid = Split(images[:n], labels[:n]), Split(images[n:m], labels[n:m])
+    test = Split(images[m:], labels[m:]) if listing.test else None
+    return DataSet(f"folder:{root}", train, valid, len(listing.classes), listing.classes, test)
 
 
 def _decoded(files: list[str], options: DataOptions, what: str) -> torch.Tensor:
