@@ -17,7 +17,7 @@ from overfitlab.errors import OverfitlabError
 from overfitlab.history import History
 from overfitlab.report import StudyData, curve_figures, load_study, render_report, write_report
 from overfitlab.stats import Summary, describe, mean_curve
-from overfitlab.study_plots import gap_figure, grid_figure, learning_curves_figure
+from overfitlab.study_plots import gap_figure, grid_figure, small_multiples_figure
 
 TINY = dict(dataset="digits", train_size=200, epochs=2, batch_size=32)
 VARIANTS = [("baseline", {}), ("dropout", {"dropout": 0.3})]
@@ -207,7 +207,7 @@ def test_user_strings_are_escaped(tiny, page):
         )
     )
     assert "<script>" not in evil and "alert(1)</" not in evil
-    assert "x&lt;script&gt;alert(1)&lt;/script&gt;&amp;&quot;&#x27;" in evil
+    assert "x&lt;script&gt;alert(1)&lt;/script&gt;&amp;&#34;&#39;" in evil  # MarkupSafe's entities
     assert parse(evil).tags.count("script") == 0
 
 
@@ -251,8 +251,8 @@ def test_learning_curve_lines_are_the_seed_means():
         ]
     )
     columns = ("train_loss", "valid_loss", "train_acc", "valid_acc")
-    fig = learning_curves_figure({"baseline": {c: mean_curve([a, b], c) for c in columns}})
-    acc_ax = fig.axes[1]
+    fig = small_multiples_figure({"baseline": {c: mean_curve([a, b], c) for c in columns}}, "baseline")
+    acc_ax = fig.axes[0]
     valid = [line for line in acc_ax.get_lines() if line.get_linestyle() == "-"][0]
     assert list(valid.get_xdata()) == [1, 2, 3]
     assert list(valid.get_ydata()) == pytest.approx([(0.5 + 0.3) / 2, (0.6 + 0.4) / 2, 0.7])
@@ -379,3 +379,40 @@ def test_curve_figures_group_a_grid_by_value_or_by_variant():
     assert [(t, list(p)) for t, p in curve_figures(plain, {k: {} for k in plain}, None)] == [
         ("", ["baseline", "l2"])
     ]
+
+
+def test_learning_curves_are_small_multiples_on_shared_axes_and_one_overlay():
+    """Eleven variants in a 3-column grid (4 rows, not 11 stacked), every panel on the same
+    axes, the baseline's valid curve in each other panel; the overlay has every variant."""
+    from overfitlab.study_plots import overlay_figure
+
+    def history(shift: float) -> History:
+        return History(
+            [
+                {
+                    "epoch": e,
+                    "train_loss": 1 / e,
+                    "valid_loss": 1.1 / e + shift,
+                    "train_acc": 0.5 + 0.1 * e,
+                    "valid_acc": 0.4 + 0.05 * e - shift,
+                }
+                for e in (1, 2, 3)
+            ]
+        )
+
+    columns = ("train_loss", "valid_loss", "train_acc", "valid_acc")
+    names = ["baseline"] + [f"remedy-{i}" for i in range(10)]
+    curves = {n: {c: mean_curve([history(i / 100)], c) for c in columns} for i, n in enumerate(names)}
+    fig = small_multiples_figure(curves, "baseline")
+    visible = [ax for ax in fig.axes if ax.get_visible()]
+    assert len(visible) == 11 and len(fig.axes) == 12  # 4 rows × 3 columns, one left empty
+    assert len({ax.get_ylim() for ax in visible}) == 1 and len({ax.get_xlim() for ax in visible}) == 1
+    assert fig.get_size_inches()[1] < 0.7 + 2.1 * 4 + 0.01
+    dotted = [line for line in visible[5].get_lines() if line.get_linestyle() == ":"]
+    assert len(dotted) == 1 and list(dotted[0].get_ydata()) == pytest.approx([0.45, 0.5, 0.55])
+    assert not [line for line in visible[0].get_lines() if line.get_linestyle() == ":"]
+    overlay = overlay_figure(curves, "baseline")
+    for ax in overlay.axes:
+        lines = ax.get_lines()
+        assert [line.get_label() for line in lines][-1] == "baseline" and len(lines) == 11
+        assert max(lines, key=lambda line: line.get_linewidth()).get_label() == "baseline"

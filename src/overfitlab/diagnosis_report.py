@@ -12,23 +12,13 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import jinja2
-
 from . import stats, store
+from .pages import templates
 
 if TYPE_CHECKING:
     from .diagnose import Diagnosis
 
 TEMPLATE = "diagnosis.html.j2"  # in overfitlab/templates/
-
-
-def environment() -> jinja2.Environment:
-    """Templates from the package, autoescaped, an unknown name an error (never blank)."""
-    return jinja2.Environment(
-        loader=jinja2.PackageLoader("overfitlab", "templates"),
-        autoescape=True,
-        undefined=jinja2.StrictUndefined,
-    )
 
 
 def _curves_png(histories: dict[str, list[float]], title: str, ylabel: str = "accuracy") -> str:
@@ -71,7 +61,7 @@ def _sizes_png(d: Diagnosis) -> str:
 
 
 def render(d: Diagnosis, baseline_curves: dict[str, list[float]]) -> str:
-    env = environment()
+    env = templates()
     o = d.overfitting
     from .diagnose import BUDGETS, GAP_BOUND, RISE_BOUND
 

@@ -33,32 +33,81 @@ def _band(ax: Axes, curve: Curve, color: str) -> None:
     )
 
 
-def learning_curves_figure(curves: Mapping[str, Mapping[str, Curve]], title: str = "") -> Figure:
-    """One row per variant (label → {column: Curve}), loss left and accuracy right.
-
-    Lines are means over seeds, bands ± one std; panels in a column share their
-    y axis so rows compare at a glance.
+def small_multiples_figure(
+    curves: Mapping[str, Mapping[str, Curve]], baseline: str | None = None, title: str = "", columns: int = 3
+) -> Figure:
+    """One small panel per variant (label → {column: Curve}) in a grid, all on shared axes:
+    accuracy, train dashed and valid solid, mean over seeds with a ± one std band; every
+    other panel draws the baseline's valid curve dotted in red, the reference to read against.
     """
     labels = list(curves)
-    rows = max(len(labels), 1)
-    fig, axes = new_figure(rows, 2, figsize=(7.5, 0.6 + 2.2 * rows), sharex=True, sharey="col", squeeze=False)
-    for (loss_ax, acc_ax), label in zip(axes, labels, strict=True):
-        for ax, (metric, ylabel) in zip((loss_ax, acc_ax), PANELS, strict=True):
-            for split, style in (("train", TRAIN_STYLE), ("valid", VALID_STYLE)):
-                curve = curves[label].get(f"{split}_{metric}")
-                if curve is None or not len(curve.epochs):
-                    continue
-                ax.plot(curve.epochs, curve.mean, **style)
-                _band(ax, curve, style["color"])
-            ax.set_ylabel(ylabel, fontsize=9)
-            ax.grid(alpha=0.3)
-            ax.tick_params(labelsize=9)
-        runs = _runs_note(curves[label])
-        loss_ax.set_title(f"{label}{runs}", loc="left", fontsize=9, fontweight="bold")
-    for ax in axes[-1]:
+    cols = max(1, min(columns, len(labels)))
+    rows = max(1, math.ceil(len(labels) / cols))
+    fig, axes = new_figure(
+        rows, cols, figsize=(2.9 * cols + 0.4, 0.7 + 2.1 * rows), sharex=True, sharey=True, squeeze=False
+    )
+    reference = curves.get(baseline or "", {}).get("valid_acc")
+    for index, ax in enumerate(axes.flat):
+        if index >= len(labels):
+            ax.set_visible(False)
+            continue
+        label = labels[index]
+        if reference is not None and label != baseline and len(reference.epochs):
+            ax.plot(
+                reference.epochs,
+                reference.mean,
+                color=BASELINE_COLOR,
+                linestyle=":",
+                linewidth=1.3,
+                label=f"{baseline}, valid",
+            )
+        for split, style in (("train", TRAIN_STYLE), ("valid", VALID_STYLE)):
+            curve = curves[label].get(f"{split}_acc")
+            if curve is None or not len(curve.epochs):
+                continue
+            ax.plot(curve.epochs, curve.mean, **style)
+            _band(ax, curve, style["color"])
+        ax.set_title(f"{label}{_runs_note(curves[label])}", loc="left", fontsize=8.5, fontweight="bold")
+        ax.grid(alpha=0.3)
+        ax.tick_params(labelsize=8)
+        if index % cols == 0:
+            ax.set_ylabel("accuracy", fontsize=8.5)
+        if index >= len(labels) - cols:
+            ax.set_xlabel("epoch", fontsize=8.5)
+            ax.xaxis.set_tick_params(labelbottom=True)
+            integer_epochs(ax)
+    # The legend where it names everything: the first panel with the baseline's reference line.
+    legend_ax = axes.flat[1] if reference is not None and len(labels) > 1 else axes.flat[0]
+    legend_ax.legend(fontsize=7.5, loc="lower right")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def overlay_figure(
+    curves: Mapping[str, Mapping[str, Curve]], baseline: str | None = None, title: str = ""
+) -> Figure:
+    """Every variant's mean valid curve on one pair of axes, loss left and accuracy right;
+    the baseline thick in red, the others thin, each named at its curve's end."""
+    fig, axes = new_figure(1, 2, figsize=(9, 3.6), sharex=True, squeeze=False)
+    colors = [c for c in matplotlib.rcParams["axes.prop_cycle"].by_key()["color"] if c != "#d62728"]
+    others = [label for label in curves if label != baseline]
+    drawn = others + [label for label in curves if label == baseline]  # the baseline on top
+    for ax, (metric, ylabel) in zip(axes[0], PANELS, strict=True):
+        for label in drawn:
+            curve = curves[label].get(f"valid_{metric}")
+            if curve is None or not len(curve.epochs):
+                continue
+            is_base = label == baseline
+            color = BASELINE_COLOR if is_base else colors[others.index(label) % len(colors)]
+            ax.plot(curve.epochs, curve.mean, color=color, linewidth=2.2 if is_base else 1.0, label=label)
+        ax.set_ylabel(f"valid {ylabel}", fontsize=9)
         ax.set_xlabel("epoch", fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.tick_params(labelsize=9)
         integer_epochs(ax)
-    axes[0][0].legend(fontsize=9, loc="upper right")
+    axes[0][1].legend(fontsize=7, loc="lower right", ncol=2)
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
