@@ -461,7 +461,10 @@ def pictures(
                 f"Learning curves{where or ' per variant'}, one panel each on shared axes: "
                 "accuracy, train dashed, valid solid; the line is the mean over seeds, the band ± "
                 "one std"
-                + ("; the red dotted line in every other panel is the baseline's valid accuracy" if reference else "")
+                + (
+                    "; the red dotted line in the other panels is the baseline's valid accuracy"
+                    * bool(reference)
+                )
                 + ". Runs stopped early drop out: at each epoch the mean is over the seeds still "
                 "training then (no band where one remains).",
             )
