@@ -118,6 +118,17 @@ def test_the_whole_battery_on_the_digits(run_cli, tmp_path):
     again = run_cli("diagnose", "--resume", "d", "--budget", "quick", "--train-size", "400", "--epochs", "30")
     assert again.returncode == 2 and "another recipe" in again.stderr
     assert math.isfinite(saved["wall_seconds"])
+    # Resumed with the same recipe: nothing is trained again (parts 3 and 5 are read back from
+    # the folder, the study's runs are complete) and every number is the same.
+    folder = tmp_path / "runs" / "d"
+    kept = [folder / "random-labels" / "summary.json", folder / "out-of-fold.npz"]
+    stamps = [path.stat().st_mtime_ns for path in kept]
+    same = run_cli("diagnose", "--resume", "d", "--budget", "quick", "--epochs", "30", "--json", timeout=300)
+    assert same.returncode == 0, same.stderr
+    assert [path.stat().st_mtime_ns for path in kept] == stamps
+    resumed = json.loads(same.stdout)
+    for part in ("overfitting", "learning_curve", "memorisation", "noisy_labels", "gallery", "remedies"):
+        assert resumed[part] == saved[part], part
 
 
 # --------------------------------------------------------------------------- the page
@@ -162,3 +173,7 @@ def test_the_page_escapes_every_string_and_needs_nothing_from_outside():
     assert "Over-fits &lt;strongly&gt; &amp; more." in page
     assert 'data-remedy="l2 &lt;b&gt;"' in page
     assert not re.search(r"(src|href)=\"(?!data:)", page)  # every picture inline
+    # Each quantity of part 1 shows its mean and interval, and beside them the seeds' own values.
+    rows = re.findall(r'<tr data-quantity="([^"]+)"><td>[^<]*</td><td>([^<]*)</td><td>([^<]*)</td>', page)
+    assert len(rows) == 7
+    assert all(seeds == "0.880, 0.900, 0.920" for _, _, seeds in rows), rows

@@ -15,11 +15,13 @@ and data set), each part a function with a typed result, usable alone:
 5. ``memorised_images``: out-of-fold predictions over the training set (k folds): the
    training images most likely mislabelled or memorised.
 6. ``remedies``: the remedies study, paired over seeds, Holm-adjusted (``overfitlab.stats``).
-7. Test accuracy: a stratified test split is carved from the training data before anything
-   trains; the recommended recipe and the baseline are measured on it, data no choice saw.
+7. Test accuracy: the data set's own test split where it has one beside its validation
+   split, else a stratified share carved from the training data before anything trains; the
+   recommended recipe and the baseline are measured on it, data no choice saw.
 
 The runs of parts 1, 2, 4 and 6 are one study (``overfitlab.study``, any backend), so the
-baseline's runs serve all four and ``--resume`` finishes an interrupted diagnosis.
+baseline's runs serve all four; part 3's run and part 5's predictions are kept in the
+diagnosis folder, so ``--resume`` finishes an interrupted diagnosis and redoes nothing done.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import dataclasses
 import io
 import math
 import os
+import shutil
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -48,6 +51,8 @@ DIAGNOSIS_JSON = "diagnosis.json"
 REPORT = "diagnosis.html"
 TEST_FRACTION = 0.2  # carved from the training data, stratified, before anything trains
 TEST_SPLIT_SEED = 0
+RANDOM_LABELS = "random-labels"  # part 3's run folder, in the diagnosis folder
+OUT_OF_FOLD = "out-of-fold.npz"  # part 5's predictions, kept for --resume
 # Severity from two one-sided 95 % bounds over seeds, never a point estimate: the final
 # accuracy gap (train − valid) and the valid loss's rise from its minimum to the last epoch
 # (relative). "strong" when both are above their bounds with 95 % confidence: a gap above
@@ -406,6 +411,33 @@ def out_of_fold(
     return probabilities, data.train.labels.numpy()
 
 
+def _random_labels_history(
+    config: Config, data: DataSet, run_dir: Path, train: Callable[..., Any]
+) -> History:
+    """Part 3's run, in the diagnosis folder; a finished one (an earlier diagnosis of the same
+    recipe, resumed) is read back, an unfinished one trained again."""
+    if (run_dir / store.SUMMARY_JSON).is_file() and (run_dir / store.HISTORY_JSON).is_file():
+        return History.from_dict(store.read_json(run_dir / store.HISTORY_JSON))
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    history: History = train(memorise_recipe(config), run_dir, data=permuted_labels(data, 0)).history
+    return history
+
+
+def _out_of_fold_saved(
+    config: Config, data: DataSet, folds: int, train: Callable[..., Any], path: Path
+) -> tuple[np.ndarray, np.ndarray]:
+    """``out_of_fold``, its predictions kept in ``path`` (.npz) for a resumed diagnosis."""
+    if path.is_file():
+        with np.load(path) as saved:
+            return saved["probabilities"], saved["labels"]
+    probabilities, labels = out_of_fold(config, data, folds, train)
+    buffer = io.BytesIO()
+    np.savez(buffer, probabilities=probabilities, labels=labels)
+    store.atomic_write(path, buffer.getvalue())
+    return probabilities, labels
+
+
 def memorised_images(
     images: torch.Tensor, probabilities: np.ndarray, labels: np.ndarray, k: int
 ) -> tuple[GalleryImage, ...]:
@@ -602,12 +634,14 @@ def diagnose(
         [finals(size_variant[s], "final_train_acc") for s in sized],
     )
     tell("part 3: random labels", counter["done"] + 1)
-    memorising = memorise_recipe(config)
-    random_run = train(memorising, data=permuted_labels(_subset(data, config), 0))
-    memorised = memorisation(random_run.history, data.classes)
+    memorised = memorisation(
+        _random_labels_history(config, _subset(data, config), folder / RANDOM_LABELS, train), data.classes
+    )
     noise = tuple(noisy_labels(p, histories(f"noise-{round(p * 100)}")) for p in plan.noise)
     tell("part 5: out-of-fold predictions", counter["done"] + 2)
-    probabilities, labels = out_of_fold(config, _subset(data, config), plan.folds, train)
+    probabilities, labels = _out_of_fold_saved(
+        config, _subset(data, config), plan.folds, train, folder / OUT_OF_FOLD
+    )
     gallery = memorised_images(_subset(data, config).train.images, probabilities, labels, plan.gallery)
 
     # The remedies are one family for Holm's adjustment; the sizes and noise levels are not remedies.

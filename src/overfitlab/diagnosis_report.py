@@ -96,7 +96,7 @@ def render(d: Diagnosis, baseline_curves: dict[str, list[float]]) -> str:
         verdict=d.verdict,
         budget=d.budget,
         wall_seconds=d.wall_seconds,
-        part1=[(text, {"text": it.text(), "values": seeds(it)}) for text, it in part1],
+        part1=[(text, {"text": it.text(), "seeds": seeds(it)}) for text, it in part1],
         overfitting=o,
         gap_bound=_f(GAP_BOUND),
         rise_bound=f"{RISE_BOUND:.0%}",
