@@ -310,3 +310,11 @@ def test_augment_shift_is_at_most_max_shift_pixels():
     cx = (y.sum(dim=2).squeeze(1) * grid).sum(1) / mass
     assert ((cx - 13.5).abs() <= 2 + 1e-4).all() and ((cy - 13.5).abs() <= 2 + 1e-4).all()
     assert (cx - 13.5).abs().max() > 1.0  # and it does move, about as far as allowed
+
+
+def test_torchvision_sets_keep_their_class_names(mnist, shared_data):
+    from torchvision.datasets import FashionMNIST
+
+    assert mnist.class_names is not None and mnist.class_names[3] == "3 - three"
+    fashion = load_dataset("fashion-mnist", shared_data, download=False)
+    assert fashion.class_names == tuple(FashionMNIST.classes) and fashion.class_names[6] == "Shirt"

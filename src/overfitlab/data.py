@@ -251,6 +251,7 @@ class _VisionDataset(Protocol):
 
     data: Any  # uint8 images: a tensor (N, H, W) for the MNIST family, an array (N, H, W, C) for CIFAR
     targets: Any  # int labels: a tensor or a list
+    classes: list[str]  # the class names, in label order
 
 
 def _as_split(dataset: _VisionDataset) -> Split:
@@ -288,7 +289,11 @@ def load_torchvision(name: str, data_dir: str | os.PathLike[str] | None, downloa
     _check_consistent(name, train_split, where)
     _check_consistent(name, valid_split, where)
     classes = int(train_split.labels.max()) + 1
-    return DataSet(name, train_split, valid_split, classes)
+    # torchvision's own class names ("T-shirt/top", "Trouser", ...): a gallery or a table then
+    # says "given Shirt, predicted Coat" rather than "given 6, predicted 4".
+    names = getattr(opened[0], "classes", None)
+    class_names = tuple(str(n) for n in names) if names is not None and len(names) == classes else None
+    return DataSet(name, train_split, valid_split, classes, class_names)
 
 
 def _open_torchvision(
