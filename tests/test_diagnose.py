@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import re
@@ -13,6 +14,7 @@ import torch
 from overfitlab import diagnose as dg
 from overfitlab.config import Config
 from overfitlab.data import Split, prepare
+from overfitlab.history import History
 from overfitlab.presets import REMEDIES_BASE
 from overfitlab.run import train
 
@@ -177,3 +179,32 @@ def test_the_page_escapes_every_string_and_needs_nothing_from_outside():
     rows = re.findall(r'<tr data-quantity="([^"]+)"><td>[^<]*</td><td>([^<]*)</td><td>([^<]*)</td>', page)
     assert len(rows) == 7
     assert all(seeds == "0.880, 0.900, 0.920" for _, _, seeds in rows), rows
+
+
+def test_random_labels_are_tried_again_at_a_tenth_of_the_learning_rate(digits, tmp_path):
+    """A recipe whose learning rate cannot fit noise gets a second run at a tenth of it, in its
+    own folder; the verdict names both; a resumed diagnosis reads both back."""
+    from types import SimpleNamespace
+
+    calls = []
+
+    def fake_train(config, run_dir, data):
+        calls.append((config.lr, run_dir.name))
+        best = 0.1 if config.lr == BASE.lr else 1.0
+        history = History([{"epoch": e, "train_acc": best * e / 3, "valid_acc": 0.1} for e in (1, 2, 3)])
+        run_dir.mkdir(parents=True)
+        (run_dir / "summary.json").write_text("{}")
+        (run_dir / "history.json").write_text(json.dumps(history.to_dict()))
+        return SimpleNamespace(history=history)
+
+    data = prepare(digits, 300, 0.0, 0)
+    part = dg.random_labels(BASE, data, tmp_path, fake_train)
+    assert calls == [(BASE.lr, "random-labels"), (BASE.lr / 10, f"random-labels-lr{BASE.lr / 10:g}")]
+    assert part.lr == BASE.lr / 10 and part.epochs_to_memorise == 3
+    assert part.tries == ((BASE.lr, pytest.approx(0.1)), (BASE.lr / 10, 1.0))
+    assert dg.random_labels(BASE, data, tmp_path, fake_train) == part and len(calls) == 2  # read back
+    d = dataclasses.replace(synthetic_diagnosis(), memorisation=part)
+    assert (
+        "does not fit random labels at lr 0.01 (train accuracy 0.10), but memorises them in 3 epochs at lr 0.001"
+        in dg.verdict(d)
+    )

@@ -53,6 +53,7 @@ TEST_FRACTION = 0.2  # carved from the training data, stratified, before anythin
 TEST_SPLIT_SEED = 0
 RANDOM_LABELS = "random-labels"  # part 3's run folder, in the diagnosis folder
 OUT_OF_FOLD = "out-of-fold.npz"  # part 5's predictions, kept for --resume
+MEMORISED = 0.99  # train accuracy on random labels that counts as memorised
 # Severity from two one-sided 95 % bounds over seeds, never a point estimate: the final
 # accuracy gap (train − valid) and the valid loss's rise from its minimum to the last epoch
 # (relative). "strong" when both are above their bounds with 95 % confidence: a gap above
@@ -132,6 +133,10 @@ class Memorisation:
     valid_acc: tuple[float, ...]
     epochs_to_memorise: int | None  # first epoch with train accuracy ≥ 0.99
     chance: float
+    lr: float = 0.0  # the learning rate of the run shown
+    # Every run tried, in order, as (learning rate, best train accuracy): the recipe's own
+    # learning rate first, then a tenth of it when that one did not memorise.
+    tries: tuple[tuple[float, float], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -341,10 +346,12 @@ def permuted_labels(data: DataSet, seed: int) -> DataSet:
     return data.with_train(Split(data.train.images, data.train.labels[order]))
 
 
-def memorise_recipe(config: Config) -> Config:
+def memorise_recipe(config: Config, lr: float | None = None) -> Config:
     """The recipe for random labels: up to MEMORISE_EPOCHS × its epochs (memorising noise takes
-    longer than learning), stopped once train accuracy reaches 0.99, no other early stopping."""
+    longer than learning), stopped once train accuracy reaches 0.99, no other early stopping;
+    ``lr`` in place of the recipe's learning rate."""
     return config.replace(
+        lr=config.lr if lr is None else lr,
         seed=0,
         label_noise=0.0,
         epochs=MEMORISE_EPOCHS * config.epochs,
@@ -353,7 +360,7 @@ def memorise_recipe(config: Config) -> Config:
         mode="max",
         patience=10**6,
         min_delta=0.0,
-        stopping_threshold=0.99,
+        stopping_threshold=MEMORISED,
         restore_best=False,
         start_from_epoch=0,
         baseline=None,
@@ -361,11 +368,13 @@ def memorise_recipe(config: Config) -> Config:
     )
 
 
-def memorisation(history: History, classes: int) -> Memorisation:
+def memorisation(
+    history: History, classes: int, lr: float = 0.0, tries: Sequence[tuple[float, float]] = ()
+) -> Memorisation:
     train = tuple(float(e["train_acc"]) for e in history.epochs)
     valid = tuple(float(e["valid_acc"]) for e in history.epochs)
-    reached = next((i + 1 for i, a in enumerate(train) if a >= 0.99), None)
-    return Memorisation(len(train), train, valid, reached, 1 / classes)
+    reached = next((i + 1 for i, a in enumerate(train) if a >= MEMORISED), None)
+    return Memorisation(len(train), train, valid, reached, 1 / classes, lr, tuple(tries))
 
 
 # --------------------------------------------------------------------------- part 4
@@ -411,17 +420,33 @@ def out_of_fold(
     return probabilities, data.train.labels.numpy()
 
 
-def _random_labels_history(
-    config: Config, data: DataSet, run_dir: Path, train: Callable[..., Any]
-) -> History:
-    """Part 3's run, in the diagnosis folder; a finished one (an earlier diagnosis of the same
-    recipe, resumed) is read back, an unfinished one trained again."""
+def random_labels(config: Config, data: DataSet, folder: Path, train: Callable[..., Any]) -> Memorisation:
+    """Part 3: the recipe on permuted labels, and when it does not memorise them, again at a
+    tenth of its learning rate. A model that cannot fit noise at a learning rate too high for
+    it says nothing of its capacity (Adam at 0.01 on 2,000 Fashion-MNIST images stays at
+    chance); the verdict names both tries. Each run is a folder in the diagnosis folder; a
+    finished one (a resumed diagnosis) is read back, an unfinished one trained again."""
+    tries: list[tuple[float, float]] = []
+    history = History()
+    for lr in (config.lr, config.lr / 10):
+        run_dir = folder / (RANDOM_LABELS if not tries else f"{RANDOM_LABELS}-lr{lr:g}")
+        history = (
+            _finished_history(run_dir)
+            or train(memorise_recipe(config, lr), run_dir, data=permuted_labels(data, 0)).history
+        )
+        tries.append((lr, max(float(e["train_acc"]) for e in history.epochs)))
+        if tries[-1][1] >= MEMORISED:
+            break
+    return memorisation(history, data.classes, tries[-1][0], tries)
+
+
+def _finished_history(run_dir: Path) -> History | None:
+    """A finished run's history; an unfinished run's folder is removed, to be trained again."""
     if (run_dir / store.SUMMARY_JSON).is_file() and (run_dir / store.HISTORY_JSON).is_file():
         return History.from_dict(store.read_json(run_dir / store.HISTORY_JSON))
     if run_dir.exists():
         shutil.rmtree(run_dir)
-    history: History = train(memorise_recipe(config), run_dir, data=permuted_labels(data, 0)).history
-    return history
+    return None
 
 
 def _out_of_fold_saved(
@@ -634,9 +659,7 @@ def diagnose(
         [finals(size_variant[s], "final_train_acc") for s in sized],
     )
     tell("part 3: random labels", counter["done"] + 1)
-    memorised = memorisation(
-        _random_labels_history(config, _subset(data, config), folder / RANDOM_LABELS, train), data.classes
-    )
+    memorised = random_labels(config, _subset(data, config), folder, train)
     noise = tuple(noisy_labels(p, histories(f"noise-{round(p * 100)}")) for p in plan.noise)
     tell("part 5: out-of-fold predictions", counter["done"] + 2)
     probabilities, labels = _out_of_fold_saved(
@@ -733,12 +756,19 @@ def verdict(d: Diagnosis) -> str:
         f"valid {stats.fmt(o.valid_acc.mean)}; final gap {o.gap_last.text()})."
     ]
     m = d.memorisation
-    if m.epochs_to_memorise is not None:
+    failed = [f"lr {lr:g} (train accuracy {best:.2f})" for lr, best in m.tries if best < MEMORISED]
+    if m.epochs_to_memorise is not None and failed:
+        parts.append(
+            f"It does not fit random labels at {failed[0]}, but memorises them in "
+            f"{m.epochs_to_memorise} epochs at lr {m.lr:g}."
+        )
+    elif m.epochs_to_memorise is not None:
         parts.append(f"It can memorise random labels in {m.epochs_to_memorise} epochs.")
     else:
         parts.append(
-            f"It does not memorise random labels within {m.epochs} epochs "
-            f"(train accuracy {m.train_acc[-1]:.2f})."
+            f"It does not memorise random labels within {m.epochs} epochs at "
+            + " or ".join(failed or [f"lr {m.lr:g} (train accuracy {m.train_acc[-1]:.2f})"])
+            + "."
         )
     c = d.learning_curve
     if c.doubled is not None:
