@@ -348,3 +348,6 @@ def test_a_study_given_a_python_data_set_gives_the_numbers_of_the_same_data_by_n
     assert [[r[k] for k in numbers] for r in given.runs] == [[r[k] for k in numbers] for r in named.runs]
     study = json.loads((tmp_path / "given" / "study.json").read_text())
     assert study["spec"]["base"]["dataset"] == f"arrays:{tmp_path / 'given' / 'data'}"
+    # Resumed with the same spec and data (as `diagnose --resume` does): nothing to redo.
+    again = run_study(spec, tmp_path, "given", resume=True, backend="serial", data=data, report=False)
+    assert [r["started_at"] for r in again.runs] == [r["started_at"] for r in given.runs]

@@ -398,6 +398,8 @@ def run_study(
         if not name:
             raise OverfitlabError("resuming needs the study's name: pass --resume NAME")
         study_dir = runs_dir / store.check_name(name)
+        if data is not None and spec is not None:  # as it was started: on the data written into it
+            spec = spec.with_base({"dataset": f"arrays:{study_dir / DATA_FOLDER}", "data_dir": None})
         document, spec = _load_resumed(study_dir, name, spec, threads, stack_seeds)
         threads, plans = document["threads"], document["runs"]
         left_out: list[dict[str, str]] | None = document.get("left_out") or []
