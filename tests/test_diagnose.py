@@ -205,6 +205,6 @@ def test_random_labels_are_tried_again_at_a_tenth_of_the_learning_rate(digits, t
     assert dg.random_labels(BASE, data, tmp_path, fake_train) == part and len(calls) == 2  # read back
     d = dataclasses.replace(synthetic_diagnosis(), memorisation=part)
     assert (
-        "does not fit random labels at lr 0.01 (train accuracy 0.10), "
+        "does not fit random labels at lr 0.01 (train accuracy 0.100), "
         "but memorises them in 3 epochs at lr 0.001" in dg.verdict(d)
     )

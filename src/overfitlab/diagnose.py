@@ -756,7 +756,7 @@ def verdict(d: Diagnosis) -> str:
         f"valid {stats.fmt(o.valid_acc.mean)}; final gap {o.gap_last.text()})."
     ]
     m = d.memorisation
-    failed = [f"lr {lr:g} (train accuracy {best:.2f})" for lr, best in m.tries if best < MEMORISED]
+    failed = [f"lr {lr:g} (train accuracy {best:.3f})" for lr, best in m.tries if best < MEMORISED]
     if m.epochs_to_memorise is not None and failed:
         parts.append(
             f"It does not fit random labels at {failed[0]}, but memorises them in "
@@ -765,10 +765,12 @@ def verdict(d: Diagnosis) -> str:
     elif m.epochs_to_memorise is not None:
         parts.append(f"It can memorise random labels in {m.epochs_to_memorise} epochs.")
     else:
+        tries = m.tries or ((m.lr, max(m.train_acc, default=0.0)),)
+        # Truncated, not rounded: 0.9895 must not read as the 0.99 it fell short of.
+        reached = " and ".join(f"{math.floor(best * 1000) / 1000:.3f} at lr {lr:g}" for lr, best in tries)
         parts.append(
-            f"It does not memorise random labels within {m.epochs} epochs at "
-            + " or ".join(failed or [f"lr {m.lr:g} (train accuracy {m.train_acc[-1]:.2f})"])
-            + "."
+            f"Within {m.epochs} epochs it does not memorise random labels (train accuracy ≥ "
+            f"{MEMORISED:g}): it reaches {reached}, valid at chance."
         )
     c = d.learning_curve
     if c.doubled is not None:
