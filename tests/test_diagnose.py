@@ -208,3 +208,9 @@ def test_random_labels_are_tried_again_at_a_tenth_of_the_learning_rate(digits, t
         "does not fit random labels at lr 0.01 (train accuracy 0.100), "
         "but memorises them in 3 epochs at lr 0.001" in dg.verdict(d)
     )
+
+
+def test_the_remedy_family_leaves_out_sizes_noise_and_what_the_model_cannot_take():
+    variants = ["baseline", "size-75", "noise-40", "dropout", "batchnorm", "l2", "all-remedies"]
+    left_out = [{"variant": "batchnorm", "reason": "..."}, {"variant": "all-remedies", "reason": "..."}]
+    assert dg.remedy_family(variants, left_out) == ["baseline", "dropout", "l2"]

@@ -579,6 +579,10 @@ def diagnose(
     plan = BUDGETS[budget]
     started = time.perf_counter()
     base = {**REMEDIES_BASE, **(overrides or {})}
+    if "dataset" in (overrides or {}) and "train_size" not in (overrides or {}):
+        # The preset's 300 images make the digits over-fit; a data set of one's own is diagnosed
+        # on all of its training images unless --train-size says otherwise.
+        base.pop("train_size")
     if "model" in (overrides or {}) and overrides and overrides["model"] != REMEDIES_BASE["model"]:
         from .factories import ARCHITECTURE_OPTIONS
 
@@ -668,11 +672,9 @@ def diagnose(
     gallery = memorised_images(_subset(data, config).train.images, probabilities, labels, plan.gallery)
 
     # The remedies are one family for Holm's adjustment; the sizes and noise levels are not remedies.
-    def is_remedy(variant: str) -> bool:
-        return not variant.startswith(("size-", "noise-"))
-
-    remedy_rows = [r for r in study.runs if is_remedy(r["variant"])]
-    table = stats.comparisons_table(remedy_rows, [v.name for v in spec.variants if is_remedy(v.name)])
+    family = remedy_family([v.name for v in spec.variants], study.left_out)
+    remedy_rows = [r for r in study.runs if r["variant"] in family]
+    table = stats.comparisons_table(remedy_rows, family)
     recommended = _recommended(table)
     test_of = _test_accuracy(by_variant, test, data)
     remedies = Remedies(
@@ -702,6 +704,14 @@ def diagnose(
 
     write_report(diagnosis, folder / REPORT)
     return diagnosis
+
+
+def remedy_family(variants: Sequence[str], left_out: Sequence[Mapping[str, str]]) -> list[str]:
+    """The variants compared as one family for Holm's adjustment: the baseline and the remedies,
+    not the sizes and noise levels (not remedies), nor the variants the model cannot take (never
+    run: counting them would adjust for comparisons that were not made)."""
+    never = {entry["variant"] for entry in left_out}
+    return [v for v in variants if not v.startswith(("size-", "noise-")) and v not in never]
 
 
 def _subset(data: DataSet, config: Config) -> DataSet:
