@@ -16,10 +16,15 @@ import os
 import platform
 import sys
 from collections.abc import Iterator
-
-import torch
+from typing import TYPE_CHECKING
 
 from .errors import OverfitlabError
+
+if TYPE_CHECKING:
+    import torch
+
+# torch is imported where it is used: the command line's start-up (its parser, `--help`) and
+# `backends` read the cores from here without paying for it.
 
 
 def available_cores() -> int:
@@ -30,6 +35,8 @@ def available_cores() -> int:
 
 
 def resolve_device(name: str) -> torch.device:
+    import torch
+
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -56,6 +63,8 @@ def run_scope(threads: int | None, device: str = "cpu") -> Iterator[None]:
     exit the CPU generator, and the CUDA one of a CUDA run, are back where they were, and
     so is the thread count, however the run ended.
     """
+    import torch
+
     before = torch.get_num_threads()
     cuda = resolve_device(device).type == "cuda"
     devices = [torch.cuda.current_device()] if cuda else []
