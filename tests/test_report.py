@@ -416,3 +416,14 @@ def test_learning_curves_are_small_multiples_on_shared_axes_and_one_overlay():
         lines = ax.get_lines()
         assert [line.get_label() for line in lines][-1] == "baseline" and len(lines) == 11
         assert max(lines, key=lambda line: line.get_linewidth()).get_label() == "baseline"
+
+
+def test_a_left_out_variant_is_named_once_in_its_section_and_not_compared(tiny):
+    """A variant the model cannot take has no runs: it is in "Left out", not in the comparisons
+    (where it read "no run matches a baseline seed") nor in the per-variant table."""
+    rows = [r for r in tiny.rows if r["variant"] != "dropout"]
+    study = {**tiny.study, "left_out": [{"variant": "dropout", "reason": "takes no <dropout>"}]}
+    page = render_report(StudyData(tiny.name, study, rows, tiny.histories))
+    assert 'data-left-out="dropout"' in page and "takes no &lt;dropout&gt;" in page
+    assert 'data-remedy="dropout"' not in page and 'data-variant="dropout"' not in page
+    assert f'data-remedy="{BROKEN}"' in page  # a variant that failed is still compared (and fails)

@@ -55,8 +55,8 @@ ALL_REMEDIES = {
 DATA_SIZES = (75, 150, 300, 600, 1347)  # 1347: every digits training image
 
 PRESETS = {
-    "remedies": "each remedy alone, and all together, against an over-fitting baseline (digits)",
-    "data-size": "the over-fitting baseline at growing training set sizes (digits)",
+    "remedies": "each remedy alone, and all together, against an over-fitting baseline",
+    "data-size": "the over-fitting baseline at growing training set sizes",
 }
 
 

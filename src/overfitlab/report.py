@@ -580,7 +580,10 @@ def render_report(data: StudyData) -> str:
     from .pages import templates
 
     spec = data.study.get("spec") or {}
-    order = stats.variant_order(data.rows, [name for name, _ in spec_variants(spec)])
+    # A variant left out (the model cannot take it) has no runs: its own section says why,
+    # the comparisons and the per-variant table do not list it.
+    never = {entry["variant"] for entry in data.study.get("left_out") or []}
+    order = stats.variant_order(data.rows, [name for name, _ in spec_variants(spec) if name not in never])
     baseline = stats.baseline_name(order)
     grid_field, grid = spec_grid(spec, data.rows)
     summaries = stats.group_summaries(data.rows)
