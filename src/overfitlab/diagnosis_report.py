@@ -79,8 +79,8 @@ def render(d: Diagnosis, baseline_curves: dict[str, list[float]]) -> str:
             }
         )
 
-    def seeds(it: Any) -> str:
-        return ", ".join(f"{v:.3f}" for v in it.values)
+    def seeds(it: Any) -> str:  # epochs as the whole numbers they are
+        return ", ".join(f"{v:.0f}" if float(v).is_integer() else f"{v:.3f}" for v in it.values)
 
     part1 = [
         ("final train accuracy", o.train_acc),
