@@ -663,13 +663,12 @@ def diagnose(
         [finals(size_variant[s], "final_train_acc") for s in sized],
     )
     tell("part 3: random labels", counter["done"] + 1)
-    memorised = random_labels(config, _subset(data, config), folder, train)
+    subset = _subset(data, config)  # parts 3 and 5 train on the recipe's training subset
+    memorised = random_labels(config, subset, folder, train)
     noise = tuple(noisy_labels(p, histories(f"noise-{round(p * 100)}")) for p in plan.noise)
     tell("part 5: out-of-fold predictions", counter["done"] + 2)
-    probabilities, labels = _out_of_fold_saved(
-        config, _subset(data, config), plan.folds, train, folder / OUT_OF_FOLD
-    )
-    gallery = memorised_images(_subset(data, config).train.images, probabilities, labels, plan.gallery)
+    probabilities, labels = _out_of_fold_saved(config, subset, plan.folds, train, folder / OUT_OF_FOLD)
+    gallery = memorised_images(subset.train.images, probabilities, labels, plan.gallery)
 
     # The remedies are one family for Holm's adjustment; the sizes and noise levels are not remedies.
     family = remedy_family([v.name for v in spec.variants], study.left_out)

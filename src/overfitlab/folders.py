@@ -140,21 +140,11 @@ def list_folder(root: Path) -> Listing:
         raise OverfitlabError(f"{root} is a file, not a folder: pass the folder that holds the class folders")
     if (root / "train").is_dir():
         classes, train = _split_files(root / "train")
-        found = [root / n for n in VALID_NAMES if (root / n).is_dir()]
+        found = [n for n in VALID_NAMES if (root / n).is_dir()]
         # test/ validates when it is the only other split; beside valid/ or val/ it is the test split.
-        valid = _split_files(found[0], classes)[1] if found else None
-        test = (
-            _split_files(root / "test", classes)[1]
-            if found and found[0].name != "test" and (root / "test").is_dir()
-            else None
-        )
-        return Listing(
-            root,
-            classes,
-            tuple(train),
-            tuple(valid) if valid is not None else None,
-            tuple(test) if test is not None else None,
-        )
+        valid = tuple(_split_files(root / found[0], classes)[1]) if found else None
+        test = tuple(_split_files(root / "test", classes)[1]) if found[1:] and found[-1] == "test" else None
+        return Listing(root, classes, tuple(train), valid, test)
     classes, files = _split_files(root)
     return Listing(root, classes, tuple(files), None)
 

@@ -355,6 +355,12 @@ def expected_cost(plan: Mapping[str, Any]) -> float:
     return float(config.get("train_size") or 10**9) * float(config.get("epochs") or 1)
 
 
+def on_written_data(spec: StudySpec, study_dir: Path) -> StudySpec:
+    """The spec of a study given a DataSet in Python: every run reads the copy written into the
+    study folder (``data/``, as ``arrays:FOLDER`` reads it), when it starts and when it resumes."""
+    return spec.with_base({"dataset": f"arrays:{study_dir / DATA_FOLDER}", "data_dir": None})
+
+
 def run_study(
     spec: StudySpec | None,
     runs_dir: str | os.PathLike[str],
@@ -399,7 +405,7 @@ def run_study(
             raise OverfitlabError("resuming needs the study's name: pass --resume NAME")
         study_dir = runs_dir / store.check_name(name)
         if data is not None and spec is not None:  # as it was started: on the data written into it
-            spec = spec.with_base({"dataset": f"arrays:{study_dir / DATA_FOLDER}", "data_dir": None})
+            spec = on_written_data(spec, study_dir)
         document, spec = _load_resumed(study_dir, name, spec, threads, stack_seeds)
         threads, plans = document["threads"], document["runs"]
         left_out: list[dict[str, str]] | None = document.get("left_out") or []
@@ -420,7 +426,7 @@ def run_study(
             backend, workers, threads or spec.base.get("threads"), address=address
         ).threads
         if data is not None:
-            spec = spec.with_base({"dataset": f"arrays:{study_dir / DATA_FOLDER}", "data_dir": None})
+            spec = on_written_data(spec, study_dir)
         plans = [_absolute_data_dir(p.to_dict()) for p in expand(spec, threads=threads)]
         left_out = None
     if tensorboard and stack_seeds:
