@@ -61,8 +61,9 @@ def tutorial_digits_runs(plans: list[dict], threads: int | None = None, device: 
     import torch
 
     from overfitlab.config import from_dict
-    from overfitlab.data import load_dataset, prepare
-    from overfitlab.run import build_model
+    from overfitlab.data.batches import prepare
+    from overfitlab.data.registry import load_dataset
+    from overfitlab.runs.build import build_model
 
     from . import tutorial_loop
 
@@ -75,7 +76,7 @@ def tutorial_digits_runs(plans: list[dict], threads: int | None = None, device: 
         config = from_dict(plan["config"]).replace(dropout_impl="torch")
         data = prepare(digits, config.train_size, config.label_noise, config.seed)
         torch.manual_seed(config.seed)
-        model = build_model(config, data.image_shape, data.classes).to(device)
+        model = build_model(config, data.image_shape, data.classes).module.to(device)
         loaders = tutorial_loop.array_loaders(
             data.train.images[:, 0].numpy(),
             data.train.labels.numpy(),
@@ -98,7 +99,7 @@ def overfitlab_api(config: dict[str, Any], save: bool = True) -> dict:
     """``overfitlab.run.train`` on a Config; with ``save``, into a temporary run folder."""
     from overfitlab.config import Config
     from overfitlab.environment import keep_freed_memory
-    from overfitlab.run import train
+    from overfitlab.runs.train import train
 
     keep_freed_memory()  # as `overfitlab train` does for its process
     started = time.perf_counter()
@@ -128,8 +129,8 @@ def overfitlab_study(
     base: dict | None = None,
     stack_seeds: bool = False,
 ) -> dict:
-    """A built-in study through ``overfitlab.study.run_study``, in a temporary runs folder."""
-    from overfitlab import study
+    """A built-in study through ``overfitlab.studies.run_study``, in a temporary runs folder."""
+    from overfitlab import studies as study
     from overfitlab.environment import keep_freed_memory
 
     keep_freed_memory()  # as `overfitlab study` does for its process (a serial study trains in it)
@@ -167,12 +168,13 @@ def overfitlab_study(
 
 def plans(preset: str, seeds: int, base: dict | None = None, threads: int | None = None) -> dict:
     """The study's planned runs (configs as dicts), for the tutorial side of the comparison."""
-    from overfitlab import study
+    from overfitlab import studies as study
+    from overfitlab.studies.spec import expand
 
     spec = study.preset(preset, seeds)
     if base:
         spec = spec.with_base(base)
-    return {"plans": [p.to_dict() for p in study.expand(spec, threads=threads)]}
+    return {"plans": [p.to_dict() for p in expand(spec, threads=threads)]}
 
 
 # --------------------------------------------------------------------------- other frameworks

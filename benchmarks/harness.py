@@ -240,7 +240,7 @@ def machine() -> dict[str, Any]:
     """What the figures were measured on."""
     import torch
 
-    from overfitlab.backends import available_cores
+    from overfitlab.studies.backends import available_cores
 
     model = platform.processor() or ""
     try:

@@ -23,7 +23,7 @@ def default_data_root() -> Path:
     shared = REPO.parent / "shared" / "data"
     if shared.is_dir():
         return shared
-    from overfitlab.data import default_data_dir
+    from overfitlab.data.builtin import default_data_dir
 
     return default_data_dir()
 

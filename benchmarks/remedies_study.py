@@ -16,7 +16,7 @@ and reports the local/serial speed-up beside.
 
 from __future__ import annotations
 
-from overfitlab.backends import available_cores
+from overfitlab.studies.backends import available_cores
 
 from .common import remedies_study
 from .harness import Comparison, Contender, alternate, run_worker

@@ -58,7 +58,7 @@ def small_cnn(in_shape: tuple[int, int, int], num_classes: int) -> Any:
 def worker_write_folder(data_dir: str, folder: str, limit: int) -> dict[str, Any]:
     from PIL import Image
 
-    from overfitlab.data import load_dataset
+    from overfitlab.data.registry import load_dataset
 
     data = load_dataset("fashion-mnist", data_dir, download=False)
     started = time.perf_counter()
@@ -75,8 +75,8 @@ def worker_first_batch(folder: str) -> dict[str, Any]:
     """Loading the folder (decoding it, or mapping the cache) and the first training batch."""
     import torch
 
-    from overfitlab import folders  # noqa: F401  (imports are not the data's time, on both sides)
-    from overfitlab.data import Scaling, load_dataset, train_batches
+    from overfitlab.data.batches import Scaling, train_batches
+    from overfitlab.data.registry import load_dataset
 
     started = time.perf_counter()
     data = load_dataset(f"folder:{folder}")
@@ -88,7 +88,7 @@ def worker_first_batch(folder: str) -> dict[str, Any]:
 def worker_epoch(dataset: str, data_dir: str | None, model: str) -> dict[str, Any]:
     from overfitlab.config import Config
     from overfitlab.environment import keep_freed_memory
-    from overfitlab.run import train
+    from overfitlab.runs.train import train
 
     keep_freed_memory()  # as `overfitlab train` does for its process
     config = Config(

@@ -68,7 +68,7 @@ def shared_data() -> Path:
 @pytest.fixture(scope="session")
 def digits():
     """The built-in digits data set (sklearn's 8×8 digits, fixed split)."""
-    from overfitlab.data import load_dataset
+    from overfitlab.data.registry import load_dataset
 
     return load_dataset("digits")
 

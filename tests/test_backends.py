@@ -14,11 +14,12 @@ from pathlib import Path
 import pytest
 from conftest import cli_command, cli_env
 
-from overfitlab import backends
-from overfitlab.backends import LocalBackend, SerialBackend, resources
 from overfitlab.errors import OverfitlabError
-from overfitlab.index import RunIndex
-from overfitlab.study import make_spec, run_study
+from overfitlab.studies import backends
+from overfitlab.studies.backends import LocalBackend, SerialBackend, resources
+from overfitlab.studies.index import RunIndex
+from overfitlab.studies.loop import run_study
+from overfitlab.studies.spec import make_spec
 
 try:
     import ray  # noqa: F401

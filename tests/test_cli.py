@@ -242,7 +242,7 @@ FLAGS = ["--train-size", "400", "--epochs", "25", "--dropout", "0.2", "--augment
 
 
 def index_row(runs_dir: Path, run_id: str) -> dict:
-    from overfitlab.index import RunIndex
+    from overfitlab.studies.index import RunIndex
 
     with RunIndex(runs_dir / "index.sqlite") as index:
         return index.run(run_id)

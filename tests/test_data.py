@@ -15,17 +15,10 @@ from PIL import Image
 from torchvision import transforms
 
 from overfitlab import OverfitlabError
-from overfitlab.data import (
-    DataSet,
-    Scaling,
-    Split,
-    add_label_noise,
-    augment,
-    load_dataset,
-    prepare,
-    stratified_indices,
-    train_batches,
-)
+from overfitlab.data.batches import Scaling, add_label_noise, augment, prepare, train_batches
+from overfitlab.data.dataset import DataSet
+from overfitlab.data.registry import load_dataset
+from overfitlab.data.split import Split, stratified_indices
 
 to_tensor = transforms.ToTensor()
 

@@ -11,12 +11,40 @@ import numpy as np
 import pytest
 import torch
 
-from overfitlab import diagnose as dg
 from overfitlab.config import Config
-from overfitlab.data import Split, prepare
+from overfitlab.data.batches import prepare
+from overfitlab.data.split import Split
+from overfitlab.diagnosis.analyses import (
+    fit_power_law,
+    measure_overfitting,
+    noisy_labels,
+    power_law,
+    remedy_family,
+)
+from overfitlab.diagnosis.experiments import (
+    _png,
+    learning_curve,
+    memorisation,
+    memorise_recipe,
+    memorised_images,
+    out_of_fold,
+    permuted_labels,
+    random_labels,
+)
+from overfitlab.diagnosis.results import (
+    Diagnosis,
+    GalleryImage,
+    Interval,
+    LearningCurve,
+    Memorisation,
+    NoisyLabels,
+    Overfitting,
+    Remedies,
+)
+from overfitlab.diagnosis.verdict import verdict
 from overfitlab.history import History
-from overfitlab.presets import REMEDIES_BASE
-from overfitlab.run import train
+from overfitlab.runs.train import train
+from overfitlab.studies.presets import REMEDIES_BASE
 
 BASE = Config(**REMEDIES_BASE)
 
@@ -24,7 +52,7 @@ BASE = Config(**REMEDIES_BASE)
 def test_the_power_law_fit_recovers_known_parameters():
     sizes = np.array([50, 100, 200, 400, 800, 1600])
     for a, b, c in ((2.0, 0.5, 0.05), (5.0, 0.8, 0.01), (0.8, 0.3, 0.1)):
-        fit = dg.fit_power_law(sizes, dg.power_law(sizes, a, b, c))
+        fit = fit_power_law(sizes, power_law(sizes, a, b, c))
         assert fit is not None and fit["r2"] > 0.999999
         assert (fit["a"], fit["b"], fit["c"]) == pytest.approx((a, b, c), rel=1e-3, abs=1e-4)
 
@@ -35,12 +63,12 @@ def test_the_bootstrap_interval_of_twice_the_data_covers_the_truth_at_about_its_
     rng = np.random.default_rng(0)
     a, b, c, noise = 3.0, 0.6, 0.03, 0.004
     sizes = [100, 200, 300, 400, 600]
-    truth = float(dg.power_law(np.array([1200]), a, b, c)[0])
-    true_gain = (1 - truth) - (1 - float(dg.power_law(np.array([600]), a, b, c)[0]))
+    truth = float(power_law(np.array([1200]), a, b, c)[0])
+    true_gain = (1 - truth) - (1 - float(power_law(np.array([600]), a, b, c)[0]))
     covered, trials = 0, 40
     for trial in range(trials):
-        accs = [list(1 - dg.power_law(np.array([n]), a, b, c)[0] + rng.normal(0, noise, 5)) for n in sizes]
-        curve = dg.learning_curve(sizes, accs, accs, seed=trial, resamples=150)
+        accs = [list(1 - power_law(np.array([n]), a, b, c)[0] + rng.normal(0, noise, 5)) for n in sizes]
+        curve = learning_curve(sizes, accs, accs, seed=trial, resamples=150)
         assert curve.doubled is not None
         # The interval is of the gain over the largest size's *measured* mean: compare alike.
         measured = float(np.mean(accs[-1]))
@@ -51,21 +79,21 @@ def test_the_bootstrap_interval_of_twice_the_data_covers_the_truth_at_about_its_
 
 
 def test_a_poor_fit_and_a_far_extrapolation_are_said():
-    curve = dg.learning_curve([10, 20, 30], [[0.5, 0.52], [0.9, 0.88], [0.4, 0.42]], [[1, 1]] * 3)
+    curve = learning_curve([10, 20, 30], [[0.5, 0.52], [0.9, 0.88], [0.4, 0.42]], [[1, 1]] * 3)
     assert any("poorly" in w or "does not fit" in w for w in curve.warnings)
 
 
 def test_random_labels_are_memorised_while_valid_stays_at_chance(digits):
     data = prepare(digits, 300, 0.0, 0)
-    result = train(dg.memorise_recipe(BASE), data=dg.permuted_labels(data, 0))
-    part = dg.memorisation(result.history, digits.classes)
+    result = train(memorise_recipe(BASE), data=permuted_labels(data, 0))
+    part = memorisation(result.history, digits.classes)
     assert max(part.train_acc) >= 0.99 and part.epochs_to_memorise is not None
     assert 0.05 <= part.valid_acc[-1] <= 0.20
 
 
 def test_forty_percent_noisy_labels_make_the_best_epoch_beat_the_last(digits):
     histories = [train(BASE.replace(seed=s, label_noise=0.4)).history for s in range(3)]
-    part = dg.noisy_labels(0.4, histories)
+    part = noisy_labels(0.4, histories)
     # Measured (seeds 0-2, 1 thread): best-epoch 0.83 against last-epoch 0.60 valid accuracy,
     # a margin of 0.21-0.26 per seed; the test asks for 0.15 on every seed.
     assert min(part.saved.values) > 0.15 and part.saved.low > 0
@@ -78,8 +106,8 @@ def test_out_of_fold_predictions_find_labels_flipped_on_purpose(digits):
     labels = data.train.labels.clone()
     labels[flipped] = (labels[flipped] + 1 + torch.randint(0, 9, (20,), generator=generator)) % 10
     noisy = data.with_train(Split(data.train.images, labels))
-    probabilities, given = dg.out_of_fold(BASE.replace(epochs=30), noisy, 3, train)
-    gallery = dg.memorised_images(noisy.train.images, probabilities, given, 50)
+    probabilities, given = out_of_fold(BASE.replace(epochs=30), noisy, 3, train)
+    gallery = memorised_images(noisy.train.images, probabilities, given, 50)
     found = {g.index for g in gallery} & set(flipped.tolist())
     assert len(found) >= 14  # "most of the 20 among the top 50"
     assert all(g.png and 0 < g.confidence <= 1 for g in gallery)
@@ -87,10 +115,10 @@ def test_out_of_fold_predictions_find_labels_flipped_on_purpose(digits):
 
 def test_severity_is_strong_for_the_baseline_and_not_for_a_regularised_recipe(digits):
     baseline = [train(BASE.replace(seed=s)).history for s in range(3)]
-    assert dg.measure_overfitting(baseline).severity == "strong"
+    assert measure_overfitting(baseline).severity == "strong"
     calm = BASE.replace(train_size=None, batchnorm=True, early_stopping=True, patience=3)
     calmed = [train(calm.replace(seed=s)).history for s in range(3)]
-    assert dg.measure_overfitting(calmed).severity in ("none", "mild")
+    assert measure_overfitting(calmed).severity in ("none", "mild")
 
 
 def test_a_too_small_recipe_and_a_changed_resume_are_one_line(run_cli, tmp_path):
@@ -134,9 +162,9 @@ def test_the_whole_battery_on_the_digits(run_cli, tmp_path):
 
 
 # --------------------------------------------------------------------------- the page
-def synthetic_diagnosis() -> dg.Diagnosis:
+def synthetic_diagnosis() -> Diagnosis:
     """A diagnosis with made-up numbers and a hostile class name: what render escapes."""
-    it = dg.Interval(0.9, 0.85, 0.95, 3, (0.88, 0.9, 0.92))
+    it = Interval(0.9, 0.85, 0.95, 3, (0.88, 0.9, 0.92))
     table = {
         "baseline": "baseline",
         "remedies": [
@@ -150,17 +178,15 @@ def synthetic_diagnosis() -> dg.Diagnosis:
             }
         ],
     }
-    return dg.Diagnosis(
+    return Diagnosis(
         recipe={"model": "seed-cnn", "dataset": "digits"},
         budget="quick",
-        overfitting=dg.Overfitting(it, it, it, it, it, it, it, "strong"),
-        learning_curve=dg.LearningCurve(
-            (75, 150, 300), (it, it, it), (it, it, it), None, None, ("a warning",)
-        ),
-        memorisation=dg.Memorisation(3, (0.3, 0.7, 1.0), (0.1, 0.1, 0.12), 3, 0.1),
-        noisy_labels=(dg.NoisyLabels(0.4, it, it, it),),
-        gallery=(dg.GalleryImage(3, 1, 2, 0.9, 2.3, dg._png(torch.zeros(1, 8, 8, dtype=torch.uint8))),),
-        remedies=dg.Remedies(table, None, it, None),
+        overfitting=Overfitting(it, it, it, it, it, it, it, "strong"),
+        learning_curve=LearningCurve((75, 150, 300), (it, it, it), (it, it, it), None, None, ("a warning",)),
+        memorisation=Memorisation(3, (0.3, 0.7, 1.0), (0.1, 0.1, 0.12), 3, 0.1),
+        noisy_labels=(NoisyLabels(0.4, it, it, it),),
+        gallery=(GalleryImage(3, 1, 2, 0.9, 2.3, _png(torch.zeros(1, 8, 8, dtype=torch.uint8))),),
+        remedies=Remedies(table, None, it, None),
         wall_seconds=1.0,
         class_names=tuple(f"<script>{i}" for i in range(10)),
         verdict="Over-fits <strongly> & more.",
@@ -168,7 +194,7 @@ def synthetic_diagnosis() -> dg.Diagnosis:
 
 
 def test_the_page_escapes_every_string_and_needs_nothing_from_outside():
-    from overfitlab.diagnosis_report import render
+    from overfitlab.diagnosis.report import render
 
     page = render(synthetic_diagnosis(), {"train_acc": [0.5, 0.9], "valid_acc": [0.5, 0.8]})
     assert "<script>" not in page and "&lt;script&gt;1" in page
@@ -198,19 +224,19 @@ def test_random_labels_are_tried_again_at_a_tenth_of_the_learning_rate(digits, t
         return SimpleNamespace(history=history)
 
     data = prepare(digits, 300, 0.0, 0)
-    part = dg.random_labels(BASE, data, tmp_path, fake_train)
+    part = random_labels(BASE, data, tmp_path, fake_train)
     assert calls == [(BASE.lr, "random-labels"), (BASE.lr / 10, f"random-labels-lr{BASE.lr / 10:g}")]
     assert part.lr == BASE.lr / 10 and part.epochs_to_memorise == 3
     assert part.tries == ((BASE.lr, pytest.approx(0.1)), (BASE.lr / 10, 1.0))
-    assert dg.random_labels(BASE, data, tmp_path, fake_train) == part and len(calls) == 2  # read back
+    assert random_labels(BASE, data, tmp_path, fake_train) == part and len(calls) == 2  # read back
     d = dataclasses.replace(synthetic_diagnosis(), memorisation=part)
     assert (
         "does not fit random labels at lr 0.01 (train accuracy 0.100), "
-        "but memorises them in 3 epochs at lr 0.001" in dg.verdict(d)
+        "but memorises them in 3 epochs at lr 0.001" in verdict(d)
     )
 
 
 def test_the_remedy_family_leaves_out_sizes_noise_and_what_the_model_cannot_take():
     variants = ["baseline", "size-75", "noise-40", "dropout", "batchnorm", "l2", "all-remedies"]
     left_out = [{"variant": "batchnorm", "reason": "..."}, {"variant": "all-remedies", "reason": "..."}]
-    assert dg.remedy_family(variants, left_out) == ["baseline", "dropout", "l2"]
+    assert remedy_family(variants, left_out) == ["baseline", "dropout", "l2"]

@@ -15,9 +15,9 @@ import pytest
 
 os.environ.setdefault("KERAS_BACKEND", "torch")
 
-import overfitlab.early_stopping as es_module  # noqa: E402
-from overfitlab.early_stopping import EarlyStopping, StopReason  # noqa: E402
-from overfitlab.errors import OverfitlabError  # noqa: E402
+import overfitlab.training.early_stopping as es_module  # noqa: E402
+from overfitlab.errors import OverfitlabError
+from overfitlab.training.early_stopping import EarlyStopping, StopReason
 
 NAN = float("nan")
 INF = float("inf")

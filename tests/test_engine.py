@@ -17,11 +17,12 @@ import torch
 import torch.nn.functional as F
 
 from overfitlab.config import Config
-from overfitlab.data import Split
+from overfitlab.data.split import Split
 from overfitlab.environment import keep_freed_memory, resolve_threads
-from overfitlab.models import create_model
-from overfitlab.run import build_optimizer, memory_format_for, train
-from overfitlab.trainer import Trainer
+from overfitlab.models.factory import create_model
+from overfitlab.runs.build import build_optimizer, memory_format_for
+from overfitlab.runs.train import train
+from overfitlab.training.trainer import Trainer
 
 
 def small_split(n: int = 96, size: int = 28, seed: int = 0) -> Split:
@@ -91,7 +92,7 @@ def _train_steps(model, optimizer, steps, start=0):
 
 
 def _torch_adam(model, config):
-    from overfitlab.regularizers import param_groups
+    from overfitlab.training.regularizers import param_groups
 
     cls = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
     return cls(param_groups(model, config.weight_decay), lr=config.lr, foreach=False)
@@ -100,7 +101,7 @@ def _torch_adam(model, config):
 @pytest.mark.parametrize("optimizer", ["adam", "adamw"])
 def test_flat_adam_state_moves_to_and_from_torch_adam(optimizer):
     """A checkpoint of either optimizer resumes in the other with the same numbers."""
-    from overfitlab.flat_adam import FlatAdam
+    from overfitlab.training.flat_adam import FlatAdam
 
     config = Config(optimizer=optimizer, weight_decay=0.05 if optimizer == "adamw" else 1e-3)
     torch.manual_seed(2)
@@ -263,7 +264,7 @@ def test_keeping_freed_memory_stops_validation_page_faults():
 # --------------------------------------------------------------------------- per-step records
 def test_batch_records_are_the_losses_each_step_computed():
     """The losses kept on the device for one sync per epoch are the ones each step saw."""
-    from overfitlab.callbacks import Callback
+    from overfitlab.training.callbacks import Callback
 
     class Seen(Callback):
         def __init__(self):
@@ -286,9 +287,9 @@ def test_files_hold_the_last_finished_epoch_whenever_training_ends(tmp_path):
     """Writes are spaced out (SAVE_EVERY_SECONDS) but never lost: Ctrl-C flushes the last epoch."""
     import json
 
-    from overfitlab.callbacks import Callback
     from overfitlab.errors import Interrupted
     from overfitlab.store import load_checkpoint
+    from overfitlab.training.callbacks import Callback
 
     class CtrlCAt(Callback):
         def on_epoch_end(self, trainer, epoch, metrics):
@@ -365,11 +366,11 @@ def test_cuda_bf16_and_compile_train():
 def test_callbacks_are_torn_down_however_fit_ends(digits):
     """on_teardown runs after a normal end, a divergence and Ctrl-C; on_fit_end only after
     training finished, so a progress bar or a TensorBoard writer is never left open."""
-    from overfitlab.callbacks import Callback
     from overfitlab.config import Config
-    from overfitlab.progress import EpochProgress
-    from overfitlab.run import start_run
-    from overfitlab.trainer import Diverged
+    from overfitlab.runs.train import start_run
+    from overfitlab.training.callbacks import Callback
+    from overfitlab.training.progress import EpochProgress
+    from overfitlab.training.trainer import Diverged
 
     class Seen(Callback):
         def __init__(self, interrupt_at: int | None = None):

@@ -14,7 +14,7 @@ import pytest
 import torch
 from torch import nn
 
-from overfitlab.fast_dropout import FastDropout, keep_mask, quantized_p
+from overfitlab.models.fast_dropout import FastDropout, keep_mask, quantized_p
 
 N = 1 << 22  # elements per statistical draw (4 194 304)
 SIGMAS = 6.0

@@ -9,8 +9,9 @@ import sqlite3
 import pytest
 
 from overfitlab.errors import OverfitlabError
-from overfitlab.index import RUN_COLUMNS, RunIndex, run_metrics
-from overfitlab.study import make_spec, run_study
+from overfitlab.studies.index import RUN_COLUMNS, RunIndex, run_metrics
+from overfitlab.studies.loop import run_study
+from overfitlab.studies.spec import make_spec
 
 RUN_KEYS = {
     "run_id",

@@ -7,16 +7,11 @@ import torch
 from torch import nn
 
 from overfitlab import OverfitlabError
-from overfitlab.fast_dropout import FastDropout
-from overfitlab.models import (
-    build_cnn,
-    create_model,
-    list_models,
-    model_spec,
-    pool_before_relu,
-    register_model,
-)
-from overfitlab.summary import summarize
+from overfitlab.models.cnn import build_cnn, model_spec, pool_before_relu
+from overfitlab.models.factory import create_model
+from overfitlab.models.fast_dropout import FastDropout
+from overfitlab.models.registry import list_models, register_model
+from overfitlab.models.summary import summarize
 
 # The tutorial's torchsummary totals on 1×28×28 (CNN(hidden_dim=8), FCcnn, GAPcnn).
 TUTORIAL_TOTALS = {"seed-cnn": 80_806, "seed-fc": 80_758, "seed-gap": 3_958}

@@ -185,8 +185,9 @@ def test_a_corrupt_index_is_refused_before_training_and_rebuilt_aside(tmp_path, 
 
 def test_an_index_that_breaks_after_training_still_gives_the_summary(tmp_path, monkeypatch, capsys):
     """The run is trained and saved: the index failing afterwards is a warning, exit 0."""
-    from overfitlab import cli, index
+    from overfitlab import cli
     from overfitlab.errors import OverfitlabError
+    from overfitlab.studies import index
 
     def broken(self, record):
         raise OverfitlabError("database disk image is malformed")
@@ -271,8 +272,8 @@ def test_resume_refuses_recipe_flags_and_leaves_the_run_alone(run_cli, tmp_path)
 def test_early_stopping_restores_the_best_weights_as_a_trainer_callback(digits):
     """Used from Python, without run.train: the model fit leaves is the best epoch's."""
     from overfitlab import Callback, EarlyStopping, Trainer
-    from overfitlab.data import prepare
-    from overfitlab.models import create_model
+    from overfitlab.data.batches import prepare
+    from overfitlab.models.factory import create_model
 
     class Snapshots(Callback):
         def __init__(self):
@@ -300,7 +301,7 @@ def test_early_stopping_restores_the_best_weights_as_a_trainer_callback(digits):
 def test_early_stopping_refuses_a_monitor_the_trainer_never_records(digits):
     from overfitlab import EarlyStopping, Trainer
     from overfitlab.errors import OverfitlabError
-    from overfitlab.models import create_model
+    from overfitlab.models.factory import create_model
 
     model = create_model("seed-gap", digits.image_shape, digits.classes)
     trainer = Trainer(
@@ -339,7 +340,7 @@ def test_ray_with_nothing_listening_is_one_line_within_the_timeout(run_cli, tmp_
 
 # ---------------------------------------------------------------- statuses and messages
 def test_an_interrupted_train_run_is_interrupted_not_failed(tmp_path):
-    from overfitlab.index import single_run_record
+    from overfitlab.studies.index import single_run_record
 
     run_dir = tmp_path / "cut"
     run_dir.mkdir()
@@ -354,7 +355,7 @@ def test_an_interrupted_train_run_is_interrupted_not_failed(tmp_path):
 
 
 def test_the_resume_hint_is_quoted_for_a_shell(tmp_path):
-    from overfitlab.run import interrupted_message
+    from overfitlab.runs.train import interrupted_message
 
     run_dir = tmp_path / "my runs" / "it's here"
     message = interrupted_message(8, run_dir)
@@ -366,7 +367,7 @@ def test_the_resume_hint_is_quoted_for_a_shell(tmp_path):
 
 def test_wording_of_endings_and_names():
     from overfitlab import Config
-    from overfitlab.run import finished
+    from overfitlab.runs.train import finished
     from overfitlab.store import check_name
 
     assert finished(None, Config(epochs=1)) == ("completed", "1 epoch")
@@ -444,7 +445,7 @@ def test_study_help_shows_the_value_a_study_uses(run_cli):
 
 def test_short_runs_get_whole_epoch_ticks():
     from overfitlab.history import History
-    from overfitlab.plots import curves_figure
+    from overfitlab.viz.plots import curves_figure
 
     history = History(
         [
@@ -463,8 +464,8 @@ def test_study_json_carries_the_comparisons_of_the_report(mixed_runs, run_cli):
     """Checked against the rows themselves and scipy's paired t-test."""
     from scipy import stats as scipy_stats
 
-    from overfitlab.index import RunIndex
-    from overfitlab.study import StudyResult, variant_table
+    from overfitlab.studies.index import RunIndex
+    from overfitlab.studies.result import StudyResult, variant_table
 
     with RunIndex(mixed_runs / "runs" / "index.sqlite") as index:
         rows = index.runs("mini")

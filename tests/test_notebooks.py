@@ -142,8 +142,8 @@ def test_outside_a_notebook_live_curves_draw_nothing(digits):
     import torch
 
     from overfitlab import Trainer
-    from overfitlab.models import create_model
-    from overfitlab.notebook import LiveCurves
+    from overfitlab.models.factory import create_model
+    from overfitlab.training.live import LiveCurves
 
     live = LiveCurves(every=0.0)
     model = create_model("seed-gap", digits.image_shape, digits.classes)
@@ -154,8 +154,7 @@ def test_outside_a_notebook_live_curves_draw_nothing(digits):
 # ---------------------------------------------------------------- rich displays
 def test_rich_displays_escape_every_string_and_show_the_numbers(digits):
     from overfitlab import Config, train
-    from overfitlab.notebook import summary_html
-    from overfitlab.summary import summarize
+    from overfitlab.models.summary import summarize, summary_html
 
     stats = summarize("seed-gap", (1, 8, 8), 10)
     stats.name = "<script>alert(1)</script>"
@@ -175,8 +174,8 @@ def test_epoch_progress_draws_with_tqdm_and_ends_each_epoch_with_its_line(digits
     import torch
 
     from overfitlab import Trainer
-    from overfitlab.models import create_model
-    from overfitlab.progress import EpochProgress
+    from overfitlab.models.factory import create_model
+    from overfitlab.training.progress import EpochProgress
 
     stream = io.StringIO()
     model = create_model("seed-gap", digits.image_shape, digits.classes)

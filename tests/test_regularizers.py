@@ -7,8 +7,14 @@ import torch
 from torch import nn
 
 from overfitlab import Config, train
-from overfitlab.models import create_model
-from overfitlab.regularizers import apply_max_norm, l1_penalty, l2_penalty, param_groups, penalized_parameters
+from overfitlab.models.factory import create_model
+from overfitlab.training.regularizers import (
+    apply_max_norm,
+    l1_penalty,
+    l2_penalty,
+    param_groups,
+    penalized_parameters,
+)
 
 
 def random_weights(seed: int = 0) -> list[torch.Tensor]:

@@ -13,11 +13,13 @@ import pytest
 from scipy import stats as scipy_stats
 
 from overfitlab.cli import main
+from overfitlab.curves import mean_curve
 from overfitlab.errors import OverfitlabError
 from overfitlab.history import History
-from overfitlab.report import StudyData, curve_figures, load_study, render_report, write_report
-from overfitlab.stats import Summary, describe, mean_curve
-from overfitlab.study_plots import gap_figure, grid_figure, small_multiples_figure
+from overfitlab.stats import Summary, describe
+from overfitlab.studies.report import curve_figures, render_report, write_report
+from overfitlab.studies.report_data import StudyData, load_study
+from overfitlab.viz.study_plots import gap_figure, grid_figure, small_multiples_figure
 
 TINY = dict(dataset="digits", train_size=200, epochs=2, batch_size=32)
 VARIANTS = [("baseline", {}), ("dropout", {"dropout": 0.3})]
@@ -31,7 +33,8 @@ def build_tiny_study(runs_dir: Path) -> Path:
 
     A third variant with an impossible dropout fails before training: the page must list it.
     """
-    from overfitlab.study import make_spec, run_study
+    from overfitlab.studies.loop import run_study
+    from overfitlab.studies.spec import make_spec
 
     spec = make_spec(
         TINY,
@@ -384,7 +387,7 @@ def test_curve_figures_group_a_grid_by_value_or_by_variant():
 def test_learning_curves_are_small_multiples_on_shared_axes_and_one_overlay():
     """Eleven variants in a 3-column grid (4 rows, not 11 stacked), every panel on the same
     axes, the baseline's valid curve in each other panel; the overlay has every variant."""
-    from overfitlab.study_plots import overlay_figure
+    from overfitlab.viz.study_plots import overlay_figure
 
     def history(shift: float) -> History:
         return History(

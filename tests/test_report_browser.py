@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from test_report import SEEDS, VARIANTS, build_tiny_study, by_hand
 
-from overfitlab.index import RunIndex
-from overfitlab.report import write_report
+from overfitlab.studies.index import RunIndex
+from overfitlab.studies.report import write_report
 
 webdriver = pytest.importorskip(
     "selenium.webdriver", reason="selenium not installed: pip install 'selenium>=4'"
@@ -159,7 +159,7 @@ def test_the_diagnosis_page_in_chromium_at_desktop_and_phone_width(browser, tmp_
     """diagnosis.html: no console error, no request, no overflow at 390 px, the verdict shown."""
     from test_diagnose import synthetic_diagnosis
 
-    from overfitlab.diagnosis_report import render
+    from overfitlab.diagnosis.report import render
 
     diagnosis = synthetic_diagnosis()
     page = tmp_path / "diagnosis.html"

@@ -11,8 +11,9 @@ import torch
 from overfitlab import store
 from overfitlab.config import Config, load_toml
 from overfitlab.errors import OverfitlabError
-from overfitlab.run import load_model, resume, train
-from overfitlab.stacking import train_seeds
+from overfitlab.runs.checkpoint import load_model
+from overfitlab.runs.stacking import train_seeds
+from overfitlab.runs.train import resume, train
 
 COMPARED = ("train_loss", "train_acc", "valid_loss", "valid_acc", "train_penalty")
 
@@ -163,8 +164,8 @@ def test_each_member_stops_early_where_its_run_stops():
 
 
 def test_ctrl_c_leaves_each_member_a_folder_that_resumes(tmp_path, monkeypatch):
-    from overfitlab import stacking
     from overfitlab.errors import Interrupted
+    from overfitlab.runs import stacking
 
     calls = []
     evaluate = stacking._Stack.evaluate

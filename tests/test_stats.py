@@ -9,6 +9,7 @@ import pytest
 from scipy import stats as scipy_stats
 
 from overfitlab import stats
+from overfitlab.curves import mean_curve
 from overfitlab.history import History
 from overfitlab.stats import (
     baseline_name,
@@ -17,7 +18,6 @@ from overfitlab.stats import (
     describe,
     gap_reduction,
     group_summaries,
-    mean_curve,
     metric_value,
     rank_by_gap,
     t_quantile,

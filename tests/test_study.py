@@ -17,18 +17,10 @@ import pytest
 from overfitlab.cli import main
 from overfitlab.config import Config
 from overfitlab.errors import OverfitlabError
-from overfitlab.index import RunIndex
-from overfitlab.study import (
-    ALL_REMEDIES,
-    REMEDIES,
-    REMEDIES_BASE,
-    _absolute_data_dir,
-    expand,
-    load_spec,
-    make_spec,
-    preset,
-    run_study,
-)
+from overfitlab.studies.index import RunIndex
+from overfitlab.studies.loop import _absolute_data_dir, run_study
+from overfitlab.studies.presets import ALL_REMEDIES, REMEDIES, REMEDIES_BASE, preset
+from overfitlab.studies.spec import expand, load_spec, make_spec
 
 TIMING = {"started_at", "ended_at", "seconds", "run_dir"}
 SMALL = {"train_size": 120, "epochs": 2, "hidden": 4, "batch_size": 40}
@@ -729,7 +721,7 @@ def test_ctrl_c_in_a_serial_study_interrupts_it_and_fails_no_run(tmp_path, monke
     """Ctrl-C inside a run reaches the study as the interruption it is (not as that run's
     error): the study says how to resume, and a resume finishes what was left."""
     from overfitlab.errors import Interrupted
-    from overfitlab.trainer import Trainer
+    from overfitlab.training.trainer import Trainer
 
     spec = make_spec(SMALL, [("baseline", {}), ("l2", {"l2": 1e-3})], seeds=[0])
     epochs = []

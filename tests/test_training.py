@@ -13,9 +13,9 @@ import torch
 from overfitlab import Callback, Config, OverfitlabError, Trainer, load_model, load_toml, resume, train
 from overfitlab.environment import available_cores
 from overfitlab.errors import Interrupted
-from overfitlab.run import load_data, memory_format_for, resolved
+from overfitlab.runs.build import load_data, memory_format_for, resolved
 from overfitlab.store import load_checkpoint
-from overfitlab.trainer import Diverged
+from overfitlab.training.trainer import Diverged
 
 TIMINGS = {"train_seconds", "valid_seconds", "epoch_seconds"}
 CPU = dict(threads=1, device="cpu")
@@ -97,7 +97,7 @@ class ThreadsSeen(Callback):
 def test_train_gives_the_caller_its_threads_and_random_state_back(tmp_path):
     """train() seeds torch's global generator and sets its threads for the run only: a script
     or notebook that calls it finds both as it left them, however the run ended."""
-    from overfitlab.stacking import train_seeds
+    from overfitlab.runs.stacking import train_seeds
 
     config = Config(train_size=64, epochs=2, dropout=0.3, seed=3, threads=2, device="cpu")
     threads = torch.get_num_threads()
@@ -293,7 +293,7 @@ def test_nan_loss_with_early_stopping_stops_cleanly(tmp_path):
 
 
 def test_a_training_set_smaller_than_one_batch_is_a_user_error(tmp_path):
-    from overfitlab.stacking import train_seeds
+    from overfitlab.runs.stacking import train_seeds
 
     config = Config(train_size=20, batch_size=32, epochs=1, hidden=4, threads=1, batchnorm=False, dropout=0.0)
     message = "no full batch: 20 training images < batch size 32; pass a smaller --batch-size"

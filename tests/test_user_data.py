@@ -11,12 +11,15 @@ import pytest
 import torch
 from conftest import write_image_folder
 
-from overfitlab import folders
 from overfitlab.config import Config
-from overfitlab.data import DataOptions, DataSet, Split, load_dataset, register_dataset
+from overfitlab.data import folders
+from overfitlab.data.dataset import DataSet
+from overfitlab.data.registry import load_dataset, register_dataset
+from overfitlab.data.split import DataOptions, Split
 from overfitlab.errors import OverfitlabError
-from overfitlab.run import train
-from overfitlab.study import make_spec, run_study
+from overfitlab.runs.train import train
+from overfitlab.studies.loop import run_study
+from overfitlab.studies.spec import make_spec
 
 
 def by_class(split: Split) -> Split:
@@ -42,7 +45,7 @@ def test_a_train_valid_folder_holds_the_same_bytes_in_the_folders_order(digits_f
 def test_a_test_folder_beside_valid_is_a_test_split_and_alone_it_validates(tmp_path, digits):
     """train/ + valid/ + test/: test/ is a split no run sees (the diagnosis judges on it);
     train/ + test/: test/ is the validation split, as before. Cached and uncached agree."""
-    from overfitlab.diagnose import carve_test
+    from overfitlab.diagnosis.experiments import carve_test
 
     third = Split(digits.valid.images[:60], digits.valid.labels[:60])
     root = write_image_folder(
@@ -79,7 +82,7 @@ def test_an_npz_with_valid_and_test_arrays_keeps_both(tmp_path, digits):
     assert torch.equal(data.valid.images, digits.valid.images[:200])
     assert torch.equal(data.test.images, digits.valid.images[200:])
     assert torch.equal(data.test.labels, digits.valid.labels[200:])
-    from overfitlab.arrays import save_arrays
+    from overfitlab.data.dataset import save_arrays
 
     save_arrays(data, tmp_path / "folder")  # the round trip keeps the test split
     again = load_dataset(f"arrays:{tmp_path / 'folder'}")

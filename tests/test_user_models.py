@@ -13,12 +13,14 @@ from torch import nn
 
 from overfitlab.config import Config, load_toml, parse_model_arg
 from overfitlab.errors import OverfitlabError
-from overfitlab.evaluation import evaluate
-from overfitlab.factories import build_model, factory_of
-from overfitlab.flat_adam import FlatAdam
 from overfitlab.history import History
-from overfitlab.regularizers import param_groups
-from overfitlab.run import build_optimizer, load_model, train
+from overfitlab.models.factory import build_model, factory_of
+from overfitlab.runs.build import build_optimizer
+from overfitlab.runs.checkpoint import load_model
+from overfitlab.runs.evaluation import evaluate
+from overfitlab.runs.train import train
+from overfitlab.training.flat_adam import FlatAdam
+from overfitlab.training.regularizers import param_groups
 
 REPO = Path(__file__).parents[1]
 MY_MODEL = REPO / "examples" / "my_model.py"

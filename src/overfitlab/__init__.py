@@ -14,17 +14,13 @@ study's worker server do not wait two seconds for it.
 from __future__ import annotations
 
 import importlib
-import importlib.metadata as _metadata
 from typing import TYPE_CHECKING, Any
 
-try:  # one source of the version: pyproject.toml, as installed
-    __version__ = _metadata.version("overfitlab")
-except _metadata.PackageNotFoundError:  # run from a source tree that was never installed
-    __version__ = "0+unknown"
+from .version import __version__ as __version__
 
 # public name -> module that defines it
 _EXPORTS = {
-    "Callback": "callbacks",
+    "Callback": "training",
     "Config": "config",
     "load_toml": "config",
     "to_toml": "config",
@@ -33,28 +29,28 @@ _EXPORTS = {
     "Split": "data",
     "load_dataset": "data",
     "register_dataset": "data",
-    "Evaluation": "evaluation",
-    "evaluate": "evaluation",
-    "EarlyStopping": "early_stopping",
-    "StopReason": "early_stopping",
+    "Evaluation": "runs",
+    "evaluate": "runs",
+    "EarlyStopping": "training",
+    "StopReason": "training",
     "OverfitlabError": "errors",
     "History": "history",
     "build_cnn": "models",
     "create_model": "models",
     "list_models": "models",
     "register_model": "models",
-    "apply_max_norm": "regularizers",
-    "l1_penalty": "regularizers",
-    "l2_penalty": "regularizers",
-    "param_groups": "regularizers",
-    "RunResult": "run",
-    "Standardized": "run",
-    "load_model": "run",
-    "resume": "run",
-    "train": "run",
-    "ModelSummary": "summary",
-    "summarize": "summary",
-    "Trainer": "trainer",
+    "apply_max_norm": "training",
+    "l1_penalty": "training",
+    "l2_penalty": "training",
+    "param_groups": "training",
+    "RunResult": "runs",
+    "Standardized": "runs",
+    "load_model": "runs",
+    "resume": "runs",
+    "train": "runs",
+    "ModelSummary": "models",
+    "summarize": "models",
+    "Trainer": "training",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -73,50 +69,34 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # what type checkers and IDEs see
-    from .callbacks import Callback as Callback
     from .config import Config as Config
     from .config import load_toml as load_toml
     from .config import to_toml as to_toml
-    from .data import DataOptions as DataOptions
-    from .data import DataSet as DataSet
-    from .data import Split as Split
-    from .data import load_dataset as load_dataset
-    from .data import register_dataset as register_dataset
-    from .early_stopping import EarlyStopping as EarlyStopping
-    from .early_stopping import StopReason as StopReason
+    from .data.dataset import DataSet as DataSet
+    from .data.registry import load_dataset as load_dataset
+    from .data.registry import register_dataset as register_dataset
+    from .data.split import DataOptions as DataOptions
+    from .data.split import Split as Split
     from .errors import OverfitlabError as OverfitlabError
-    from .evaluation import Evaluation as Evaluation
-    from .evaluation import evaluate as evaluate
     from .history import History as History
-    from .models import (
-        build_cnn as build_cnn,
-    )
-    from .models import (
-        create_model as create_model,
-    )
-    from .models import (
-        list_models as list_models,
-    )
-    from .models import (
-        register_model as register_model,
-    )
-    from .regularizers import (
-        apply_max_norm as apply_max_norm,
-    )
-    from .regularizers import (
-        l1_penalty as l1_penalty,
-    )
-    from .regularizers import (
-        l2_penalty as l2_penalty,
-    )
-    from .regularizers import (
-        param_groups as param_groups,
-    )
-    from .run import RunResult as RunResult
-    from .run import Standardized as Standardized
-    from .run import load_model as load_model
-    from .run import resume as resume
-    from .run import train as train
-    from .summary import ModelSummary as ModelSummary
-    from .summary import summarize as summarize
-    from .trainer import Trainer as Trainer
+    from .models.cnn import build_cnn as build_cnn
+    from .models.factory import create_model as create_model
+    from .models.registry import list_models as list_models
+    from .models.registry import register_model as register_model
+    from .models.summary import ModelSummary as ModelSummary
+    from .models.summary import summarize as summarize
+    from .runs.checkpoint import Standardized as Standardized
+    from .runs.checkpoint import load_model as load_model
+    from .runs.evaluation import Evaluation as Evaluation
+    from .runs.evaluation import evaluate as evaluate
+    from .runs.result import RunResult as RunResult
+    from .runs.train import resume as resume
+    from .runs.train import train as train
+    from .training.callbacks import Callback as Callback
+    from .training.early_stopping import EarlyStopping as EarlyStopping
+    from .training.early_stopping import StopReason as StopReason
+    from .training.regularizers import apply_max_norm as apply_max_norm
+    from .training.regularizers import l1_penalty as l1_penalty
+    from .training.regularizers import l2_penalty as l2_penalty
+    from .training.regularizers import param_groups as param_groups
+    from .training.trainer import Trainer as Trainer

@@ -214,8 +214,9 @@ def _fraction(name: str, value: float | None, closed: bool) -> None:
 
 def validate(config: Config) -> Config:
     """Check every value; raise OverfitlabError naming the field and the fix."""
-    from .data import check_dataset_name  # late: data imports config's constants
-    from .factories import check_reference
+    # start-up: torch only once a Config is validated
+    from .data.registry import check_dataset_name
+    from .models.factory import check_reference
 
     check_dataset_name(config.dataset)
     check_reference(config.model)

@@ -1,17 +1,4 @@
-"""How sure are we? Means over seeds, 95% t-intervals, and remedies paired against the baseline.
-
-Every function here takes plain run rows (dicts with the index's keys:
-``variant``, ``seed``, ``grid_value``, ``status``, ``peak_valid_acc`` ...) or
-Histories, and returns plain numbers: the report and the pictures only format
-them.
-
-Seeds are few (3 to 10), so intervals use Student's t, never the normal
-approximation: with n = 3 the 97.5% quantile is 4.30, not 1.96. A remedy is
-compared with the baseline run for run on the same seed (and grid value): the
-seed fixes the data subset, the initial weights and the batch order, so the
-paired differences cancel much of the seed-to-seed noise a two-sample test
-would carry.
-"""
+"""x"""
 
 from __future__ import annotations
 
@@ -22,11 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-
-# Student's t from scipy.special: scipy.stats would add about a second to every report's start.
 from scipy.special import stdtr, stdtrit
-
-from .history import History
 
 CONFIDENCE = 0.95
 # Proportions at exactly 0 or 1 (a train accuracy of 1.0) have no logit: they are taken as
@@ -446,57 +429,6 @@ def rank_by_gap(comparisons: Mapping[str, Mapping[str, Comparison]], metric: str
         return (0, -reduction) if math.isfinite(reduction) else (1, 0.0)
 
     return sorted(comparisons, key=key)
-
-
-# --------------------------------------------------------------------------- curves over seeds
-@dataclass(frozen=True)
-class Curve:
-    """A history column averaged over seeds, epoch by epoch.
-
-    Runs that stopped early drop out: at each epoch the mean is over the runs
-    still training then, and ``n`` says how many those are.
-    """
-
-    epochs: np.ndarray
-    mean: np.ndarray
-    std: np.ndarray  # NaN where fewer than two runs remain
-    n: np.ndarray
-
-
-def mean_curve(histories: Sequence[History], column: str) -> Curve:
-    by_epoch: dict[int, list[float]] = {}
-    for history in histories:
-        for record in history.epochs:
-            value = record.get(column)
-            if isinstance(value, (int, float)) and math.isfinite(value):
-                by_epoch.setdefault(int(record["epoch"]), []).append(float(value))
-    epochs = sorted(by_epoch)
-    means, stds, counts = [], [], []
-    for epoch in epochs:
-        values = np.asarray(by_epoch[epoch])
-        means.append(values.mean())
-        stds.append(values.std(ddof=1) if len(values) > 1 else math.nan)
-        counts.append(len(values))
-    return Curve(
-        np.asarray(epochs, dtype=int),
-        np.asarray(means, dtype=float),
-        np.asarray(stds, dtype=float),
-        np.asarray(counts, dtype=int),
-    )
-
-
-def curves_by_group(
-    rows: Iterable[Row],
-    histories: Mapping[str, History],
-    columns: Sequence[str] = ("train_loss", "valid_loss", "train_acc", "valid_acc"),
-) -> dict[GroupKey, dict[str, Curve]]:
-    """Mean curves per (variant, grid value) over the completed runs that have a history."""
-    out: dict[GroupKey, dict[str, Curve]] = {}
-    for key, runs in group_runs(completed(rows)).items():
-        found = [histories[r["run_id"]] for r in runs if r["run_id"] in histories]
-        if found:
-            out[key] = {column: mean_curve(found, column) for column in columns}
-    return out
 
 
 def format_p(p_value: float | None) -> str:

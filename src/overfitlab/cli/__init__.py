@@ -10,8 +10,8 @@ from __future__ import annotations
 import os
 import sys
 
-from .. import __version__
 from ..errors import OverfitlabError
+from ..version import __version__
 from . import diagnose, evaluate, report, runs, study, summary, train
 from ._common import OneLineParser
 
@@ -33,6 +33,7 @@ def build_parser() -> OneLineParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # start-up: loaded for this command only (torch, matplotlib, scipy)
     from ..environment import keep_freed_memory
 
     keep_freed_memory()  # this process is the command's: tune its allocator for training

@@ -16,7 +16,8 @@ if TYPE_CHECKING:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..diagnose import diagnose
+    # start-up: loaded for this command only (torch, matplotlib, scipy)
+    from ..diagnosis.battery import diagnose
 
     shown = not args.quiet and sys.stderr.isatty()
     started = time.monotonic()

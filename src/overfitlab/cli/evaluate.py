@@ -11,7 +11,8 @@ if TYPE_CHECKING:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..evaluation import evaluate
+    # start-up: loaded for this command only (torch, matplotlib, scipy)
+    from ..runs.evaluation import evaluate
 
     result = evaluate(
         args.run_dir,

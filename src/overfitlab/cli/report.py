@@ -14,7 +14,8 @@ if TYPE_CHECKING:
 
 def study_of(text: str, runs_dir: str) -> tuple[str, str]:
     """(runs folder, study name) from a study's name or its folder (the path `study` prints)."""
-    from ..index import STUDY_JSON
+    # start-up: loaded for this command only (torch, matplotlib, scipy)
+    from ..studies.index import STUDY_JSON
 
     path = Path(text)
     if (path / STUDY_JSON).is_file():
@@ -28,7 +29,8 @@ def study_of(text: str, runs_dir: str) -> tuple[str, str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..report import write_report  # scipy and matplotlib load only for this command
+    # start-up: loaded for this command only (torch, matplotlib, scipy)
+    from ..studies.report import write_report
 
     runs_dir, study = study_of(args.study, args.runs_dir)
     path = write_report(runs_dir, study, args.out)

@@ -9,9 +9,9 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import OverfitlabError, did_you_mean
 from ..history import History
-from ..index import INDEX, RUN_COLUMNS, RunIndex, rebuild_index
 from ..metrics import SHORT_LABELS
 from ..store import HISTORY_JSON, atomic_write, check_writable
+from ..studies.index import INDEX, RUN_COLUMNS, RunIndex, rebuild_index
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -152,7 +152,8 @@ def show_run(args: argparse.Namespace) -> int:
 
 def compare_figure(histories: dict[str, History]) -> Figure:
     """Loss and accuracy of several runs: a colour per run, train dashed, valid solid."""
-    from ..plots import TRAIN_STYLE, VALID_STYLE, integer_epochs, new_figure
+    # start-up: loaded for this command only (torch, matplotlib, scipy)
+    from ..viz.plots import TRAIN_STYLE, VALID_STYLE, integer_epochs, new_figure
 
     fig, axes = new_figure(1, 2, figsize=(11, 4))
     for ax, metric, label in zip(axes, ("loss", "acc"), ("cross-entropy loss", "accuracy"), strict=True):
@@ -203,7 +204,8 @@ def compare_runs(args: argparse.Namespace) -> int:
         body += [[f"config.{k}"] + [text(c.get(k)) for c in configs] for k in differing]
         print(render_table(head, body), end="")
     if args.plot:
-        from ..plots import figure_png
+        # start-up: loaded for this command only (torch, matplotlib, scipy)
+        from ..viz.plots import figure_png
 
         histories = {row["run_id"]: load_history(row) for row in rows}
         atomic_write(args.plot, figure_png(compare_figure(histories)))

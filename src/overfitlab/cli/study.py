@@ -7,11 +7,14 @@ import json
 import sys
 from typing import TYPE_CHECKING, Any
 
-from ..backends import BACKENDS, RAY_CONNECT_TIMEOUT, start_worker_server
 from ..config import flatten_toml, parse_model_arg, read_toml
 from ..errors import OverfitlabError
 from ..metrics import SHORT_LABELS
-from ..study import DEFAULT_SEEDS, PRESETS, TABLE_METRICS, StudyResult, load_spec, preset, run_study
+from ..studies.backends import BACKENDS, RAY_CONNECT_TIMEOUT, start_worker_server
+from ..studies.loop import run_study
+from ..studies.presets import PRESETS, preset
+from ..studies.result import TABLE_METRICS, StudyResult
+from ..studies.spec import DEFAULT_SEEDS, load_spec
 from ._common import add_config_flags, add_output_flags
 
 if TYPE_CHECKING:

@@ -41,8 +41,10 @@ def input_of(args: argparse.Namespace) -> tuple[tuple[int, int, int], int]:
         if args.dataset in DATASET_SHAPES:  # known without loading it
             shape, classes = DATASET_SHAPES[args.dataset]
             return shape, args.classes or classes
+        # start-up: loaded for this command only (torch, matplotlib, scipy)
         from ..config import parse_image_size
-        from ..data import DataOptions, load_dataset
+        from ..data.registry import load_dataset
+        from ..data.split import DataOptions
 
         size = parse_image_size(args.image_size) if args.image_size else None
         data = load_dataset(args.dataset, options=DataOptions(args.data_dir, False, args.channels, size))
@@ -51,9 +53,11 @@ def input_of(args: argparse.Namespace) -> tuple[tuple[int, int, int], int]:
 
 
 def run(args: argparse.Namespace) -> int:
+    # start-up: loaded for this command only (torch, matplotlib, scipy)
     from ..config import parse_model_arg
-    from ..models import PRESETS, list_models, model_spec
-    from ..summary import compare_heads, summarize
+    from ..models.cnn import PRESETS, model_spec
+    from ..models.registry import list_models
+    from ..models.summary import compare_heads, summarize
 
     if args.list or not args.model:
         for name in list_models():

@@ -14,8 +14,8 @@ from ..store import CONFIG, LAST, SUMMARY_JSON, new_run_dir, removed_on_failure
 from ._common import add_config_flags, add_output_flags, config_from_args
 
 if TYPE_CHECKING:  # the command line starts without torch
-    from ..run import RunResult
-    from ..tracking import Tracker
+    from ..runs.result import RunResult
+    from ..runs.tracking import Tracker
     from ._common import SubParsers
 
 
@@ -27,8 +27,10 @@ def recipe_flags(args: argparse.Namespace) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..progress import EpochProgress
-    from ..run import resume, summary_text, train
+    # start-up: loaded for this command only (torch, matplotlib, scipy)
+    from ..runs.result import summary_text
+    from ..runs.train import resume, train
+    from ..training.progress import EpochProgress
 
     if args.resume:
         run_dir = Path(args.resume)
@@ -65,7 +67,8 @@ def run(args: argparse.Namespace) -> int:
     track = bool(args.mlflow or mlflow_uri)
     tracker = tracker_for(runs_dir, mlflow_uri) if track and mlflow_uri else None
     if track:
-        from ..tracking import require_mlflow
+        # start-up: loaded for this command only (torch, matplotlib, scipy)
+        from ..runs.tracking import require_mlflow
 
         require_mlflow()
     try:
@@ -88,7 +91,8 @@ def run(args: argparse.Namespace) -> int:
 
 def tracker_for(runs_dir: Path, uri: str | None) -> Tracker:
     """The MLflow store, opened before training: a missing extra or a bad URI fails now."""
-    from ..tracking import Tracker
+    # start-up: loaded for this command only (torch, matplotlib, scipy)
+    from ..runs.tracking import Tracker
 
     return Tracker.for_runs(runs_dir, uri)
 
@@ -96,7 +100,8 @@ def tracker_for(runs_dir: Path, uri: str | None) -> Tracker:
 def check_index(runs_dir: Path) -> None:
     """Open the index of the runs folder if there is one: a corrupt or unwritable index is an
     error now, while nothing is trained yet."""
-    from ..index import INDEX, RunIndex
+    # start-up: loaded for this command only (torch, matplotlib, scipy)
+    from ..studies.index import INDEX, RunIndex
 
     if (runs_dir / INDEX).exists():
         RunIndex(runs_dir / INDEX).close()
@@ -106,7 +111,8 @@ def record_in_index(run_dir: Path) -> str | None:
     """Enter the run in its runs folder's index (the folder it was created in); a study's
     run resumed by hand stays the study's business. Returns what went wrong, if anything:
     the run itself is saved in its folder whatever happens to the index."""
-    from ..index import INDEX, STUDY_JSON, RunIndex, single_run_record
+    # start-up: loaded for this command only (torch, matplotlib, scipy)
+    from ..studies.index import INDEX, STUDY_JSON, RunIndex, single_run_record
 
     runs_dir = run_dir.resolve().parent
     if not (run_dir / SUMMARY_JSON).is_file() or (runs_dir / STUDY_JSON).exists():

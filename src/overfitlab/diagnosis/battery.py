@@ -1,0 +1,207 @@
+"""``diagnose``: the battery that runs every part within a budget and writes the diagnosis."""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from .. import stats, store
+from ..config import Config, apply_overrides
+from ..data.dataset import DataSet
+from ..data.registry import load_dataset
+from ..errors import OverfitlabError
+from ..history import History
+from ..models.factory import ARCHITECTURE_OPTIONS
+from ..runs.build import data_options
+from ..runs.train import train
+from ..studies.loop import run_study
+from ..studies.presets import ALL_REMEDIES, REMEDIES, REMEDIES_BASE
+from ..studies.spec import make_spec
+from .analyses import _recommended, measure_overfitting, noisy_labels, remedy_family
+from .experiments import (
+    _out_of_fold_saved,
+    _subset,
+    _test_accuracy,
+    carve_test,
+    learning_curve,
+    memorised_images,
+    random_labels,
+)
+from .report import write_report
+from .results import BUDGETS, DIAGNOSIS_JSON, OUT_OF_FOLD, REPORT, Budget, Diagnosis, Interval, Remedies
+from .verdict import verdict
+
+
+def check_budget(config: Config, data: DataSet, budget: Budget) -> int:
+    """The largest training size; one line when the smallest size cannot train."""
+    largest = config.train_size or len(data.train)
+    if largest > len(data.train):
+        raise OverfitlabError(
+            f"train size {largest} is larger than the {len(data.train)} training images the battery "
+            f"has (its test split held out): pass --train-size {len(data.train)} or less"
+        )
+    smallest = int(largest * min(budget.sizes))
+    minimum = max(2 * config.batch_size, 2 * data.classes)
+    if smallest < minimum:
+        raise OverfitlabError(
+            f"the learning curve's smallest size, {smallest} images ({min(budget.sizes):.0%} of {largest}), "
+            f"is under {minimum} (two batches of {config.batch_size}): pass a larger --train-size "
+            f"(at least {math.ceil(minimum / min(budget.sizes))}) or a smaller --batch-size"
+        )
+    return largest
+
+
+def plan_variants(config: Config, budget: Budget, largest: int) -> list[tuple[str, dict[str, Any]]]:
+
+    variants: list[tuple[str, dict[str, Any]]] = [("baseline", {})]
+    variants += [
+        (f"size-{int(largest * f)}", {"train_size": int(largest * f)}) for f in budget.sizes if f < 1
+    ]
+    variants += [(f"noise-{round(p * 100)}", {"label_noise": p}) for p in budget.noise]
+    variants += [(name, overrides) for name, overrides in REMEDIES if name not in ("baseline", "more-data")]
+    variants.append(("all-remedies", dict(ALL_REMEDIES)))
+    return variants
+
+
+def diagnose(
+    overrides: Mapping[str, Any] | None = None,
+    runs_dir: str | os.PathLike[str] = "runs",
+    name: str | None = None,
+    budget: str = "standard",
+    backend: str = "local",
+    workers: int | None = None,
+    resume: bool = False,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> Diagnosis:
+    """Run the battery on the recipe (the remedies preset's baseline with ``overrides``) into
+    ``runs_dir/name``: its study, diagnosis.json and diagnosis.html."""
+
+    if budget not in BUDGETS:
+        raise OverfitlabError(f"unknown budget {budget!r}: choose one of {', '.join(BUDGETS)}")
+    plan = BUDGETS[budget]
+    started = time.perf_counter()
+    base = {**REMEDIES_BASE, **(overrides or {})}
+    if "dataset" in (overrides or {}) and "train_size" not in (overrides or {}):
+        # The preset's 300 images make the digits over-fit; a data set of one's own is diagnosed
+        # on all of its training images unless --train-size says otherwise.
+        base.pop("train_size")
+    if "model" in (overrides or {}) and overrides and overrides["model"] != REMEDIES_BASE["model"]:
+        base = {k: v for k, v in base.items() if k not in ARCHITECTURE_OPTIONS or k in overrides}
+    config = apply_overrides(Config(), base, "the diagnosed recipe")
+
+    full = load_dataset(config.dataset, options=data_options(config))
+    data, test, test_source = carve_test(full)
+    largest = check_budget(config, data, plan)
+    name = store.check_name(name or store.generated_name("diagnosis"))
+    folder = Path(runs_dir) / name
+    if resume:
+        saved = folder / "recipe.json"
+        if not saved.is_file():
+            raise OverfitlabError(f"no diagnosis {name} in {runs_dir} to resume: pass its name")
+        before = store.read_json(saved)
+        if before != {"recipe": base, "budget": budget}:
+            raise OverfitlabError(
+                f"diagnosis {name} was run with another recipe or budget: resume it without flags, "
+                "or start a new one with --name"
+            )
+    elif folder.exists():
+        raise OverfitlabError(f"{folder} already exists: pass --resume {name}, or another --name")
+    spec = make_spec(base, plan_variants(config, plan, largest), plan.seeds, name=name, where="the diagnosis")
+    with store.removed_on_failure(folder, keep=lambda: (folder / "recipe.json").is_file()):
+        store.ensure_folder(folder, "diagnosis folder", "--runs-dir")
+        store.write_json(folder / "recipe.json", {"recipe": base, "budget": budget})
+    total = len(spec.variants) * plan.seeds + 1 + plan.folds
+
+    def tell(part: str, done: int) -> None:
+        if progress is not None:
+            progress(part, done, total)
+
+    counter = {"done": 0}
+
+    def on_run(row: dict[str, Any], done: int, all_runs: int) -> None:
+        counter["done"] = done
+        tell("runs of parts 1, 2, 4 and 6 (baseline, sizes, noisy labels, remedies)", done)
+
+    study = run_study(
+        spec,
+        folder,
+        "study",
+        backend=backend,
+        workers=workers,
+        resume=resume and (folder / "study" / "study.json").is_file(),
+        progress=on_run,
+        data=data,
+    )
+    by_variant: dict[str, list[dict[str, Any]]] = {}
+    for row in study.runs:
+        if row["status"] == "complete":
+            by_variant.setdefault(row["variant"], []).append(row)
+
+    def histories(variant: str) -> list[History]:
+        return [
+            History.from_dict(store.read_json(Path(r["run_dir"]) / store.HISTORY_JSON))
+            for r in by_variant.get(variant, [])
+        ]
+
+    if not by_variant.get("baseline"):
+        raise OverfitlabError(
+            f"no baseline run completed in {folder / 'study'}: see its report for the errors"
+        )
+    overfitting = measure_overfitting(histories("baseline"))
+    sized = sorted({int(largest * f) for f in plan.sizes})
+
+    def finals(variant: str, key: str) -> list[float]:
+        return [float(r[key]) for r in by_variant.get(variant, []) if r.get(key) is not None]
+
+    size_variant = {
+        int(largest * f): (f"size-{int(largest * f)}" if f < 1 else "baseline") for f in plan.sizes
+    }
+    curve = learning_curve(
+        sized,
+        [finals(size_variant[s], "final_valid_acc") for s in sized],
+        [finals(size_variant[s], "final_train_acc") for s in sized],
+    )
+    tell("part 3: random labels", counter["done"] + 1)
+    subset = _subset(data, config)  # parts 3 and 5 train on the recipe's training subset
+    memorised = random_labels(config, subset, folder, train)
+    noise = tuple(noisy_labels(p, histories(f"noise-{round(p * 100)}")) for p in plan.noise)
+    tell("part 5: out-of-fold predictions", counter["done"] + 2)
+    probabilities, labels = _out_of_fold_saved(config, subset, plan.folds, train, folder / OUT_OF_FOLD)
+    gallery = memorised_images(subset.train.images, probabilities, labels, plan.gallery)
+
+    # The remedies are one family for Holm's adjustment; the sizes and noise levels are not remedies.
+    family = remedy_family([v.name for v in spec.variants], study.left_out)
+    remedy_rows = [r for r in study.runs if r["variant"] in family]
+    table = stats.comparisons_table(remedy_rows, family)
+    recommended = _recommended(table)
+    test_of = _test_accuracy(by_variant, test, data)
+    remedies = Remedies(
+        table,
+        recommended,
+        Interval.of(test_of("baseline"), "logit"),
+        Interval.of(test_of(recommended), "logit") if recommended else None,
+        test_source,
+    )
+    names = data.class_names or tuple(str(i) for i in range(data.classes))
+    diagnosis = Diagnosis(
+        base,
+        budget,
+        overfitting,
+        curve,
+        memorised,
+        noise,
+        gallery,
+        remedies,
+        time.perf_counter() - started,
+        tuple(names),
+        folder,
+    )
+    diagnosis.verdict = verdict(diagnosis)
+    store.write_json(folder / DIAGNOSIS_JSON, diagnosis.to_dict())
+
+    write_report(diagnosis, folder / REPORT)
+    return diagnosis

@@ -1,0 +1,151 @@
+"""The diagnosis as one self-contained HTML page, rendered from a Jinja2 template.
+
+Autoescaping is on: every string that comes from a user (a model reference, a class name,
+a path) is escaped; pictures are inline PNGs, so the page works offline and makes no request.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .. import stats, store
+from ..history import History
+from ..viz.html import png_base64
+from ..viz.pages import templates
+from ..viz.plots import figure_png, integer_epochs, new_figure
+from .results import BUDGETS, GAP_BOUND, RISE_BOUND
+
+if TYPE_CHECKING:
+    from .results import Diagnosis
+
+TEMPLATE = "diagnosis.html.j2"  # in overfitlab/templates/
+
+
+def _curves_png(histories: dict[str, list[float]], title: str, ylabel: str = "accuracy") -> str:
+
+    figure, axes = new_figure(figsize=(6, 3.2))
+    integer_epochs(axes)
+    for label, values in histories.items():
+        axes.plot(range(1, len(values) + 1), values, label=label)
+    axes.set_xlabel("epoch")
+    axes.set_ylabel(ylabel)
+    axes.set_title(title)
+    axes.legend(fontsize=8)
+    figure.tight_layout()
+    return png_base64(figure_png(figure, dpi=96, tight=False))
+
+
+def _sizes_png(d: Diagnosis) -> str:
+
+    c = d.learning_curve
+    figure, axes = new_figure(figsize=(6, 3.2))
+    axes.errorbar(c.sizes, [i.mean for i in c.valid_acc], fmt="o-", label="valid (final)")
+    axes.errorbar(c.sizes, [i.mean for i in c.train_acc], fmt="s--", label="train (final)")
+    if c.fit:
+        import numpy as np
+
+        xs = np.linspace(min(c.sizes), 2 * max(c.sizes), 100)
+        fit = c.fit
+        axes.plot(xs, 1 - (fit["a"] * xs ** (-fit["b"]) + fit["c"]), ":", label="power-law fit")
+    axes.set_xlabel("training images")
+    axes.set_ylabel("accuracy")
+    axes.legend(fontsize=8)
+    figure.tight_layout()
+    return png_base64(figure_png(figure, dpi=96, tight=False))
+
+
+def render(d: Diagnosis, baseline_curves: dict[str, list[float]]) -> str:
+    env = templates()
+    o = d.overfitting
+
+    remedies = []
+    for r in d.remedies.table["remedies"]:
+        acc = r["differences"].get(stats.HEADLINE_METRIC) or {}
+        gap = r["differences"].get(stats.GAP_METRIC) or {}
+        remedies.append(
+            {
+                "variant": r["variant"],
+                "acc": f"{_f(acc.get('mean'))} [{_f(acc.get('low'))}, {_f(acc.get('high'))}]",
+                "p": stats.format_p(acc.get("p_adjusted")),
+                "gap": _f(gap.get("mean")),
+                "verdict": r["verdict"],
+            }
+        )
+
+    def seeds(it: Any) -> str:  # epochs as the whole numbers they are
+        return ", ".join(f"{v:.0f}" if float(v).is_integer() else f"{v:.3f}" for v in it.values)
+
+    part1 = [
+        ("final train accuracy", o.train_acc),
+        ("final valid accuracy", o.valid_acc),
+        ("gap at the best epoch (train − valid acc)", o.gap_best),
+        ("gap at the last epoch", o.gap_last),
+        ("valid loss rise, last epoch over lowest", o.loss_rise),
+        ("epoch of the lowest valid loss", o.turn_epoch),
+        ("epoch after which valid loss stays above its minimum", o.stays_above_epoch),
+    ]
+    return env.get_template(TEMPLATE).render(
+        recipe=d.recipe,
+        verdict=d.verdict,
+        budget=d.budget,
+        wall_seconds=d.wall_seconds,
+        part1=[(text, {"text": it.text(), "seeds": seeds(it)}) for text, it in part1],
+        overfitting=o,
+        gap_bound=_f(GAP_BOUND),
+        rise_bound=f"{RISE_BOUND:.0%}",
+        curve=d.learning_curve,
+        part2=[
+            (s, t.text(), v.text())
+            for s, t, v in zip(
+                d.learning_curve.sizes, d.learning_curve.train_acc, d.learning_curve.valid_acc, strict=True
+            )
+        ],
+        memorisation=d.memorisation,
+        noisy=[
+            {
+                "fraction": n.fraction,
+                "best": n.best_epoch_acc.text(),
+                "last": n.last_epoch_acc.text(),
+                "saved": n.saved.text(),
+            }
+            for n in d.noisy_labels
+        ],
+        gallery=d.gallery,
+        folds=BUDGETS[d.budget].folds,
+        names=list(d.class_names),
+        remedies=remedies,
+        baseline_test=d.remedies.baseline_test.text(),
+        test_split=d.remedies.test_split or "held out before anything trained",
+        recommended=d.remedies.recommended,
+        recommended_test=d.remedies.recommended_test.text() if d.remedies.recommended_test else "",
+        pictures={
+            "baseline": _curves_png(baseline_curves, "baseline (mean over seeds)"),
+            "sizes": _sizes_png(d),
+            "random": _curves_png(
+                {
+                    "train (random labels)": list(d.memorisation.train_acc),
+                    "valid": list(d.memorisation.valid_acc),
+                },
+                "random labels",
+            ),
+        },
+    )
+
+
+def _f(value: float | None) -> str:
+    return "–" if value is None or not math.isfinite(value) else stats.fmt(value)
+
+
+def write_report(d: Diagnosis, path: Path) -> None:
+
+    curves: dict[str, list[float]] = {}
+    study = path.parent / "study"
+    histories = [
+        History.from_dict(store.read_json(h)) for h in sorted(study.glob("baseline-s*/history.json"))
+    ]
+    for column in ("train_acc", "valid_acc"):
+        length = min(len(h.epochs) for h in histories)
+        curves[column] = [sum(h.epochs[i][column] for h in histories) / len(histories) for i in range(length)]
+    store.atomic_write(path, render(d, curves))

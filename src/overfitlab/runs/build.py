@@ -1,0 +1,216 @@
+"""A run's parts built from its Config: resolved recipe, model, optimizer, early stopping, data, loss."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..config import Config, parse_image_size
+from ..data.batches import Scaling, prepare
+from ..data.dataset import DataSet
+from ..data.registry import load_dataset
+from ..data.split import DataOptions
+from ..errors import OverfitlabError
+from ..models.cnn import PRESETS
+from ..models.factory import (
+    ARCHITECTURE_OPTIONS,
+    BuiltModel,
+    accepted_keywords,
+    canonical,
+    factory_of,
+    keyword_defaults,
+    kind_of,
+)
+from ..models.factory import build_model as build_from_reference
+from ..training.callbacks import Callback
+from ..training.early_stopping import EarlyStopping
+from ..training.flat_adam import FlatAdam
+from ..training.progress import EpochProgress, in_notebook
+from ..training.regularizers import param_groups
+from ..training.trainer import LossFn
+
+
+def memory_format_for(config: Config, device: torch.device, own: bool = True) -> torch.memory_format:
+    if config.memory_format == "channels_last":
+        return torch.channels_last
+    if config.memory_format == "contiguous":
+        return torch.contiguous_format
+    # auto: channels_last on CPU for every preset and data set, 8×8 digits included:
+    # oneDNN's pooling and batch norm are 1.5-5× faster in it and masks do not depend
+    # on it (measured in benchmarks/). Elsewhere, and for models overfitlab did not build
+    # (where it was not measured), torch's default layout.
+    return torch.channels_last if device.type == "cpu" and own else torch.contiguous_format
+
+
+# --------------------------------------------------------------------------- building blocks
+def architecture(config: Config) -> dict[str, Any]:
+    """The CNN options the config sets (None: the factory's default)."""
+    return {k: getattr(config, k) for k in ARCHITECTURE_OPTIONS if getattr(config, k) is not None}
+
+
+def build_model(config: Config, image_shape: tuple[int, int, int], classes: int) -> BuiltModel:
+    """The config's model, by reference (``overfitlab.factories``), for this input and classes."""
+    return build_from_reference(
+        config.model,
+        image_shape,
+        classes,
+        config.model_args,
+        remedies=architecture(config),
+        dropout_impl=config.dropout_impl,
+    )
+
+
+def resolved(config: Config) -> Config:
+    """The config made explicit for config.toml: the model reference canonical (a file made
+    absolute), and the factory's defaults for the CNN options and arguments it declares."""
+    ref = canonical(config.model)
+    defaults = keyword_defaults(ref)
+    changes: dict[str, Any] = {
+        k: defaults[k] for k in ARCHITECTURE_OPTIONS if getattr(config, k) is None and k in defaults
+    }
+    saved = {
+        k: v
+        for k, v in defaults.items()
+        if k not in ARCHITECTURE_OPTIONS and k != "dropout_impl" and _tomlable(v)
+    }
+    if ref not in PRESETS:  # the presets' keywords are the CNN options above
+        changes["model_args"] = {**saved, **config.model_args}
+    return config.replace(model=ref, dataset=absolute_dataset(config.dataset), **changes)
+
+
+def absolute_dataset(name: str) -> str:
+    """``folder:PATH`` and ``arrays:FILE`` with the path made absolute: a study's worker, or a
+    resumed run started elsewhere, reads the same files."""
+    for prefix in ("folder:", "arrays:"):
+        if name.startswith(prefix):
+            return prefix + str(Path(name[len(prefix) :]).expanduser().resolve())
+    return name
+
+
+def model_refusal(config: Config) -> str | None:
+    """Why the config's model cannot take its CNN options (None: it can), as a study says it.
+    A factory's signature answers without building; a model that would get --dropout through
+    its nn.Dropout layers is built once, on the data set's shape, to see that it has some."""
+
+    options = architecture(config)
+    if not options or config.model in PRESETS:
+        return None
+    # torchvision's and timm's builders take **kwargs but pass none of these options on.
+    library = kind_of(config.model) in ("torchvision", "timm")
+    accepted = frozenset() if library else accepted_keywords(factory_of(config.model))
+    if accepted is None:
+        return None
+    missing = [k for k in options if k not in accepted and k != "dropout"]
+    if missing:
+        return (
+            f"model {config.model} takes no {', '.join(missing)} keyword (the variant sets "
+            f"{', '.join('--' + k.replace('_', '-') for k in missing)})"
+        )
+    if "dropout" in options and "dropout" not in accepted:
+        data = load_dataset(config.dataset, options=data_options(config))
+        try:
+            build_model(config, data.image_shape, data.classes)
+        except OverfitlabError as err:
+            return str(err)
+    return None
+
+
+def _tomlable(value: Any) -> bool:
+    if isinstance(value, (list, tuple)):
+        return all(_tomlable(v) for v in value)
+    return isinstance(value, (bool, int, float, str))
+
+
+def data_options(config: Config) -> DataOptions:
+    size = parse_image_size(config.image_size) if config.image_size else None
+    return DataOptions(
+        config.data_dir, config.download, config.channels, size, config.valid_fraction, config.cache
+    )
+
+
+def build_optimizer(config: Config, model: nn.Module) -> torch.optim.Optimizer:
+    """The config's optimizer over the model's decay and no-decay groups; Adam on CPU is
+    FlatAdam, torch's numbers for any model (a parameter without a gradient is skipped)."""
+    groups = param_groups(model, config.weight_decay, include_all=config.penalize_all)
+    cpu = all(p.device.type == "cpu" for p in model.parameters())
+    return optimizer_for(config, groups, flat=cpu)
+
+
+def optimizer_for(config: Config, groups: list[dict[str, Any]], flat: bool) -> torch.optim.Optimizer:
+    """The config's optimizer over these parameter groups; with ``flat``, Adam is FlatAdam."""
+    # foreach: one multi-tensor kernel per operation instead of a Python loop over the
+    # parameters; on CPU FlatAdam goes further, one call per group; both bit for bit the
+    # plain loop's updates. fused=True is faster than foreach but its numbers differ.
+    if config.optimizer in ("adam", "adamw"):
+        decoupled = config.optimizer == "adamw"
+        if flat:
+            return FlatAdam(groups, lr=config.lr, decoupled_weight_decay=decoupled)
+        optimizer = torch.optim.AdamW if decoupled else torch.optim.Adam
+        return optimizer(groups, lr=config.lr, foreach=True)
+    if config.nesterov and config.momentum == 0:
+        raise OverfitlabError("--nesterov needs --momentum > 0")
+    return torch.optim.SGD(
+        groups, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov, foreach=True
+    )
+
+
+def build_early_stopping(config: Config) -> EarlyStopping | None:
+    if not config.early_stopping:
+        return None
+    return EarlyStopping(
+        monitor=config.monitor,
+        mode=config.mode,
+        patience=config.patience,
+        min_delta=config.min_delta,
+        min_delta_mode=config.min_delta_mode,
+        baseline=config.baseline,
+        start_from_epoch=config.start_from_epoch,
+        restore_best=config.restore_best,
+        check_finite=config.check_finite,
+        stopping_threshold=config.stopping_threshold,
+        divergence_threshold=config.divergence_threshold,
+    )
+
+
+def load_data(config: Config, data: DataSet | None = None) -> DataSet:
+    """The run's data: ``data`` when given (the Python API), else the config's data set;
+    then the training subset and label noise, seeded."""
+    dataset = data if data is not None else load_dataset(config.dataset, options=data_options(config))
+    return prepare(dataset, config.train_size, config.label_noise, config.seed)
+
+
+def model_meta(config: Config, built: BuiltModel, data: DataSet, scaling: Scaling) -> dict[str, Any]:
+    """What a checkpoint needs to rebuild the model and feed it as in training (format 2)."""
+    return {
+        "model": config.model,
+        "model_args": dict(built.arguments),
+        "image_shape": list(data.image_shape),
+        "classes": data.classes,
+        "class_names": list(data.class_names) if data.class_names is not None else None,
+        "scaling": {"mean": scaling.mean, "std": scaling.std},
+        "notes": list(built.notes),
+    }
+
+
+def loss_function(label_smoothing: float) -> LossFn:
+    def loss_fn(outputs: torch.Tensor, labels: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+        return F.cross_entropy(outputs, labels, label_smoothing=label_smoothing, reduction=reduction)
+
+    return loss_fn
+
+
+def live_callbacks(config: Config, live: bool) -> list[Callback]:
+    """What ``live=True`` adds: curves in a notebook, a progress bar elsewhere."""
+    if not live:
+        return []
+
+    if in_notebook():
+        # start-up: IPython and matplotlib only in a notebook
+        from ..training.live import LiveCurves
+
+        return [LiveCurves()]
+    return [EpochProgress(config.epochs)]

@@ -1,0 +1,450 @@
+"""x"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+import shlex
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .. import store
+from ..config import from_dict
+from ..environment import resolve_device
+from ..errors import Interrupted, OverfitlabError
+from ..version import __version__
+from . import backends
+from .index import STUDY_JSON, RunIndex, planned_record, run_record, study_record
+from .progress import _progress
+from .result import StudyResult, variant_table
+from .spec import (
+    StudySpec,
+    expand,
+    grid_token,
+)
+from .worker import (
+    data_key,
+    execute_shipped,
+    execute_task,
+    land,
+    message_of,
+    now,
+    ship,
+    to_store,
+)
+
+if TYPE_CHECKING:
+    from ..data.dataset import DataSet
+
+
+DATA_FOLDER = "data"  # in a study folder: the DataSet given to run_study, as .npy files
+
+
+def stacked_groups(plans: Sequence[Mapping[str, Any]], todo: Sequence[int]) -> list[tuple[list[int], bool]]:
+    """The runs to do as tasks, in the order of ``todo``: (the seeds of one variant and grid
+    value, True) where stacking can train that recipe (one seed left to redo is stacked
+    alone, as its siblings were), ([one run], False) for every other run."""
+    # start-up: the study's process imports torch only where it needs it
+    from ..runs.stacking import refusals
+
+    groups: dict[tuple[str, str], list[int]] = {}
+    tasks: list[tuple[list[int], bool]] = []
+    for i in todo:
+        plan = plans[i]
+        if plan.get("error") or refusals(plan["config"]):
+            tasks.append(([i], False))
+            continue
+        key = (plan["variant"], grid_token(plan["grid_value"]))
+        if key not in groups:
+            groups[key] = []
+            tasks.append((groups[key], True))
+        groups[key].append(i)
+    return tasks
+
+
+@contextlib.contextmanager
+def _study_lock(study_dir: Path, name: str) -> Iterator[None]:
+    """One process per study at a time (a resume while the study still runs would redo its runs)."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: no advisory locks; don't run one study twice at once
+        yield
+        return
+    with open(study_dir / ".lock", "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise OverfitlabError(
+                f"study {name} is running in another process: wait for it to end, or stop it, before resuming"
+            ) from None
+        yield  # the lock ends with the file, even when the process is killed
+
+
+def environment(resources: backends.Resources, device: str, versions: Mapping[str, str]) -> dict[str, Any]:
+    import numpy
+    import torch
+
+    return {
+        "overfitlab": __version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": numpy.__version__,
+        **versions,
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "cpu_cores": resources.cores,
+        "device": device,
+        "threads": resources.threads,
+        "backend": resources.backend,
+        "workers": resources.workers,
+    }
+
+
+def shipped_data(plans: Sequence[Mapping[str, Any]], todo: Sequence[int]) -> Iterator[tuple[str, DataSet]]:
+    """The data sets the runs to do read from files (all but the built-in digits, which every
+    node has with scikit-learn), each loaded once here, by ``data_key``."""
+    # start-up: the study's process imports torch only where it needs it
+    from ..data.registry import load_dataset
+    from ..runs.build import data_options
+
+    seen = set()
+    for i in todo:
+        plan = plans[i]
+        if plan.get("error"):
+            continue
+        config = from_dict(plan["config"])
+        key = data_key(config)
+        if config.dataset != "digits" and key not in seen:
+            seen.add(key)
+            yield key, load_dataset(config.dataset, options=data_options(config))
+
+
+def leave_out(plans: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
+    """The plans without the variants the model cannot take (a ``--batchnorm`` variant on a
+    factory with no batchnorm keyword), and those variants with the reason: left out and said
+    so in study.json and the report, never run to fail."""
+    # start-up: the study's process imports torch only where it needs it
+    from ..runs.build import model_refusal
+
+    reasons: dict[str, str | None] = {}
+    for plan in plans:
+        variant = plan["variant"]
+        if variant not in reasons and not plan.get("error"):
+            reasons[variant] = model_refusal(from_dict(plan["config"]))
+    left = [{"variant": v, "reason": r} for v, r in reasons.items() if r is not None]
+    refused = {entry["variant"] for entry in left}
+    return [p for p in plans if p["variant"] not in refused], left
+
+
+def _absolute_data_dir(plan: dict[str, Any]) -> dict[str, Any]:
+    """A relative data_dir made absolute: Ray workers do not run in this directory."""
+    data_dir = plan["config"].get("data_dir")
+    if data_dir and not os.path.isabs(data_dir):
+        plan["config"] = {**plan["config"], "data_dir": os.path.abspath(data_dir)}
+    return plan
+
+
+def _device_of(plans: Sequence[Mapping[str, Any]]) -> str:
+
+    name = next((p["config"].get("device") or "auto" for p in plans if not p.get("error")), "auto")
+    try:
+        return str(resolve_device(name))
+    except OverfitlabError:
+        return name
+
+
+def _write_report(runs_dir: Path, name: str) -> Path:
+    # start-up: scipy and matplotlib only for the report
+    from .report import write_report
+
+    return write_report(runs_dir, name)
+
+
+def _load_resumed(
+    study_dir: Path, name: str, spec: StudySpec | None, threads: int | None, stack_seeds: bool
+) -> tuple[dict[str, Any], StudySpec]:
+    if not (study_dir / STUDY_JSON).is_file():
+        known = sorted(p.parent.name for p in study_dir.parent.glob(f"*/{STUDY_JSON}"))
+        raise OverfitlabError(
+            f"no study {name!r} in {study_dir.parent} to resume: "
+            f"known studies are {', '.join(known) or 'none'}"
+        )
+    document = store.read_json(study_dir / STUDY_JSON)
+    stored = StudySpec.from_dict(document["spec"])
+    if spec is not None and spec.to_dict() != stored.to_dict():
+        raise OverfitlabError(
+            f"study {name} was started with another spec: resume it without a "
+            "spec, or start a new study with another --name"
+        )
+    if threads is not None and threads != document["threads"]:
+        raise OverfitlabError(
+            f"study {name} runs with {document['threads']} threads per run "
+            f"(its numbers depend on it): resume without --threads"
+        )
+    if stack_seeds and not document.get("stack_seeds"):
+        raise OverfitlabError(
+            f"study {name} trains its seeds one by one (its numbers depend on it): "
+            "resume without --stack-seeds"
+        )
+    return document, stored
+
+
+def expected_cost(plan: Mapping[str, Any]) -> float:
+    """Training images × epochs: a run's relative length, for scheduling (None = the whole set)."""
+    config = plan.get("config") or {}
+    return float(config.get("train_size") or 10**9) * float(config.get("epochs") or 1)
+
+
+def on_written_data(spec: StudySpec, study_dir: Path) -> StudySpec:
+    """The spec of a study given a DataSet in Python: every run reads the copy written into the
+    study folder (``data/``, as ``arrays:FOLDER`` reads it), when it starts and when it resumes."""
+    return spec.with_base({"dataset": f"arrays:{study_dir / DATA_FOLDER}", "data_dir": None})
+
+
+def run_study(
+    spec: StudySpec | None,
+    runs_dir: str | os.PathLike[str],
+    name: str | None = None,
+    backend: str = "serial",
+    workers: int | None = None,
+    threads: int | None = None,
+    address: str | None = None,
+    resume: bool = False,
+    progress: Callable[[dict[str, Any], int, int], None] | None = None,
+    tensorboard: bool = False,
+    report: bool = True,
+    stack_seeds: bool = False,
+    connect_timeout: float = backends.RAY_CONNECT_TIMEOUT,
+    live: bool = False,
+    mlflow: bool | str = False,
+    data: DataSet | None = None,
+) -> StudyResult:
+    """Run (or with ``resume``, finish) a study into ``runs_dir/name``; record it in the index.
+
+    ``data``, a DataSet built in Python, replaces the base recipe's data set: it is written
+    once into the study folder (``data/``, as ``arrays:FOLDER`` reads it) and every worker
+    memory-maps those files, so it is neither pickled per run nor held once per worker.
+
+    With ``live``, a notebook shows the progress in place (runs done, per variant).
+    With ``mlflow`` (True: the SQLite store in ``runs_dir``; a string: that tracking
+    URI), each run is logged to MLflow from this process as it ends, nested under a
+    parent run named after the study (``overfitlab.tracking``).
+
+    ``threads`` (torch threads per run) defaults to the base recipe's, else 1 on
+    every backend (``backends.DEFAULT_THREADS``), so the same study gives the same
+    per-run numbers on each. ``progress(row, done,
+    total)`` is called as each run ends. With ``report``, the HTML report is
+    written at the end (``overfitlab.report``). ``spec`` may be None when resuming.
+    With ``stack_seeds``, the seeds of each variant that stacking can train are
+    trained at once (``overfitlab.stacking``: for GPUs; numbers equal up to
+    rounding); a resumed study keeps the choice it was started with.
+    """
+    runs_dir = store.check_writable(Path(runs_dir).resolve(), "runs folder", "--runs-dir")
+    if resume:
+        if not name:
+            raise OverfitlabError("resuming needs the study's name: pass --resume NAME")
+        study_dir = runs_dir / store.check_name(name)
+        if data is not None and spec is not None:  # as it was started: on the data written into it
+            spec = on_written_data(spec, study_dir)
+        document, spec = _load_resumed(study_dir, name, spec, threads, stack_seeds)
+        threads, plans = document["threads"], document["runs"]
+        left_out: list[dict[str, str]] | None = document.get("left_out") or []
+        stack_seeds = bool(document.get("stack_seeds"))
+    else:
+        if spec is None:
+            raise OverfitlabError("a study needs a spec: pass SPEC.toml or --preset")
+        name = store.check_name(name or store.generated_name(spec.name or "study"))
+        study_dir = runs_dir / name
+        if study_dir.exists() and any(study_dir.iterdir()):
+            raise OverfitlabError(
+                f"study folder {study_dir} already exists: pass --resume {name} "
+                "to finish it, or another --name"
+            )
+        document = None
+        # Threads are fixed before the plans: each run's config carries them.
+        threads = backends.resources(
+            backend, workers, threads or spec.base.get("threads"), address=address
+        ).threads
+        if data is not None:
+            spec = on_written_data(spec, study_dir)
+        plans = [_absolute_data_dir(p.to_dict()) for p in expand(spec, threads=threads)]
+        left_out = None
+    if tensorboard and stack_seeds:
+        raise OverfitlabError("stacked seeds cannot log to TensorBoard: drop --stack-seeds or --tensorboard")
+    if tensorboard:
+        # optional: the tensorboard extra
+        from ..training.tensorboard import require_tensorboard
+
+        require_tensorboard()
+    progress = _progress(progress, plans, name, runs_dir, live, mlflow)
+    # A study that fails before it starts (no Ray cluster, a bad backend) leaves no folder;
+    # once study.json is written it is a study that `--resume` can finish.
+    with store.removed_on_failure(study_dir, keep=lambda: (study_dir / STUDY_JSON).exists()):
+        store.ensure_folder(study_dir, "study folder", "--runs-dir")
+        if data is not None and not resume:
+            # start-up: the study's process imports torch only where it needs it
+            from ..data.dataset import save_arrays
+
+            save_arrays(data, study_dir / DATA_FOLDER)
+        if left_out is None:  # the model is built here if need be: the data are in place
+            plans, left_out = leave_out(plans)
+        index = RunIndex.of(runs_dir)
+        try:
+            with _study_lock(study_dir, name):
+                return _run(
+                    _Study(name, spec, study_dir, runs_dir, plans, document, left_out),
+                    index,
+                    backend,
+                    workers,
+                    threads,
+                    address,
+                    progress,
+                    tensorboard,
+                    report,
+                    stack_seeds,
+                    connect_timeout,
+                )
+        finally:
+            index.close()
+
+
+@dataclass
+class _Study:
+    name: str
+    spec: StudySpec
+    dir: Path
+    runs_dir: Path
+    plans: list[dict[str, Any]]  # RunPlan.to_dict() of every run, in order
+    document: dict[str, Any] | None  # the study.json being resumed
+    left_out: list[dict[str, str]] = field(default_factory=list)  # variants the model cannot take
+
+    def run_dir(self, plan: Mapping[str, Any]) -> Path:
+        name: str = plan["name"]
+        return self.dir / name
+
+    def save(self, index: RunIndex, record: dict[str, Any]) -> None:
+        store.write_json(self.dir / STUDY_JSON, {**record, "runs": self.plans})
+        index.upsert_study(study_record(record))
+
+
+def _run(
+    study: _Study,
+    index: RunIndex,
+    backend_name: str,
+    workers: int | None,
+    threads: int,
+    address: str | None,
+    progress: Callable[[dict[str, Any], int, int], None] | None,
+    tensorboard: bool,
+    report: bool,
+    stack_seeds: bool,
+    connect_timeout: float,
+) -> StudyResult:
+    started = time.perf_counter()
+    previous_wall = (study.document or {}).get("wall_seconds") or 0.0
+    records = [run_record(study.name, p, study.run_dir(p)) for p in study.plans]
+    todo = [i for i, r in enumerate(records) if r["status"] != "complete"]
+    for i in todo:  # unfinished or failed: planned afresh
+        records[i] = planned_record(study.name, study.plans[i], study.run_dir(study.plans[i]))
+    # Longest runs first, so that no worker is left with a long run while the others idle.
+    todo.sort(key=lambda i: -expected_cost(study.plans[i]))
+    planned = stacked_groups(study.plans, todo) if stack_seeds else [([i], False) for i in todo]
+    groups = [group for group, _ in planned]
+    sized = backends.resources(backend_name, workers, threads, len(groups) or 1, address)
+    record: dict[str, Any] = {
+        "name": study.name,
+        "spec": study.spec.to_dict(),
+        "created_at": study.document["created_at"] if study.document else now(),
+        "seeds": list(study.spec.seeds),
+        "backend": sized.backend,
+        "workers": sized.workers,
+        "threads": sized.threads,
+        "stack_seeds": stack_seeds,
+        "left_out": study.left_out,
+        "wall_seconds": previous_wall,
+        "status": "running",
+    }
+
+    def run_task(i: int) -> dict[str, Any]:
+        return {
+            "study": study.name,
+            "plan": study.plans[i],
+            "run_dir": str(study.run_dir(study.plans[i])),
+            "tensorboard": tensorboard,
+        }
+
+    tasks = [
+        {"study": study.name, "stacked": [run_task(i) for i in group]} if stacked else run_task(group[0])
+        for group, stacked in planned
+    ]
+
+    def on_start(position: int) -> None:
+        index.upsert_runs(
+            [{**records[i], "status": "running", "started_at": now()} for i in groups[position]]
+        )
+
+    done = len(records) - len(todo)
+    try:
+        with backends.create(sized, address, connect_timeout) as backend:
+            record["environment"] = environment(sized, _device_of(study.plans), backend.versions())
+            if stack_seeds:  # in the index and the report, where the backend is
+                record["environment"]["seed stacking"] = "the seeds of each variant at once (torch.func.vmap)"
+            study.save(index, record)
+            index.upsert_runs([{**r, "position": i} for i, r in enumerate(records)])
+            fn: Callable[[Any], Any] = execute_task
+            payloads: list[Any] = tasks
+            if backend.remote_nodes:  # data through the object store, run folders sent back
+                refs = {key: backend.put(to_store(data)) for key, data in shipped_data(study.plans, todo)}
+                fn, payloads = execute_shipped, [ship(task, refs) for task in tasks]
+            for position, outcome, error in backend.execute(fn, payloads, on_start):
+                group = groups[position]
+                if error is None and backend.remote_nodes:
+                    try:
+                        rows = land(tasks[position], outcome, study.name)
+                    except OverfitlabError as err:  # the folder could not be written here
+                        error = err
+                else:
+                    rows = outcome
+                if error is not None:  # the worker itself failed, not the run's training
+                    rows = [{**records[i], "status": "failed", "error": message_of(error)} for i in group]
+                for i, row in zip(group, rows, strict=True):
+                    records[i] = row
+                    index.upsert_run(row)
+                    done += 1
+                    if progress is not None:
+                        progress(row, done, len(records))
+    except KeyboardInterrupt:
+        # The backend has stopped its workers by now: the folders say what got done.
+        index.upsert_runs(
+            [
+                run_record(study.name, study.plans[i], study.run_dir(study.plans[i]))
+                for i in todo
+                if records[i]["status"] not in ("complete", "failed")
+            ]
+        )
+        record.update(
+            status="interrupted", wall_seconds=round(previous_wall + time.perf_counter() - started, 3)
+        )
+        study.save(index, record)
+        runs_dir = (
+            ""
+            if study.runs_dir == Path("runs").resolve()
+            else f" --runs-dir {shlex.quote(str(study.runs_dir))}"
+        )
+        raise Interrupted(
+            f"study {study.name}: finish it with `overfitlab study --resume {study.name}{runs_dir}`"
+        ) from None
+    status = "complete" if all(r["status"] == "complete" for r in records) else "failed"
+    wall = previous_wall + time.perf_counter() - started
+    record.update(status=status, wall_seconds=round(wall, 3))
+    study.save(index, record)
+    result = StudyResult(
+        study.name, study.dir, status, records, variant_table(records), wall, left_out=study.left_out
+    )
+    if report:
+        result.report = _write_report(study.runs_dir, study.name)
+    return result
