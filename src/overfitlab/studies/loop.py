@@ -1,4 +1,46 @@
-"""x"""
+"""The study loop: ``run_study`` plans, schedules and records every run of a spec.
+
+A spec names a base recipe (Config fields), variants (each a name and the
+fields it changes), the seeds (the same for every variant: a paired design) and
+optionally a grid over one field. ``expand`` turns it into runs; ``run_study``
+trains them with ``overfitlab.runs.train`` on a backend (``studies.backends``)
+and records each in the run index (``studies.index``)::
+
+    spec = preset("remedies", seeds=3)
+    result = run_study(spec, "runs", "remedies-demo", backend="local")
+    result.table        # per variant: n, mean and std of best valid acc, loss, final gap
+
+A spec file (TOML)::
+
+    name = "l2-sweep"            # default study name prefix (optional)
+    seeds = 3                    # or a list: [0, 1, 2]
+    [base]                       # Config fields, flat or in the config file's sections
+    train_size = 300
+    epochs = 30
+    [[variant]]
+    name = "baseline"
+    [[variant]]
+    name = "l2"
+    l2 = 1e-3
+    [grid]                       # optional: every variant at every value
+    field = "train_size"
+    values = [100, 300, 1000]
+
+A field's override is applied in this order: base, variant, grid value, seed.
+In TOML, which has no null, the string "none" sets an optional field back to
+its default (``train_size = "none"``: the whole training set).
+
+The study folder ``runs/<study>/`` holds ``study.json`` (spec, planned runs,
+environment, wall time) and one run folder per run,
+``<variant>[-<grid value>]-s<seed>/``, with ``status.json`` written last.
+
+Resuming (``resume=True``, ``overfitlab study --resume NAME``) skips the runs
+whose ``status.json`` says complete and redoes every other run from scratch:
+its partial folder is deleted first. A run is short next to a study, and
+starting over gives the same history as an uninterrupted run by construction
+(same recipe, seed and threads), where resuming from a checkpoint would depend
+on when the kill came. Failed runs are retried too.
+"""
 
 from __future__ import annotations
 

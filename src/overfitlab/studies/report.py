@@ -1,11 +1,21 @@
-"""x"""
+"""One self-contained HTML page per study: which remedies close the gap, by how much, how sure.
+
+``write_report(runs_dir, study)`` reads the study's rows from the run index and
+each run's ``history.json``, and writes ``runs_dir/<study>/report.html``: CSS
+inline, pictures as base64 PNG data URIs, no script, no font, no request to
+anywhere, so the file can be mailed, archived and opened offline.
+
+Every number in a table carries its full-precision value in ``data-*``
+attributes (``data-run-metric``, ``data-variant``, ``data-value`` ...): the page
+rounds for people, tests and scripts read the exact values.
+"""
 
 from __future__ import annotations
 
 import math
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,11 +25,23 @@ from ..errors import OverfitlabError
 from ..stats import Comparison, GroupKey, Summary
 from ..store import atomic_write
 from ..viz import study_plots
-from ..viz.html import png_base64
 from ..viz.pages import templates
 from ..viz.plots import figure_png
+from .report_cells import (
+    Cell,
+    Picture,
+    comparison_cell,
+    data_attributes,
+    digits_of,
+    exact,
+    group_label,
+    ordered_keys,
+    picture,
+    sortable,
+    summary_cell,
+    value_text,
+)
 from .report_data import (
-    DIGITS,
     QUESTION,
     REPORT_FILE,
     RUN_COLUMNS,
@@ -33,124 +55,13 @@ from .report_data import (
 )
 
 
-# --------------------------------------------------------------------------- cells
-# The page is rendered from templates (templates/study.html.j2) with autoescaping: every
-# string below is plain text, escaped where it lands. These functions decide what a cell
-# or a sentence says; the templates decide how it is marked up.
-def _exact(value: float | int | None) -> str:
-    """Full precision for data-* attributes: repr round-trips a float exactly."""
-    if value is None:
-        return "nan"
-    if isinstance(value, float):
-        return repr(value) if math.isfinite(value) else "nan"
-    return str(value)
-
-
-def data_attributes(**attributes: Any) -> dict[str, str]:
-    """{"run-metric": "..."}: the data-* attributes of an element, None left out."""
-    return {k.replace("_", "-"): str(v) for k, v in attributes.items() if v is not None}
-
-
-def _digits(metric: str) -> int:
-    return DIGITS.get(metric, 3)
-
-
-@dataclass(frozen=True)
-class Cell:
-    """A table cell: its text, an interval and a p-value below it, its exact values as data-*."""
-
-    text: str
-    attrs: dict[str, str] = field(default_factory=dict)
-    interval: str = ""
-    p: str = ""
-
-
-def summary_cell(metric: str, variant: str, grid_value: Any, summary: Summary) -> Cell:
-    digits = _digits(metric)
-    attrs = data_attributes(
-        run_metric=metric,
-        variant=variant,
-        grid_value=grid_value,
-        n=summary.n,
-        value=_exact(summary.mean),
-        std=_exact(summary.std),
-        low=_exact(summary.low),
-        high=_exact(summary.high),
-    )
-    if summary.n == 0:
-        return Cell("–", attrs)
-    spread = f" ± {stats.fmt(summary.std, digits)}" if summary.n > 1 else ""
-    interval = (
-        f"[{stats.fmt(summary.low, digits)}, {stats.fmt(summary.high, digits)}]"
-        if math.isfinite(summary.low)
-        else ""
-    )
-    return Cell(f"{stats.fmt(summary.mean, digits)}{spread}", attrs, interval)
-
-
-def comparison_cell(c: Comparison, with_p: bool = True) -> Cell:
-    attrs = data_attributes(
-        compare_metric=c.metric,
-        variant=c.variant,
-        baseline=c.baseline,
-        n=c.n,
-        value=_exact(c.mean_diff),
-        low=_exact(c.low),
-        high=_exact(c.high),
-        p=_exact(c.p_value) if c.p_value is not None else "undefined",
-    )
-    if c.n == 0:
-        return Cell("–", attrs)
-
-    def sign(v: float) -> str:
-        return ("+" if v > 0 else "") + stats.fmt(v)
-
-    interval = f"[{sign(c.low)}, {sign(c.high)}]" if c.interval_defined else ""
-    return Cell(sign(c.mean_diff), attrs, interval, f"p {stats.format_p(c.p_value)}" if with_p else "")
-
-
-@dataclass(frozen=True)
-class Picture:
-    png: str  # base64
-    alt: str
-    caption: str
-
-
-def picture(png: bytes, alt: str, caption: str) -> Picture:
-    return Picture(png_base64(png), alt, caption)
-
-
-def _group_label(key: GroupKey, grid_field: str | None) -> str:
-    variant, value = key
-    return variant if value is None else f"{variant} · {grid_field}={value}"
-
-
-def _value_text(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if value is None:
-        return "none"
-    return str(value)
-
-
-def _sortable(value: Any) -> tuple[int, Any, str]:
-    return (0, value, "") if isinstance(value, (int, float)) else (1, 0, str(value))
-
-
-def _ordered_keys(summaries: Mapping[GroupKey, Any], order: Sequence[str]) -> list[GroupKey]:
-    return sorted(
-        summaries, key=lambda k: (order.index(k[0]) if k[0] in order else len(order), _sortable(k[1]))
-    )
-
-
-# --------------------------------------------------------------------------- sections
 def grid_lines(
     summaries: Mapping[GroupKey, Mapping[str, Summary]], order: Sequence[str]
 ) -> list[tuple[str, str]]:
     """[(variant, "value: gap, ...")]: the mean final accuracy gap at each grid value."""
     lines = []
     for variant in order:
-        values = sorted((k[1] for k in summaries if k[0] == variant), key=_sortable)
+        values = sorted((k[1] for k in summaries if k[0] == variant), key=sortable)
         if values:
             gaps = ", ".join(
                 f"{v}: {stats.fmt(summaries[(variant, v)][stats.GAP_METRIC].mean)}" for v in values
@@ -243,12 +154,12 @@ def headline(comparisons: Mapping[str, Mapping[str, Comparison]]) -> Headline:
 def recipe(data: StudyData, baseline: str | None, grid_field: str | None, grid: list[Any]) -> dict[str, Any]:
     spec = data.study.get("spec") or {}
     variants = [
-        (name, ", ".join(f"{k} = {_value_text(v)}" for k, v in overrides.items()) or "(base config)")
+        (name, ", ".join(f"{k} = {value_text(v)}" for k, v in overrides.items()) or "(base config)")
         for name, overrides in spec_variants(spec)
     ]
     seeds = data.study.get("seeds") or spec.get("seeds") or []
     return {
-        "base": [(k, _value_text(v)) for k, v in spec_base(spec).items()],
+        "base": [(k, value_text(v)) for k, v in spec_base(spec).items()],
         "variants": variants,
         "baseline": baseline,
         "grid_field": grid_field,
@@ -275,14 +186,14 @@ def remedies(
                 "apart": gap.tells_apart,
                 "closed": Cell(
                     stats.fmt(reduction),
-                    data_attributes(compare_metric="gap_reduction", variant=variant, value=_exact(reduction)),
+                    data_attributes(compare_metric="gap_reduction", variant=variant, value=exact(reduction)),
                 ),
                 "cells": [comparison_cell(c[m]) for m in stats.COMPARED],
                 "verdict": stats.verdict(gap),
             }
         )
     variants = []
-    for key in _ordered_keys(summaries, order):
+    for key in ordered_keys(summaries, order):
         variant, value = key
         variants.append(
             {
@@ -310,8 +221,8 @@ def pictures(
     grid_field: str | None,
 ) -> list[Picture]:
     out = []
-    keys = _ordered_keys(summaries, order)
-    gap_rows = [(_group_label(k, grid_field), summaries[k]["final_gap_acc"]) for k in keys]
+    keys = ordered_keys(summaries, order)
+    gap_rows = [(group_label(k, grid_field), summaries[k]["final_gap_acc"]) for k in keys]
     if gap_rows:
         out.append(
             picture(
@@ -390,8 +301,8 @@ def runs(rows: Sequence[Mapping[str, Any]], grid_field: str | None) -> dict[str,
     for r in rows:
         cells = [
             Cell(
-                stats.fmt(stats.metric_value(r, m), _digits(m)),
-                data_attributes(run_id=r["run_id"], metric=m, value=_exact(stats.metric_value(r, m))),
+                stats.fmt(stats.metric_value(r, m), digits_of(m)),
+                data_attributes(run_id=r["run_id"], metric=m, value=exact(stats.metric_value(r, m))),
             )
             for m in RUN_COLUMNS
         ]
@@ -458,7 +369,7 @@ def environment(study: Mapping[str, Any]) -> list[tuple[str, str]]:
         for k, v in _flatten(study.get("environment") or {})
         if not (k in ("backend", "workers", "threads") and study.get(k) == v)
     ]
-    return [(k, _value_text(v)) for k, v in facts if v not in (None, "")]
+    return [(k, value_text(v)) for k, v in facts if v not in (None, "")]
 
 
 def render_report(data: StudyData) -> str:
