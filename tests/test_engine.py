@@ -288,7 +288,7 @@ def test_files_hold_the_last_finished_epoch_whenever_training_ends(tmp_path):
     import json
 
     from overfitlab.errors import Interrupted
-    from overfitlab.store import load_checkpoint
+    from overfitlab.runs.checkpoint import load_checkpoint
     from overfitlab.training.callbacks import Callback
 
     class CtrlCAt(Callback):
@@ -333,7 +333,7 @@ def test_autocast_runs_the_model_in_bfloat16():
 
 @pytest.mark.slow
 def test_compiled_model_keeps_the_eager_checkpoint_keys(tmp_path):
-    from overfitlab.store import load_checkpoint
+    from overfitlab.runs.checkpoint import load_checkpoint
 
     result = train(Config(train_size=96, epochs=1, threads=1, compile=True), tmp_path / "run")
     eager = create_model("seed-cnn", in_shape=(1, 8, 8))

@@ -12,9 +12,8 @@ import sys
 import textwrap
 from pathlib import Path
 
-import pytest
-
 import import_graph as graph
+import pytest
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
@@ -33,7 +32,9 @@ def test_every_import_inside_a_function_gives_its_reason():
     # an optional extra; dodging a cycle is none, and the acyclic graph above includes these.
     late = [e for e in graph.imports() if e.in_function]
     assert late, "the command line defers torch: some imports stand inside functions"
-    unexplained = [f"{e.importer}:{e.line}" for e in late if not re.match(r"(start-up|optional): ", e.comment)]
+    unexplained = [
+        f"{e.importer}:{e.line}" for e in late if not re.match(r"(start-up|optional): ", e.comment)
+    ]
     assert unexplained == []
 
 
@@ -51,7 +52,9 @@ def test_the_checker_finds_a_cycle_and_an_upward_import(tmp_path):
     assert graph.cycles(edges) == [["runs.result", "runs.train"]]
     assert [(e.importer, e.imported) for e in graph.upward(edges)] == [("store", "runs.train")]
     late = [e for e in edges if e.in_function]
-    assert [(e.importer, e.imported, e.comment) for e in late] == [("runs.result", "runs.train", "start-up: x")]
+    assert [(e.importer, e.imported, e.comment) for e in late] == [
+        ("runs.result", "runs.train", "start-up: x")
+    ]
 
 
 def _modules() -> list[Path]:

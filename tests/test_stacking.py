@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -12,7 +13,7 @@ from overfitlab import store
 from overfitlab.config import Config, load_toml
 from overfitlab.errors import OverfitlabError
 from overfitlab.runs.checkpoint import load_model
-from overfitlab.runs.stacking import train_seeds
+from overfitlab.runs.stacking import refusals, train_seeds
 from overfitlab.runs.train import resume, train
 
 COMPARED = ("train_loss", "train_acc", "valid_loss", "valid_acc", "train_penalty")
@@ -80,6 +81,24 @@ def test_what_stacking_cannot_do_is_refused_in_one_line(flag, label):
         train_seeds(Config(train_size=120, epochs=1, hidden=4, threads=1, **{flag: True}), [0, 1])
     with pytest.raises(OverfitlabError, match="distinct seeds"):
         train_seeds(Config(train_size=120, epochs=1, hidden=4, threads=1), [1, 1])
+
+
+def test_an_option_stacking_was_not_taught_is_refused_by_construction():
+    """A remedy added to Config after stacking was written (a fake one here) is refused, not
+    trained stacked without it; at its default it is no obstacle."""
+
+    @dataclasses.dataclass(frozen=True)
+    class WithNewRemedy(Config):
+        new_remedy: float = dataclasses.field(
+            default=0.0, metadata={"section": "regularization", "help": "a new remedy", "choices": None}
+        )
+
+    plain = WithNewRemedy(train_size=120, epochs=1, hidden=4, threads=1)
+    assert refusals(plain) == []
+    config = dataclasses.replace(plain, new_remedy=0.5)
+    assert refusals(config) == ["--new-remedy"]
+    with pytest.raises(OverfitlabError, match="cannot be trained stacked with --new-remedy"):
+        train_seeds(config, [0, 1])
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

@@ -14,7 +14,7 @@ from overfitlab import Callback, Config, OverfitlabError, Trainer, load_model, l
 from overfitlab.environment import available_cores
 from overfitlab.errors import Interrupted
 from overfitlab.runs.build import load_data, memory_format_for, resolved
-from overfitlab.store import load_checkpoint
+from overfitlab.runs.checkpoint import load_checkpoint
 from overfitlab.training.trainer import Diverged
 
 TIMINGS = {"train_seconds", "valid_seconds", "epoch_seconds"}

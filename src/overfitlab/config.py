@@ -15,17 +15,19 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
+if TYPE_CHECKING:
+    from .data.split import DataOptions
+
+from .catalog import BUILTIN
 from .errors import OverfitlabError, did_you_mean
 from .history import EPOCH_COLUMNS
 
 SECTIONS = ("data", "model", "optim", "regularization", "early_stopping", "run")
 
-DATASETS = ("digits", "mnist", "fashion-mnist", "kmnist", "cifar10")
-READS_DATA_DIR = DATASETS[1:]  # the torchvision sets; digits comes with scikit-learn
-# A data set named by a prefix and a path (``folder:PATH``, ``arrays:FILE.npz``).
-DATASET_PREFIXES = ("folder:", "arrays:")
+DATASETS = tuple(BUILTIN)
+READS_DATA_DIR = tuple(name for name, b in BUILTIN.items() if b.torchvision)  # digits: scikit-learn's
 HEADS = ("fc", "gap")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 DEVICES = ("auto", "cpu", "cuda", "mps")
@@ -279,6 +281,16 @@ def parse_image_size(text: str) -> tuple[int, int]:
     if len(sides) != 2 or min(sides) < 1:
         raise OverfitlabError(f"bad image_size {text!r}: give H or H,W in pixels, such as 32 or 28,28")
     return sides[0], sides[1]
+
+
+def data_options(config: Config) -> DataOptions:
+    """How the config's data set is read: its data fields that are not remedies."""
+    from .data.split import DataOptions  # start-up: the data package imports torch
+
+    size = parse_image_size(config.image_size) if config.image_size else None
+    return DataOptions(
+        config.data_dir, config.download, config.channels, size, config.valid_fraction, config.cache
+    )
 
 
 def parse_model_arg(text: str) -> tuple[str, Any]:

@@ -176,22 +176,6 @@ def new_run_dir(runs_dir: str | os.PathLike[str], name: str | None) -> Path:
     return path
 
 
-def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
-    import torch
-
-    path = Path(path)
-    if not path.is_file():
-        raise OverfitlabError(f"checkpoint {path} not found: check the path")
-    try:
-        # Our checkpoints hold tensors, plain Python values and RNG byte tensors only.
-        checkpoint: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=True)
-        return checkpoint
-    except Exception as err:  # torch raises many types for a damaged zip
-        raise OverfitlabError(
-            f"checkpoint {path} is corrupt or not an overfitlab checkpoint ({err})"
-        ) from None
-
-
 def read_json(path: str | os.PathLike[str]) -> Any:
     path = Path(path)
     try:

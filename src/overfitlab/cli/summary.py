@@ -5,19 +5,12 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
-from ..config import DATASETS
+from ..catalog import BUILTIN
 from ..errors import OverfitlabError
 
 # The input shape (C, H, W) and classes of each built-in data set, known without loading it:
 # a CNN's parameter count depends on the input (seed-cnn h=8: 80,806 on 28×28, 8,806 on 8×8).
-DATASET_SHAPES = {
-    "digits": ((1, 8, 8), 10),
-    "mnist": ((1, 28, 28), 10),
-    "fashion-mnist": ((1, 28, 28), 10),
-    "kmnist": ((1, 28, 28), 10),
-    "cifar10": ((3, 32, 32), 10),
-}
-assert set(DATASET_SHAPES) == set(DATASETS), "every built-in data set needs its shape here"
+DATASET_SHAPES = {name: (b.shape, b.classes) for name, b in BUILTIN.items()}
 
 if TYPE_CHECKING:
     from ._common import SubParsers

@@ -13,6 +13,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
+from ..catalog import BUILTIN
 from ..errors import OverfitlabError, one_line
 from ..store import removed_on_failure
 from .dataset import DataSet
@@ -22,13 +23,6 @@ from .split import Split
 # on the same 450 images.
 DIGITS_VALID_FRACTION = 0.25
 DIGITS_SPLIT_SEED = 0
-
-_TORCHVISION = {
-    "mnist": ("MNIST", "MNIST"),
-    "fashion-mnist": ("FashionMNIST", "FashionMNIST"),
-    "kmnist": ("KMNIST", "KMNIST"),
-    "cifar10": ("CIFAR10", "cifar-10-batches-py"),
-}
 
 
 def default_data_dir() -> Path:
@@ -109,7 +103,8 @@ def load_torchvision(name: str, data_dir: str | os.PathLike[str] | None, downloa
     root = Path(data_dir) if data_dir else default_data_dir()
     if root.exists() and not root.is_dir():
         raise OverfitlabError(f"--data-dir {root} is a file, not a folder: pass the folder that holds {name}")
-    class_name, folder = _TORCHVISION[name]
+    class_name, folder = BUILTIN[name].torchvision, BUILTIN[name].folder
+    assert class_name is not None and folder is not None, f"{name} is not a torchvision data set"
     cls = getattr(dsets, class_name)
     where = root / folder / ("raw" if name != "cifar10" else "")
     splits = []

@@ -50,7 +50,7 @@ class DataSet:
     ) -> DataSet:
         """Images as uint8 (N, H, W), (N, H, W, C) or (N, C, H, W), or floats in [0, 1];
         labels as integers 0..K-1 (numpy arrays, tensors or lists). ``x_test``/``y_test``: a
-        test split no run trains or chooses on (``overfitlab.diagnose`` judges on it)."""
+        test split no run trains or chooses on (``overfitlab.diagnosis`` judges on it)."""
         return cls(*arrays.from_arrays(x_train, y_train, x_valid, y_valid, name, class_names, x_test, y_test))
 
     @classmethod
@@ -62,7 +62,7 @@ class DataSet:
         valid_fraction: float = 0.2,
         cache: bool = True,
     ) -> DataSet:
-        """Image folders in ImageFolder's layout (see ``overfitlab.folders``)."""
+        """Image folders in ImageFolder's layout (see ``data.folders``)."""
         size = (image_size, image_size) if isinstance(image_size, int) else image_size
         return cls(
             *folders.load_folder(Path(path), DataOptions(None, True, channels, size, valid_fraction, cache))

@@ -6,15 +6,15 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+from ..catalog import BUILTIN, PREFIXES
 from ..errors import OverfitlabError, did_you_mean
 from . import arrays, folders
-from .builtin import _TORCHVISION, load_digits_split, load_torchvision
+from .builtin import load_digits_split, load_torchvision
 from .dataset import DataSet
 from .split import DataOptions
 
 Loader = Callable[[DataOptions], DataSet]
 _LOADERS: dict[str, Loader] = {}
-PREFIXES = ("folder:", "arrays:")
 PYTHON_PREFIX = "python:"  # the config's dataset for a DataSet given in Python
 
 
@@ -83,6 +83,5 @@ def _digits_loader(options: DataOptions) -> DataSet:
     return load_digits_split()
 
 
-register_dataset("digits")(_digits_loader)
-for _name in _TORCHVISION:
-    register_dataset(_name)(_torchvision_loader(_name))
+for _name, _builtin in BUILTIN.items():
+    register_dataset(_name)(_torchvision_loader(_name) if _builtin.torchvision else _digits_loader)

@@ -10,13 +10,12 @@ from pathlib import Path
 from typing import Any
 
 from .. import stats, store
-from ..config import Config, apply_overrides
+from ..config import Config, apply_overrides, data_options
 from ..data.dataset import DataSet
 from ..data.registry import load_dataset
 from ..errors import OverfitlabError
 from ..history import History
 from ..models.factory import ARCHITECTURE_OPTIONS
-from ..runs.build import data_options
 from ..runs.train import train
 from ..studies.loop import run_study
 from ..studies.presets import ALL_REMEDIES, REMEDIES, REMEDIES_BASE
@@ -188,17 +187,17 @@ def diagnose(
     )
     names = data.class_names or tuple(str(i) for i in range(data.classes))
     diagnosis = Diagnosis(
-        base,
-        budget,
-        overfitting,
-        curve,
-        memorised,
-        noise,
-        gallery,
-        remedies,
-        time.perf_counter() - started,
-        tuple(names),
-        folder,
+        recipe=base,
+        budget=budget,
+        overfitting=overfitting,
+        learning_curve=curve,
+        memorisation=memorised,
+        noisy_labels=noise,
+        gallery=gallery,
+        remedies=remedies,
+        wall_seconds=time.perf_counter() - started,
+        class_names=tuple(names),
+        folder=folder,
     )
     diagnosis.verdict = verdict(diagnosis)
     store.write_json(folder / DIAGNOSIS_JSON, diagnosis.to_dict())

@@ -132,6 +132,8 @@ class Remedies:
 
 @dataclass
 class Diagnosis:
+    """Every part's finding; built by keyword (``diagnose`` does), as the parts are many."""
+
     recipe: dict[str, Any]
     budget: str
     overfitting: Overfitting

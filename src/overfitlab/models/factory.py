@@ -3,7 +3,7 @@
 ``--model REF`` (config key ``model``) names a factory:
 
 * a registered name: ``seed-cnn``, ``seed-fc``, ``seed-gap`` (the tutorial's CNN family,
-  ``overfitlab.models``) or one a script registered with ``@register_model``;
+  ``models.cnn``) or one a script registered with ``@register_model``;
 * ``torchvision:NAME``: ``torchvision.models.get_model(NAME, weights=None, num_classes=K)``;
 * ``timm:NAME``: ``timm.create_model(NAME, pretrained=False, num_classes=K, in_chans=C)``;
 * ``package.module:function`` or ``path/to/file.py:function``: a user's own factory.

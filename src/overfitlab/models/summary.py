@@ -132,7 +132,7 @@ def summarize(
     model_args: Mapping[str, Any] | None = None,
     **options: Any,
 ) -> ModelSummary:
-    """Summary of any model by reference (``overfitlab.factories``): ``model_args`` as
+    """Summary of any model by reference (``models.factory``): ``model_args`` as
     ``--model-arg``, ``options`` the CNN options (hidden, head, ...; None: the factory's)."""
     built = build_model(name, input_shape, classes, model_args, remedies=options)
     summary = summarize_model(built.module, input_shape, name)

@@ -9,11 +9,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import Config, parse_image_size
+from ..config import Config, data_options
 from ..data.batches import Scaling, prepare
 from ..data.dataset import DataSet
 from ..data.registry import load_dataset
-from ..data.split import DataOptions
 from ..errors import OverfitlabError
 from ..models.cnn import PRESETS
 from ..models.factory import (
@@ -53,7 +52,7 @@ def architecture(config: Config) -> dict[str, Any]:
 
 
 def build_model(config: Config, image_shape: tuple[int, int, int], classes: int) -> BuiltModel:
-    """The config's model, by reference (``overfitlab.factories``), for this input and classes."""
+    """The config's model, by reference (``models.factory``), for this input and classes."""
     return build_from_reference(
         config.model,
         image_shape,
@@ -123,13 +122,6 @@ def _tomlable(value: Any) -> bool:
     if isinstance(value, (list, tuple)):
         return all(_tomlable(v) for v in value)
     return isinstance(value, (bool, int, float, str))
-
-
-def data_options(config: Config) -> DataOptions:
-    size = parse_image_size(config.image_size) if config.image_size else None
-    return DataOptions(
-        config.data_dir, config.download, config.channels, size, config.valid_fraction, config.cache
-    )
 
 
 def build_optimizer(config: Config, model: nn.Module) -> torch.optim.Optimizer:

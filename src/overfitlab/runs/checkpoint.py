@@ -1,27 +1,115 @@
 """The checkpoint format, written and read here only: ``best.pt`` and ``last.pt``, and the model
-rebuilt from either."""
+rebuilt from either.
+
+Every key, in one place (Lightning's checkpoint connector):
+
+- both files: ``format`` (CHECKPOINT_FORMAT), ``model`` (the state dict), ``epoch`` (the
+  epoch whose weights these are), ``config`` (the run's Config as a dict, None values left
+  out), ``model_meta`` (the model's reference and arguments, input shape, classes, their
+  names, the input scaling, the notes of its adaptation);
+- ``last.pt`` also: ``optimizer`` (its state dict), ``early_stopping`` (its state dict or
+  None), ``best_epoch`` and ``best_value`` (the recorder's best so far), ``rng_torch`` (torch's
+  global generator: dropout masks), ``rng_generator`` (the trainer's: batch order and
+  augmentation), ``history`` (every epoch and batch so far).
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
 
 from .. import store
-from ..config import Config, from_dict
+from ..config import Config, from_dict, to_dict
 from ..data.batches import Scaling
 from ..errors import OverfitlabError
+from ..history import History
+from ..training.callbacks import Fit
+from ..training.early_stopping import EarlyStopping
+from ..training.trainer import Trainer
 from .build import build_model, load_data
 
 # 2: the model's reference and arguments, input shape, classes and their names, and the
 # input scaling (format 1 had only the config and image shape; it still loads).
 CHECKPOINT_FORMAT = 2
+
+
+def model_checkpoint(
+    weights: Mapping[str, Any], epoch: int | None, config: Mapping[str, Any], model_meta: Mapping[str, Any]
+) -> dict[str, Any]:
+    """``best.pt``'s keys: the weights of one epoch and what rebuilds their model."""
+    return {
+        "format": CHECKPOINT_FORMAT,
+        "model": weights,
+        "epoch": epoch,
+        "config": config,
+        "model_meta": model_meta,
+    }
+
+
+def training_checkpoint(
+    trainer: Fit,
+    config: Config,
+    model_meta: Mapping[str, Any],
+    early_stopping: EarlyStopping | None,
+    best_epoch: int | None,
+    best_value: float,
+) -> dict[str, Any]:
+    """``last.pt``'s keys but the history: everything ``restore_training`` needs to go on."""
+    recipe = {k: v for k, v in to_dict(config).items() if v is not None}
+    return {
+        **model_checkpoint(trainer.model.state_dict(), trainer.epoch, recipe, model_meta),
+        "optimizer": trainer.optimizer.state_dict(),
+        "early_stopping": early_stopping.state_dict() if early_stopping else None,
+        "best_epoch": best_epoch,
+        "best_value": best_value,
+        "rng_torch": torch.get_rng_state(),
+        "rng_generator": trainer.generator.get_state(),
+    }
+
+
+class Restored(NamedTuple):
+    best_epoch: int | None
+    best_value: float
+
+
+def restore_training(
+    checkpoint: Mapping[str, Any], trainer: Trainer, early_stopping: EarlyStopping | None
+) -> Restored:
+    """Put a trainer (and its early stopping) back where ``last.pt`` left them: weights,
+    optimizer, history, epoch and both generators; the recorder's best comes back."""
+    trainer.model.load_state_dict(checkpoint["model"])
+    trainer.optimizer.load_state_dict(checkpoint["optimizer"])
+    trainer.history = History.from_dict(checkpoint["history"])
+    trainer.epoch = checkpoint["epoch"]
+    trainer.history.truncate(trainer.epoch)
+    if early_stopping is not None and checkpoint.get("early_stopping"):
+        early_stopping.load_state_dict(checkpoint["early_stopping"])
+    torch.set_rng_state(checkpoint["rng_torch"])
+    trainer.generator.set_state(checkpoint["rng_generator"])
+    return Restored(checkpoint.get("best_epoch"), checkpoint.get("best_value", math.inf))
+
+
+def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """A checkpoint file's dict; one line for a missing or damaged file."""
+    path = Path(path)
+    if not path.is_file():
+        raise OverfitlabError(f"checkpoint {path} not found: check the path")
+    try:
+        # Our checkpoints hold tensors, plain Python values and RNG byte tensors only.
+        checkpoint: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=True)
+        return checkpoint
+    except Exception as err:  # torch raises many types for a damaged zip
+        raise OverfitlabError(
+            f"checkpoint {path} is corrupt or not an overfitlab checkpoint ({err})"
+        ) from None
 
 
 class Standardized(nn.Module):
@@ -79,7 +167,7 @@ def checkpoint_path(path: str | os.PathLike[str], which: str = "best") -> Path:
 
 
 def read_saved(path: Path) -> tuple[dict[str, Any], SavedModel]:
-    checkpoint = store.load_checkpoint(path)
+    checkpoint = load_checkpoint(path)
     saved = SavedModel.of(checkpoint)
     if saved.config.normalize and "scaling" not in checkpoint["model_meta"]:
         # Format 1 had no mean and std: the training set's, as the run computed them.

@@ -16,13 +16,14 @@ from typing import Any
 
 import torch
 
+from ..config import data_options
 from ..data.dataset import DataSet
 from ..data.registry import load_dataset
 from ..environment import resolve_device
 from ..errors import OverfitlabError
 from ..models.cnn import PRESETS
-from ..training.trainer import Trainer
-from .build import build_optimizer, data_options, load_data, loss_function, memory_format_for
+from ..training.trainer import evaluate_model
+from .build import load_data, loss_function, memory_format_for
 from .checkpoint import checkpoint_path, rebuild
 
 SPLITS = ("valid", "train")
@@ -90,16 +91,15 @@ def evaluate(
     own = saved.model in PRESETS
     memory_format = memory_format_for(config, device, own)
     model = model.to(memory_format=memory_format)
-    trainer = Trainer(
-        model=model,
-        optimizer=build_optimizer(config, model),  # unused: Trainer's evaluation is the run's
-        device=device,
-        loss_fn=loss_function(config.label_smoothing),
-        valid_batch_size=config.valid_batch_size,
-        scaling=saved.scaling,
-        memory_format=memory_format,
-        autocast_dtype=torch.bfloat16 if config.bf16 else None,
-    )
     chosen = (data.valid if split == "valid" else data.train).to(device)
-    loss, acc = trainer.evaluate(chosen)
+    loss, acc = evaluate_model(
+        model,
+        chosen,
+        loss_function(config.label_smoothing),
+        config.valid_batch_size,
+        saved.scaling,
+        memory_format,
+        device,
+        torch.bfloat16 if config.bf16 else None,
+    )
     return Evaluation(str(file), saved.epoch, data.name, split, len(chosen), loss, acc)

@@ -12,11 +12,11 @@ from typing import Any
 import torch
 
 from .. import store
-from ..config import Config, to_dict
+from ..config import Config
 from ..history import History
 from ..training.callbacks import Callback, Fit
 from ..training.early_stopping import EarlyStopping
-from .checkpoint import CHECKPOINT_FORMAT
+from .checkpoint import model_checkpoint, training_checkpoint
 from .result import DataInfo
 
 # --------------------------------------------------------------------------- persistence callback
@@ -62,27 +62,6 @@ class RunRecorder(Callback):
             return True
         return False
 
-    def _checkpoint(self, trainer: Fit, with_optimizer: bool) -> dict[str, Any]:
-        checkpoint = {
-            "format": CHECKPOINT_FORMAT,
-            "model": trainer.model.state_dict(),
-            "epoch": trainer.epoch,
-            "config": {k: v for k, v in to_dict(self.config).items() if v is not None},
-            "model_meta": self.model_meta,
-        }
-        if with_optimizer:
-            checkpoint.update(
-                {
-                    "optimizer": trainer.optimizer.state_dict(),
-                    "early_stopping": self.early_stopping.state_dict() if self.early_stopping else None,
-                    "best_epoch": self.best_epoch,
-                    "best_value": self.best_value,
-                    "rng_torch": torch.get_rng_state(),
-                    "rng_generator": trainer.generator.get_state(),
-                }
-            )
-        return checkpoint
-
     def on_epoch_end(self, trainer: Fit, epoch: int, metrics: Mapping[str, float]) -> None:
         if self._is_best(dict(metrics)):
             self.best_epoch = epoch
@@ -93,7 +72,10 @@ class RunRecorder(Callback):
             self._best_pending = True
         if self.run_dir:
             # Copied: the next epoch changes the live weights, optimizer state and RNGs.
-            self._pending = _copied(self._checkpoint(trainer, with_optimizer=True))
+            checkpoint = training_checkpoint(
+                trainer, self.config, self.model_meta, self.early_stopping, self.best_epoch, self.best_value
+            )
+            self._pending = _copied(checkpoint)
             if self._saved_at is None or time.perf_counter() - self._saved_at >= self.save_every:
                 self.flush(trainer)
 
@@ -105,13 +87,7 @@ class RunRecorder(Callback):
         history = History(trainer.history.epochs, trainer.history.batches)
         history.truncate(checkpoint["epoch"])
         if self._best_pending and self.best_state is not None:
-            best = {
-                "format": CHECKPOINT_FORMAT,
-                "model": self.best_state,
-                "epoch": self.best_epoch,
-                "config": checkpoint["config"],
-                "model_meta": self.model_meta,
-            }
+            best = model_checkpoint(self.best_state, self.best_epoch, checkpoint["config"], self.model_meta)
             store.atomic_torch_save(best, self.run_dir / store.BEST)
             self._best_pending = False
         # The checkpoint first: an epoch in history.json is always one last.pt can resume from.

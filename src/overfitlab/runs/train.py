@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import os
 import shlex
 from collections.abc import Mapping, Sequence
@@ -19,7 +18,6 @@ from ..data.dataset import DataSet
 from ..data.registry import check_dataset_name
 from ..environment import resolve_device, run_scope
 from ..errors import Interrupted, OverfitlabError
-from ..history import History
 from ..models.registry import count_parameters
 from ..training.callbacks import Callback
 from ..training.early_stopping import EarlyStopping
@@ -36,6 +34,7 @@ from .build import (
     model_meta,
     resolved,
 )
+from .checkpoint import load_checkpoint, restore_training
 from .recorder import RunRecorder
 from .result import DataInfo, RunResult, summary_text
 
@@ -184,7 +183,7 @@ def train(
     ``data`` trains on a DataSet built in Python (``DataSet.from_arrays``, ``from_folder``,
     ``from_torch``) instead of the config's ``dataset``; the train-size subset and label noise
     still apply. With ``live``, the learning curves are redrawn in place in a notebook while it
-    trains (``overfitlab.notebook.LiveCurves``); in a terminal, a progress bar on stderr instead.
+    trains (``training.LiveCurves``); in a terminal, a progress bar on stderr instead.
     """
     with run_scope(config.threads, config.device):  # the caller's threads and RNG back after
         return _fit(start_run(config, run_dir, [*callbacks, *live_callbacks(config, live)], data))
@@ -240,7 +239,7 @@ def resume(
         # Interrupted before its first epoch ended: nothing to continue, so it starts over.
         config = load_toml(path / store.CONFIG)
         return train(config if epochs is None else config.replace(epochs=epochs), path, callbacks, data=data)
-    checkpoint = store.load_checkpoint(path / store.LAST)
+    checkpoint = load_checkpoint(path / store.LAST)
     config = from_dict(checkpoint["config"])
     if epochs is not None:
         config = config.replace(epochs=epochs)
@@ -258,21 +257,11 @@ def _continue(
 ) -> RunResult:
     """``resume`` from a checkpoint: the run set up as it was after its last saved epoch."""
     data, trainer, es, recorder = _setup(config, path, callbacks, data)
-    trainer.model.load_state_dict(checkpoint["model"])
-    trainer.optimizer.load_state_dict(checkpoint["optimizer"])
-    trainer.history = History.from_dict(checkpoint["history"])
-    trainer.epoch = checkpoint["epoch"]
-    trainer.history.truncate(trainer.epoch)
-    if es is not None and checkpoint.get("early_stopping"):
-        es.load_state_dict(checkpoint["early_stopping"])
-    recorder.best_epoch = checkpoint.get("best_epoch")
-    recorder.best_value = checkpoint.get("best_value", math.inf)
+    recorder.best_epoch, recorder.best_value = restore_training(checkpoint, trainer, es)
     if (path / store.BEST).is_file():
-        recorder.best_state = store.load_checkpoint(path / store.BEST)["model"]
+        recorder.best_state = load_checkpoint(path / store.BEST)["model"]
         if es is not None and es.restore_best:
             es.best_weights = recorder.best_state
-    torch.set_rng_state(checkpoint["rng_torch"])
-    trainer.generator.set_state(checkpoint["rng_generator"])
     if es is not None and es.stopped_epoch is not None:
         # Already stopped early: nothing to train, report what was found.
         es.on_fit_end(trainer)

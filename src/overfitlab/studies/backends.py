@@ -132,12 +132,24 @@ def wait_for_head(address: str, timeout: float) -> None:
             time.sleep(0.5)
 
 
+def _same(reference: Any) -> Any:
+    return reference
+
+
+def _ray_get(reference: Any) -> Any:
+    """What ``RayBackend.put`` stored, read on whichever node the task runs."""
+    return import_ray().get(reference)
+
+
 class Backend:
-    """Runs ``fn(payload)`` for every payload; a context manager owning its workers."""
+    """Runs ``fn(payload)`` for every payload; a context manager owning its workers.
+
+    ``put`` stores a value once for every worker to read and ``get`` reads it back: ``get``
+    is a plain function, shipped with a task to whichever node runs it."""
 
     name = ""
     # Whether its workers may run on machines that do not see the study's files: then each
-    # task gets its data from ``put`` and sends its run folders back (study_worker.land).
+    # task gets its data from ``put`` and sends its run folders back (``studies.worker.land``).
     remote_nodes = False
 
     def __enter__(self) -> Backend:
@@ -146,6 +158,8 @@ class Backend:
     def put(self, value: Any) -> Any:
         """A reference to ``value`` that every worker can read (the value itself here)."""
         return value
+
+    get: Callable[[Any], Any] = staticmethod(_same)
 
     def __exit__(self, *exc: object) -> None:
         pass
@@ -343,7 +357,7 @@ class RayBackend(Backend):
     only, no dashboard) and stops after it; with one, the study joins that
     cluster and leaves it running. Its nodes need not share a file system: a study puts
     each data set in the object store once, and every run folder comes back to the study's
-    machine, which writes it (``overfitlab.study_worker``).
+    machine, which writes it (``studies.worker``).
     """
 
     name = "ray"
@@ -390,6 +404,8 @@ class RayBackend(Backend):
     def put(self, value: Any) -> Any:
         """Into the object store, once: every node's workers read that copy."""
         return self._ray.put(value)
+
+    get = staticmethod(_ray_get)
 
     def execute(
         self,

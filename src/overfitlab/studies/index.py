@@ -40,6 +40,7 @@ from .. import store
 from ..config import load_toml, to_dict
 from ..errors import OverfitlabError
 from ..metrics import outcome
+from .spec import RunPlan
 
 INDEX = "index.sqlite"
 STUDY_JSON = "study.json"
@@ -276,7 +277,8 @@ class RunIndex:
             studies.append(self._encode(STUDY_COLUMNS, study_record(document)))
             for position, plan in enumerate(document.get("runs", [])):
                 run_dir = study_json.parent / plan["name"]
-                runs.append(self._encode(RUN_COLUMNS, run_record(document["name"], plan, run_dir), position))
+                row = _run_row(document["name"], plan, run_dir)
+                runs.append(self._encode(RUN_COLUMNS, row, position))
         for summary_json in sorted(runs_dir.glob(f"*/{store.SUMMARY_JSON}")):
             if not (summary_json.parent / STUDY_JSON).exists():
                 runs.append(self._encode(RUN_COLUMNS, single_run_record(summary_json.parent)))
@@ -376,8 +378,12 @@ def run_metrics(
     }
 
 
-def planned_record(study: str, plan: Mapping[str, Any], run_dir: str | os.PathLike[str]) -> dict[str, Any]:
+def planned_record(study: str, plan: RunPlan, run_dir: str | os.PathLike[str]) -> dict[str, Any]:
     """The row of a run not done yet (pending): its identity and config, no metrics."""
+    return _planned_row(study, plan.to_dict(), run_dir)  # the row is JSON: the plan's last typed step
+
+
+def _planned_row(study: str, plan: Mapping[str, Any], run_dir: str | os.PathLike[str]) -> dict[str, Any]:
     record: dict[str, Any] = {col: None for col in RUN_COLUMNS}
     record.update(
         {
@@ -395,15 +401,19 @@ def planned_record(study: str, plan: Mapping[str, Any], run_dir: str | os.PathLi
     return record
 
 
-def run_record(study: str, plan: Mapping[str, Any], run_dir: str | os.PathLike[str]) -> dict[str, Any]:
-    """A run's index row from its plan (an entry of study.json's ``runs``) and its folder.
+def run_record(study: str, plan: RunPlan, run_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    """A run's index row from its plan and its folder.
 
-    The live study and ``rebuild`` both call this, so a rebuilt index equals the
-    one the study wrote. A folder without ``status.json`` is a run not (or not
-    fully) done: pending.
+    The live study calls this and ``rebuild`` its JSON twin on study.json's ``runs``, so a
+    rebuilt index equals the one the study wrote. A folder without ``status.json`` is a run
+    not (or not fully) done: pending.
     """
+    return _run_row(study, plan.to_dict(), run_dir)
+
+
+def _run_row(study: str, plan: Mapping[str, Any], run_dir: str | os.PathLike[str]) -> dict[str, Any]:
     run_dir = Path(run_dir)
-    record = planned_record(study, plan, run_dir)
+    record = _planned_row(study, plan, run_dir)
     status = _read_optional_json(run_dir / STATUS_JSON)
     if not status:
         return record
@@ -424,7 +434,7 @@ def single_run_record(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
     folder: complete, or failed when interrupted or diverged (a resumed run becomes complete)."""
     run_dir = Path(run_dir).resolve()
     config = to_dict(load_toml(run_dir / store.CONFIG)) if (run_dir / store.CONFIG).is_file() else None
-    record = planned_record(
+    record = _planned_row(
         SINGLE_RUNS,
         {"name": run_dir.name, "variant": run_dir.name, "seed": (config or {}).get("seed"), "config": config},
         run_dir,

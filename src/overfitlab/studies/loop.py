@@ -55,7 +55,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import store
-from ..config import from_dict
+from ..config import data_options
 from ..environment import resolve_device
 from ..errors import Interrupted, OverfitlabError
 from ..version import __version__
@@ -63,19 +63,18 @@ from . import backends
 from .index import STUDY_JSON, RunIndex, planned_record, run_record, study_record
 from .progress import _progress
 from .result import StudyResult, variant_table
-from .spec import (
-    StudySpec,
-    expand,
-    grid_token,
-)
+from .spec import RunPlan, StudySpec, expand, grid_token
 from .worker import (
+    RunTask,
+    Shipped,
+    StackedTask,
+    Task,
     data_key,
     execute_shipped,
     execute_task,
     land,
     message_of,
     now,
-    ship,
     to_store,
 )
 
@@ -86,7 +85,7 @@ if TYPE_CHECKING:
 DATA_FOLDER = "data"  # in a study folder: the DataSet given to run_study, as .npy files
 
 
-def stacked_groups(plans: Sequence[Mapping[str, Any]], todo: Sequence[int]) -> list[tuple[list[int], bool]]:
+def stacked_groups(plans: Sequence[RunPlan], todo: Sequence[int]) -> list[tuple[list[int], bool]]:
     """The runs to do as tasks, in the order of ``todo``: (the seeds of one variant and grid
     value, True) where stacking can train that recipe (one seed left to redo is stacked
     alone, as its siblings were), ([one run], False) for every other run."""
@@ -97,10 +96,10 @@ def stacked_groups(plans: Sequence[Mapping[str, Any]], todo: Sequence[int]) -> l
     tasks: list[tuple[list[int], bool]] = []
     for i in todo:
         plan = plans[i]
-        if plan.get("error") or refusals(plan["config"]):
+        if plan.config is None or refusals(plan.config):
             tasks.append(([i], False))
             continue
-        key = (plan["variant"], grid_token(plan["grid_value"]))
+        key = (plan.variant, grid_token(plan.grid_value))
         if key not in groups:
             groups[key] = []
             tasks.append((groups[key], True))
@@ -126,7 +125,7 @@ def _study_lock(study_dir: Path, name: str) -> Iterator[None]:
         yield  # the lock ends with the file, even when the process is killed
 
 
-def environment(resources: backends.Resources, device: str, versions: Mapping[str, str]) -> dict[str, Any]:
+def machine_record(resources: backends.Resources, device: str, versions: Mapping[str, str]) -> dict[str, Any]:
     import numpy
     import torch
 
@@ -146,26 +145,24 @@ def environment(resources: backends.Resources, device: str, versions: Mapping[st
     }
 
 
-def shipped_data(plans: Sequence[Mapping[str, Any]], todo: Sequence[int]) -> Iterator[tuple[str, DataSet]]:
+def shipped_data(plans: Sequence[RunPlan], todo: Sequence[int]) -> Iterator[tuple[str, DataSet]]:
     """The data sets the runs to do read from files (all but the built-in digits, which every
     node has with scikit-learn), each loaded once here, by ``data_key``."""
     # start-up: the study's process imports torch only where it needs it
     from ..data.registry import load_dataset
-    from ..runs.build import data_options
 
     seen = set()
     for i in todo:
-        plan = plans[i]
-        if plan.get("error"):
+        config = plans[i].config
+        if config is None:
             continue
-        config = from_dict(plan["config"])
         key = data_key(config)
         if config.dataset != "digits" and key not in seen:
             seen.add(key)
             yield key, load_dataset(config.dataset, options=data_options(config))
 
 
-def leave_out(plans: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
+def leave_out(plans: list[RunPlan]) -> tuple[list[RunPlan], list[dict[str, str]]]:
     """The plans without the variants the model cannot take (a ``--batchnorm`` variant on a
     factory with no batchnorm keyword), and those variants with the reason: left out and said
     so in study.json and the report, never run to fail."""
@@ -174,25 +171,15 @@ def leave_out(plans: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[d
 
     reasons: dict[str, str | None] = {}
     for plan in plans:
-        variant = plan["variant"]
-        if variant not in reasons and not plan.get("error"):
-            reasons[variant] = model_refusal(from_dict(plan["config"]))
+        if plan.variant not in reasons and plan.config is not None:
+            reasons[plan.variant] = model_refusal(plan.config)
     left = [{"variant": v, "reason": r} for v, r in reasons.items() if r is not None]
     refused = {entry["variant"] for entry in left}
-    return [p for p in plans if p["variant"] not in refused], left
+    return [p for p in plans if p.variant not in refused], left
 
 
-def _absolute_data_dir(plan: dict[str, Any]) -> dict[str, Any]:
-    """A relative data_dir made absolute: Ray workers do not run in this directory."""
-    data_dir = plan["config"].get("data_dir")
-    if data_dir and not os.path.isabs(data_dir):
-        plan["config"] = {**plan["config"], "data_dir": os.path.abspath(data_dir)}
-    return plan
-
-
-def _device_of(plans: Sequence[Mapping[str, Any]]) -> str:
-
-    name = next((p["config"].get("device") or "auto" for p in plans if not p.get("error")), "auto")
+def _device_of(plans: Sequence[RunPlan]) -> str:
+    name = next((p.config.device for p in plans if p.config is not None), "auto")
     try:
         return str(resolve_device(name))
     except OverfitlabError:
@@ -235,10 +222,12 @@ def _load_resumed(
     return document, stored
 
 
-def expected_cost(plan: Mapping[str, Any]) -> float:
+def expected_cost(plan: RunPlan) -> float:
     """Training images × epochs: a run's relative length, for scheduling (None = the whole set)."""
-    config = plan.get("config") or {}
-    return float(config.get("train_size") or 10**9) * float(config.get("epochs") or 1)
+    config = plan.config
+    if config is None:
+        return 0.0
+    return float(config.train_size or 10**9) * float(config.epochs or 1)
 
 
 def on_written_data(spec: StudySpec, study_dir: Path) -> StudySpec:
@@ -274,15 +263,15 @@ def run_study(
     With ``live``, a notebook shows the progress in place (runs done, per variant).
     With ``mlflow`` (True: the SQLite store in ``runs_dir``; a string: that tracking
     URI), each run is logged to MLflow from this process as it ends, nested under a
-    parent run named after the study (``overfitlab.tracking``).
+    parent run named after the study (``runs.tracking``).
 
     ``threads`` (torch threads per run) defaults to the base recipe's, else 1 on
     every backend (``backends.DEFAULT_THREADS``), so the same study gives the same
     per-run numbers on each. ``progress(row, done,
     total)`` is called as each run ends. With ``report``, the HTML report is
-    written at the end (``overfitlab.report``). ``spec`` may be None when resuming.
+    written at the end (``studies.report``). ``spec`` may be None when resuming.
     With ``stack_seeds``, the seeds of each variant that stacking can train are
-    trained at once (``overfitlab.stacking``: for GPUs; numbers equal up to
+    trained at once (``runs.stacking``: for GPUs; numbers equal up to
     rounding); a resumed study keeps the choice it was started with.
     """
     runs_dir = store.check_writable(Path(runs_dir).resolve(), "runs folder", "--runs-dir")
@@ -293,7 +282,7 @@ def run_study(
         if data is not None and spec is not None:  # as it was started: on the data written into it
             spec = on_written_data(spec, study_dir)
         document, spec = _load_resumed(study_dir, name, spec, threads, stack_seeds)
-        threads, plans = document["threads"], document["runs"]
+        threads, plans = document["threads"], [RunPlan.from_dict(p) for p in document["runs"]]
         left_out: list[dict[str, str]] | None = document.get("left_out") or []
         stack_seeds = bool(document.get("stack_seeds"))
     else:
@@ -313,7 +302,7 @@ def run_study(
         ).threads
         if data is not None:
             spec = on_written_data(spec, study_dir)
-        plans = [_absolute_data_dir(p.to_dict()) for p in expand(spec, threads=threads)]
+        plans = [p.with_absolute_data_dir() for p in expand(spec, threads=threads)]
         left_out = None
     if tensorboard and stack_seeds:
         raise OverfitlabError("stacked seeds cannot log to TensorBoard: drop --stack-seeds or --tensorboard")
@@ -360,16 +349,15 @@ class _Study:
     spec: StudySpec
     dir: Path
     runs_dir: Path
-    plans: list[dict[str, Any]]  # RunPlan.to_dict() of every run, in order
+    plans: list[RunPlan]  # every run, in order
     document: dict[str, Any] | None  # the study.json being resumed
     left_out: list[dict[str, str]] = field(default_factory=list)  # variants the model cannot take
 
-    def run_dir(self, plan: Mapping[str, Any]) -> Path:
-        name: str = plan["name"]
-        return self.dir / name
+    def run_dir(self, plan: RunPlan) -> Path:
+        return self.dir / plan.name
 
     def save(self, index: RunIndex, record: dict[str, Any]) -> None:
-        store.write_json(self.dir / STUDY_JSON, {**record, "runs": self.plans})
+        store.write_json(self.dir / STUDY_JSON, {**record, "runs": [p.to_dict() for p in self.plans]})
         index.upsert_study(study_record(record))
 
 
@@ -411,16 +399,11 @@ def _run(
         "status": "running",
     }
 
-    def run_task(i: int) -> dict[str, Any]:
-        return {
-            "study": study.name,
-            "plan": study.plans[i],
-            "run_dir": str(study.run_dir(study.plans[i])),
-            "tensorboard": tensorboard,
-        }
+    def run_task(i: int) -> RunTask:
+        return RunTask(study.name, study.plans[i], study.run_dir(study.plans[i]), tensorboard)
 
-    tasks = [
-        {"study": study.name, "stacked": [run_task(i) for i in group]} if stacked else run_task(group[0])
+    tasks: list[Task] = [
+        StackedTask(study.name, tuple(run_task(i) for i in group)) if stacked else run_task(group[0])
         for group, stacked in planned
     ]
 
@@ -432,7 +415,7 @@ def _run(
     done = len(records) - len(todo)
     try:
         with backends.create(sized, address, connect_timeout) as backend:
-            record["environment"] = environment(sized, _device_of(study.plans), backend.versions())
+            record["environment"] = machine_record(sized, _device_of(study.plans), backend.versions())
             if stack_seeds:  # in the index and the report, where the backend is
                 record["environment"]["seed stacking"] = "the seeds of each variant at once (torch.func.vmap)"
             study.save(index, record)
@@ -441,12 +424,12 @@ def _run(
             payloads: list[Any] = tasks
             if backend.remote_nodes:  # data through the object store, run folders sent back
                 refs = {key: backend.put(to_store(data)) for key, data in shipped_data(study.plans, todo)}
-                fn, payloads = execute_shipped, [ship(task, refs) for task in tasks]
+                fn, payloads = execute_shipped, [Shipped(task, refs, backend.get) for task in tasks]
             for position, outcome, error in backend.execute(fn, payloads, on_start):
                 group = groups[position]
                 if error is None and backend.remote_nodes:
                     try:
-                        rows = land(tasks[position], outcome, study.name)
+                        rows = land(tasks[position], outcome)
                     except OverfitlabError as err:  # the folder could not be written here
                         error = err
                 else:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from .. import store
 from ..viz.html import REDRAW_SECONDS
+from .spec import RunPlan
 
 if TYPE_CHECKING:
     pass
@@ -70,7 +71,7 @@ class StudyProgress:
 
 def _progress(
     progress: Callable[[dict[str, Any], int, int], None] | None,
-    plans: Sequence[Mapping[str, Any]],
+    plans: Sequence[RunPlan],
     name: str,
     runs_dir: Path,
     live: bool,
@@ -86,7 +87,7 @@ def _progress(
         if in_notebook():
             from .progress import StudyProgress
 
-            calls.append(StudyProgress([str(p["variant"]) for p in plans]))
+            calls.append(StudyProgress([p.variant for p in plans]))
     if mlflow:
         # optional: the mlflow extra
         from ..runs.tracking import Tracker

@@ -44,9 +44,9 @@ from .report_cells import (
 from .report_data import (
     QUESTION,
     REPORT_FILE,
-    RUN_COLUMNS,
-    TABLE_METRICS,
+    RUN_TABLE_COLUMNS,
     TEMPLATE,
+    VARIANT_TABLE_COLUMNS,
     StudyData,
     load_study,
     spec_base,
@@ -201,7 +201,7 @@ def remedies(
                 "baseline": variant == baseline,
                 "grid_value": value,
                 "n": max(s.n for s in summaries[key].values()),
-                "cells": [summary_cell(m, variant, value, summaries[key][m]) for m in TABLE_METRICS],
+                "cells": [summary_cell(m, variant, value, summaries[key][m]) for m in VARIANT_TABLE_COLUMNS],
             }
         )
     return {
@@ -209,7 +209,7 @@ def remedies(
         "variants": variants,
         "baseline": baseline,
         "grid_field": grid_field,
-        "metric_names": [stats.METRICS[m] for m in TABLE_METRICS],
+        "metric_names": [stats.METRICS[m] for m in VARIANT_TABLE_COLUMNS],
     }
 
 
@@ -304,7 +304,7 @@ def runs(rows: Sequence[Mapping[str, Any]], grid_field: str | None) -> dict[str,
                 stats.fmt(stats.metric_value(r, m), digits_of(m)),
                 data_attributes(run_id=r["run_id"], metric=m, value=exact(stats.metric_value(r, m))),
             )
-            for m in RUN_COLUMNS
+            for m in RUN_TABLE_COLUMNS
         ]
         every.append(
             {
@@ -335,7 +335,7 @@ def runs(rows: Sequence[Mapping[str, Any]], grid_field: str | None) -> dict[str,
         ),
         "every": every,
         "grid_field": grid_field,
-        "columns": [stats.METRICS.get(m, m) for m in RUN_COLUMNS],
+        "columns": [stats.METRICS.get(m, m) for m in RUN_TABLE_COLUMNS],
     }
 
 
@@ -352,7 +352,7 @@ def _flatten(mapping: Mapping[str, Any], prefix: str = "") -> list[tuple[str, An
     return items
 
 
-def environment(study: Mapping[str, Any]) -> list[tuple[str, str]]:
+def machine_rows(study: Mapping[str, Any]) -> list[tuple[str, str]]:
     wall = study.get("wall_seconds")
     facts = [
         ("backend", study.get("backend")),
@@ -395,7 +395,7 @@ def render_report(data: StudyData) -> str:
             pictures=pictures(data, summaries, baseline, order, grid_field),
             left_out=data.study.get("left_out") or [],
             runs=runs(data.rows, grid_field),
-            environment=environment(data.study),
+            environment=machine_rows(data.study),
         )
     )
     return page + "\n"

@@ -19,7 +19,7 @@ TEMPLATE = "study.html.j2"  # in overfitlab/templates/
 INDEX_FILE = "index.sqlite"
 
 # Columns of the per-variant table, in order.
-TABLE_METRICS = (
+VARIANT_TABLE_COLUMNS = (
     "peak_valid_acc",
     "lowest_valid_loss",
     "final_gap_acc",
@@ -30,7 +30,7 @@ TABLE_METRICS = (
     "seconds",
 )
 # Columns of the per-run table.
-RUN_COLUMNS = (
+RUN_TABLE_COLUMNS = (
     "peak_valid_acc",
     "lowest_valid_loss",
     "final_train_acc",

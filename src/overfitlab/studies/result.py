@@ -95,7 +95,6 @@ def variant_table(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
 
 
 def study_html(result: StudyResult) -> str:
-    from .result import TABLE_METRICS
 
     head = "".join(
         f"<th>{html.escape(h)}</th>" for h in ["variant", "n", *[SHORT_LABELS[m] for m in TABLE_METRICS]]

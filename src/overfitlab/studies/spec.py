@@ -1,6 +1,6 @@
 """A study's spec: base recipe, variants, seeds, an optional grid; and its expansion into runs.
 
-The spec file format is ``overfitlab.study``'s docstring; ``expand`` turns a spec into one
+The spec file format is ``studies.loop``'s docstring; ``expand`` turns a spec into one
 ``RunPlan`` per variant × grid value × seed, the same seeds for every variant (a paired design).
 """
 
@@ -10,14 +10,20 @@ import dataclasses
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .. import store
-from ..config import FIELDS, Config, apply_overrides, flatten_toml, read_toml, to_dict, unknown_key_error
+from ..config import (
+    FIELDS,
+    Config,
+    apply_overrides,
+    flatten_toml,
+    from_dict,
+    read_toml,
+    to_dict,
+    unknown_key_error,
+)
 from ..errors import OverfitlabError
-
-if TYPE_CHECKING:
-    pass
 
 DEFAULT_SEEDS = 3
 SPEC_KEYS = ("name", "description", "seeds", "base", "variant", "grid")
@@ -260,6 +266,30 @@ class RunPlan:
             "config": to_dict(self.config) if self.config is not None else dict(self.overrides),
             "error": self.error,
         }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> RunPlan:
+        """A plan as ``to_dict`` wrote it (study.json's ``runs``): a failed plan keeps its
+        overrides, a valid one its Config."""
+        error = data.get("error")
+        stored = dict(data.get("config") or {})
+        return cls(
+            data["name"],
+            data["variant"],
+            data["seed"],
+            data.get("grid_field"),
+            data.get("grid_value"),
+            None if error else from_dict(stored),
+            error,
+            stored if error else {},
+        )
+
+    def with_absolute_data_dir(self) -> RunPlan:
+        """A relative data_dir made absolute: Ray workers do not run in this directory."""
+        data_dir = self.config.data_dir if self.config is not None else None
+        if self.config is None or not data_dir or os.path.isabs(data_dir):
+            return self
+        return dataclasses.replace(self, config=self.config.replace(data_dir=os.path.abspath(data_dir)))
 
 
 def run_name(variant: str, seed: int, grid_value: Any = None, has_grid: bool = False) -> str:

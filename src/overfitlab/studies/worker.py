@@ -9,18 +9,47 @@ import json
 import shutil
 import time
 import traceback
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import store
-from ..config import Config, from_dict
+from ..config import Config
 from ..errors import OverfitlabError
 from .index import STATUS_JSON, run_record
+from .spec import RunPlan
 
 if TYPE_CHECKING:
     # start-up: a worker server starts without torch
     from ..data.dataset import DataSet
+
+
+# --------------------------------------------------------------------------- tasks
+@dataclass(frozen=True)
+class RunTask:
+    """One planned run, as a backend hands it to a worker: typed all the way (pickled whole
+    to a process or a Ray node, never turned into a dict and parsed back)."""
+
+    study: str
+    plan: RunPlan
+    run_dir: Path
+    tensorboard: bool = False
+
+
+@dataclass(frozen=True)
+class StackedTask:
+    """The seeds of one variant (and grid value), trained at once by ``train_seeds``."""
+
+    study: str
+    runs: tuple[RunTask, ...]
+
+
+Task = RunTask | StackedTask
+
+
+def runs_of(task: Task) -> tuple[RunTask, ...]:
+    return task.runs if isinstance(task, StackedTask) else (task,)
 
 
 # --------------------------------------------------------------------------- one run (in a worker)
@@ -54,7 +83,7 @@ def data_key(config: Config) -> str:
     return json.dumps(fields)
 
 
-def execute_run(task: Mapping[str, Any], data: Mapping[str, DataSet] | None = None) -> dict[str, Any]:
+def execute_run(task: RunTask, data: Mapping[str, DataSet] | None = None) -> dict[str, Any]:
     """Train one planned run into its folder and return its index row.
 
     Runs in whichever process the backend chose. Any exception is the run's
@@ -67,16 +96,16 @@ def execute_run(task: Mapping[str, Any], data: Mapping[str, DataSet] | None = No
     # start-up: a worker server starts without torch
     from ..runs.train import train
 
-    plan, run_dir = task["plan"], Path(task["run_dir"])
+    plan, run_dir = task.plan, task.run_dir
     fresh_folder(run_dir)
     started_at, started = now(), time.perf_counter()
     status: dict[str, Any] = {"status": "complete", "error": None}
     try:
-        if plan.get("error"):
-            raise OverfitlabError(plan["error"])
-        config = from_dict(plan["config"])
+        if plan.config is None:
+            raise OverfitlabError(plan.error or "no config")
+        config = plan.config
         given = (data or {}).get(data_key(config))
-        if task.get("tensorboard"):
+        if task.tensorboard:
             # optional: the tensorboard extra
             from ..training.tensorboard import TensorBoardLogger
 
@@ -91,26 +120,26 @@ def execute_run(task: Mapping[str, Any], data: Mapping[str, DataSet] | None = No
         status = _failed(err)
     status.update(started_at=started_at, ended_at=now(), seconds=round(time.perf_counter() - started, 3))
     store.write_json(run_dir / STATUS_JSON, status)
-    return run_record(task["study"], plan, run_dir)
+    return run_record(task.study, plan, run_dir)
 
 
-def execute_stacked(
-    task: Mapping[str, Any], data: Mapping[str, DataSet] | None = None
-) -> list[dict[str, Any]]:
-    """Train the seeds of one variant at once (``overfitlab.stacking``) into their run
+def execute_stacked(task: StackedTask, data: Mapping[str, DataSet] | None = None) -> list[dict[str, Any]]:
+    """Train the seeds of one variant at once (``runs.stacking``) into their run
     folders; return their index rows. Errors and Ctrl-C as ``execute_run``."""
     # start-up: a worker server starts without torch
     from ..runs.stacking import train_seeds
 
-    runs = task["stacked"]
-    run_dirs = [Path(run["run_dir"]) for run in runs]
+    runs = task.runs
+    run_dirs = [run.run_dir for run in runs]
     for run_dir in run_dirs:
         fresh_folder(run_dir)
     started_at, started = now(), time.perf_counter()
     statuses: list[dict[str, Any]]
     try:
-        config = from_dict(runs[0]["plan"]["config"])
-        seeds = [run["plan"]["seed"] for run in runs]
+        config = runs[0].plan.config
+        if config is None:
+            raise OverfitlabError(runs[0].plan.error or "no config")
+        seeds = [run.plan.seed for run in runs]
         results = train_seeds(config, seeds, run_dirs, data=(data or {}).get(data_key(config)))
         statuses = [
             {"status": "failed", "error": result.stop_message}
@@ -121,78 +150,74 @@ def execute_stacked(
     except Exception as err:  # every member's error; the study goes on
         statuses = [_failed(err) for _ in runs]
     seconds = round((time.perf_counter() - started) / len(runs), 3)  # each member's share
-    names = [run["plan"]["name"] for run in runs]
+    names = [run.plan.name for run in runs]
     for run_dir, status in zip(run_dirs, statuses, strict=True):
         status.update(started_at=started_at, ended_at=now(), seconds=seconds, stacked_with=names)
         store.write_json(run_dir / STATUS_JSON, status)
-    return [
-        run_record(task["study"], run["plan"], run_dir) for run, run_dir in zip(runs, run_dirs, strict=True)
-    ]
+    return [run_record(task.study, run.plan, run.run_dir) for run in runs]
 
 
-def execute_task(task: Mapping[str, Any], data: Mapping[str, DataSet] | None = None) -> list[dict[str, Any]]:
+def execute_task(task: Task, data: Mapping[str, DataSet] | None = None) -> list[dict[str, Any]]:
     """A backend's unit of work, in whichever process it chose: one run, or the seeds of one
     variant stacked. Returns the index rows of its runs."""
-    if "stacked" in task:
+    if isinstance(task, StackedTask):
         return execute_stacked(task, data)
     return [execute_run(task, data)]
 
 
 # ------------------------------------------------------------ nodes without a shared file system
-def ship(task: Mapping[str, Any], data: Mapping[str, Any]) -> dict[str, Any]:
-    """A task for a node that may not see the study's folders: with the object-store
-    reference of its data set (``data``: dataset name → reference), trained locally there."""
-    return {"task": dict(task), "data": data}
+@dataclass(frozen=True)
+class Shipped:
+    """A task for a node that may not see the study's folders: trained in a local folder
+    there, on data fetched from the backend's object store with the backend's own ``get``."""
+
+    task: Task
+    data: Mapping[str, Any]  # data key -> the object-store reference of that data set
+    get: Callable[[Any], Any]  # the backend's get: a reference -> what ``put`` stored
 
 
-def _runs_of(task: Mapping[str, Any]) -> list[Mapping[str, Any]]:
-    return list(task["stacked"]) if "stacked" in task else [task]
+def _relocated(task: Task, root: Path) -> Task:
+    def moved(run: RunTask) -> RunTask:
+        return replace(run, run_dir=root / run.plan.name)
 
-
-def _relocated(task: Mapping[str, Any], root: Path) -> dict[str, Any]:
-    def moved(run: Mapping[str, Any]) -> dict[str, Any]:
-        return {**run, "run_dir": str(root / run["plan"]["name"])}
-
-    if "stacked" in task:
-        return {**task, "stacked": [moved(run) for run in task["stacked"]]}
+    if isinstance(task, StackedTask):
+        return replace(task, runs=tuple(moved(run) for run in task.runs))
     return moved(task)
 
 
-def execute_shipped(shipped: Mapping[str, Any]) -> dict[str, Any]:
-    """On a Ray node: train the task into a temporary local folder, on the data fetched from
+def execute_shipped(shipped: Shipped) -> dict[str, Any]:
+    """On a node: train the task into a temporary local folder, on the data fetched from
     the object store (put there once per study), and return each run folder's files. The
     study's machine writes them (``land``): the node needs neither the runs folder nor the data."""
     import tempfile
 
-    task = shipped["task"]
-    data = {name: _from_store(ref) for name, ref in (shipped.get("data") or {}).items()}
+    data = {name: from_store(shipped.get(ref)) for name, ref in shipped.data.items()}
     with tempfile.TemporaryDirectory(prefix="overfitlab-run-") as tmp:
-        local = _relocated(task, Path(tmp))
+        local = _relocated(shipped.task, Path(tmp))
         execute_task(local, data)
         folders = {}
-        for run in _runs_of(local):
-            run_dir = Path(run["run_dir"])
-            folders[run["plan"]["name"]] = {
-                str(path.relative_to(run_dir)): path.read_bytes()
-                for path in sorted(run_dir.rglob("*"))
+        for run in runs_of(local):
+            folders[run.plan.name] = {
+                str(path.relative_to(run.run_dir)): path.read_bytes()
+                for path in sorted(run.run_dir.rglob("*"))
                 if path.is_file()
             }
     return {"folders": folders}
 
 
-def land(task: Mapping[str, Any], result: Mapping[str, Any], study_name: str) -> list[dict[str, Any]]:
+def land(task: Task, result: Mapping[str, Any]) -> list[dict[str, Any]]:
     """Write the run folders a node sent back into their places; return their index rows.
     ``status.json`` goes last, as on a node: a folder without it is an unfinished run."""
     rows = []
-    for run in _runs_of(task):
-        run_dir = Path(run["run_dir"])
+    for run in runs_of(task):
+        run_dir = run.run_dir
         fresh_folder(run_dir)
-        files = result["folders"][run["plan"]["name"]]
+        files = result["folders"][run.plan.name]
         for relative in sorted(files, key=lambda name: name == STATUS_JSON):
             target = run_dir / relative
             target.parent.mkdir(parents=True, exist_ok=True)
             store.atomic_write(target, files[relative])
-        rows.append(run_record(study_name, run["plan"], run_dir))
+        rows.append(run_record(run.study, run.plan, run_dir))
     return rows
 
 
@@ -211,17 +236,16 @@ def to_store(data: DataSet) -> dict[str, Any]:
     }
 
 
-def _from_store(ref: Any) -> DataSet:
+def from_store(stored: Mapping[str, Any]) -> DataSet:
+    """The DataSet ``to_store`` made, its tensors over the store's arrays (not copied)."""
     import warnings
 
-    import ray
     import torch
 
     # start-up: a worker server starts without torch
     from ..data.dataset import DataSet
     from ..data.split import Split
 
-    stored = ray.get(ref)
     with warnings.catch_warnings():
         # The store's arrays are read-only; training never writes to a data set's tensors
         # (batches are copies), so they are shared, not copied per worker.

@@ -1,7 +1,7 @@
 """The training loop: fit a model, epoch by epoch; callbacks observe.
 
 ``Trainer`` knows nothing of configs, files or flags: it takes a model, an
-optimizer and a few typed values. ``overfitlab.run`` builds those from a
+optimizer and a few typed values. ``overfitlab.runs`` builds those from a
 Config and persists what the trainer produces.
 """
 
@@ -104,6 +104,34 @@ def epoch_record(
     }
 
 
+@torch.inference_mode()
+def evaluate_model(
+    model: nn.Module,
+    split: Split,
+    loss_fn: LossFn = F.cross_entropy,
+    batch_size: int = 250,
+    scaling: Scaling | None = None,
+    memory_format: torch.memory_format = torch.contiguous_format,
+    device: torch.device | None = None,
+    autocast_dtype: torch.dtype | None = None,
+) -> tuple[float, float]:
+    """Mean loss and accuracy of a model over every sample of a split, its inputs fed exactly
+    as in training (scaled to [0, 1], standardized, in the memory format); needs no optimizer."""
+    device = device or torch.device("cpu")
+    scaling = scaling or Scaling()
+    model.eval()
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    correct = torch.zeros((), dtype=torch.int64, device=device)
+    autocast = torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None)
+    for images, labels in datalib.eval_batches(split, batch_size):
+        with autocast:
+            x = scaling.standardize(Scaling.unit(images)).contiguous(memory_format=memory_format)
+            outputs = model(x)
+            loss_sum += loss_fn(outputs, labels, reduction="sum").double()
+        correct += (outputs.argmax(1) == labels).sum()
+    return float(loss_sum) / len(split), int(correct) / len(split)
+
+
 @dataclass
 class Trainer:
     model: nn.Module
@@ -185,18 +213,18 @@ class Trainer:
             "batch_acc": (batch_correct / size).tolist(),
         }
 
-    @torch.inference_mode()
     def evaluate(self, split: Split) -> tuple[float, float]:
         """Mean loss and accuracy over every sample of the split."""
-        self.model.eval()
-        loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
-        correct = torch.zeros((), dtype=torch.int64, device=self.device)
-        for images, labels in datalib.eval_batches(split, self.valid_batch_size):
-            with self._autocast():
-                outputs = self.model(self._inputs(images, train=False))
-                loss_sum += self.loss_fn(outputs, labels, reduction="sum").double()
-            correct += (outputs.argmax(1) == labels).sum()
-        return float(loss_sum) / len(split), int(correct) / len(split)
+        return evaluate_model(
+            self.model,
+            split,
+            self.loss_fn,
+            self.valid_batch_size,
+            self.scaling,
+            self.memory_format,
+            self.device,
+            self.autocast_dtype,
+        )
 
     # ------------------------------------------------------------------ fit
     def fit(self, data: DataSet, epochs: int) -> History:
