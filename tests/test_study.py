@@ -18,9 +18,9 @@ from overfitlab.cli import main
 from overfitlab.config import Config
 from overfitlab.errors import OverfitlabError
 from overfitlab.studies.index import RunIndex
-from overfitlab.studies.loop import _absolute_data_dir, run_study
+from overfitlab.studies.loop import run_study
 from overfitlab.studies.presets import ALL_REMEDIES, REMEDIES, REMEDIES_BASE, preset
-from overfitlab.studies.spec import expand, load_spec, make_spec
+from overfitlab.studies.spec import RunPlan, expand, load_spec, make_spec
 
 TIMING = {"started_at", "ended_at", "seconds", "run_dir"}
 SMALL = {"train_size": 120, "epochs": 2, "hidden": 4, "batch_size": 40}
@@ -444,8 +444,9 @@ def test_cli_study_json_and_exit_status(tmp_path, capsys):
     rows = index_rows(tmp_path / "runs", "cli")
     assert all(r["config"]["epochs"] == 3 for r in rows)  # the flag overrides the spec's base
     # Relative paths are made absolute: Ray workers run in another directory.
-    plan = _absolute_data_dir({"config": {"dataset": "mnist", "data_dir": "some/data"}})
-    assert plan["config"]["data_dir"] == os.path.abspath("some/data")
+    plan = RunPlan("x", "baseline", 0, None, None, Config(dataset="mnist", data_dir="some/data"))
+    config = plan.with_absolute_data_dir().config
+    assert config is not None and config.data_dir == os.path.abspath("some/data")
     assert out["runs"] == 4 and out["complete"] == 2
     assert {f["run_id"] for f in out["failed"]} == {"cli/big-batch-s0", "cli/big-batch-s1"}
     assert all("batch size 500" in f["error"] for f in out["failed"])
