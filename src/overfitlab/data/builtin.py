@@ -17,7 +17,7 @@ from ..catalog import BUILTIN
 from ..errors import OverfitlabError, one_line
 from ..store import removed_on_failure
 from .dataset import DataSet
-from .split import Split
+from .split import Split, stratified_indices
 
 # The digits split is fixed whatever the run's seed, so every run is validated
 # on the same 450 images.
@@ -33,22 +33,6 @@ def default_data_dir() -> Path:
 
 
 # --------------------------------------------------------------------------- loading
-def stratified_indices(labels: torch.Tensor, size: int, generator: torch.Generator) -> torch.Tensor:
-    """``size`` indices with each class in proportion to its frequency (largest remainder)."""
-    classes, counts = labels.unique(return_counts=True)
-    exact = counts.double() * size / labels.numel()
-    quota = exact.floor().long()
-    shortfall = size - int(quota.sum())
-    if shortfall:
-        order = torch.argsort(exact - quota, descending=True, stable=True)
-        quota[order[:shortfall]] += 1
-    chosen = []
-    for cls, take in zip(classes.tolist(), quota.tolist(), strict=True):
-        members = (labels == cls).nonzero().flatten()
-        chosen.append(members[torch.randperm(members.numel(), generator=generator)[:take]])
-    return torch.cat(chosen).sort().values
-
-
 def digits_file() -> Path:
     """scikit-learn's copy of the UCI digits: 1797 rows of 64 grey levels (0..16) and a label.
 

@@ -444,7 +444,5 @@ def create_model(
     """Any model by reference (a registered name, ``torchvision:NAME``, ``timm:NAME``,
     ``module:function``, ``file.py:function``), with keyword arguments for its factory;
     None keeps the factory's default."""
-    from .factory import build_model
-
     given = {k: v for k, v in overrides.items() if v is not None}
     return build_model(name, in_shape, classes, given, dropout_impl=dropout_impl).module

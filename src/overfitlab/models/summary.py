@@ -57,8 +57,6 @@ class ModelSummary:
         )
 
     def _repr_html_(self) -> str:
-        from .summary import summary_html
-
         return summary_html(self)
 
     def __str__(self) -> str:

@@ -91,8 +91,6 @@ class RunResult:
         )
 
     def _repr_html_(self) -> str:
-        from .result import run_html
-
         return run_html(self)
 
     def summary(self) -> dict[str, Any]:

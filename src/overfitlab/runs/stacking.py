@@ -81,7 +81,7 @@ IMPLEMENTED = frozenset(
     }
 )
 # How a refusal names the options it knows; any other is named by its flag.
-LABELS = {
+REFUSAL_NAMES = {
     "augment": "augmentation",
     "max_norm": "max-norm",
     "normalize": "normalization",
@@ -94,7 +94,7 @@ def refusals(config: Config) -> list[str]:
     """What in this recipe stacking cannot do (empty: the seeds can be stacked)."""
     defaults = type(config)()  # its own class: a Config with more fields has their defaults too
     return [
-        LABELS.get(f.name, "--" + f.name.replace("_", "-"))
+        REFUSAL_NAMES.get(f.name, "--" + f.name.replace("_", "-"))
         for f in dataclasses.fields(config)
         if f.name not in IMPLEMENTED and getattr(config, f.name) != getattr(defaults, f.name)
     ]

@@ -85,8 +85,6 @@ def _progress(
         from ..training.progress import in_notebook
 
         if in_notebook():
-            from .progress import StudyProgress
-
             calls.append(StudyProgress([p.variant for p in plans]))
     if mlflow:
         # optional: the mlflow extra

@@ -42,8 +42,6 @@ class StudyResult:
         )
 
     def _repr_html_(self) -> str:
-        from .result import study_html
-
         return study_html(self)
 
     def to_dict(self) -> dict[str, Any]:
