@@ -96,7 +96,7 @@ def tutorial_digits_runs(plans: list[dict], threads: int | None = None, device: 
 
 # --------------------------------------------------------------------------- overfitlab
 def overfitlab_api(config: dict[str, Any], save: bool = True) -> dict:
-    """``overfitlab.run.train`` on a Config; with ``save``, into a temporary run folder."""
+    """``overfitlab.runs.train`` on a Config; with ``save``, into a temporary run folder."""
     from overfitlab.config import Config
     from overfitlab.environment import keep_freed_memory
     from overfitlab.runs.train import train

@@ -1,6 +1,6 @@
 """(a) The tutorial's recipe on MNIST, one epoch: seed-cnn h=16, batch 32, Adam 0.01.
 
-Contenders: the tutorial's own loop (baseline), ``overfitlab.run.train``,
+Contenders: the tutorial's own loop (baseline), ``overfitlab.runs.train``,
 and at the largest thread count also ``overfitlab train`` on the command line
 and Lightning and Keras 3 (torch backend) when installed. Training and validation time are compared
 separately; validation accuracy is printed beside (the tutorial's is the mean

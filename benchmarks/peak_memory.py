@@ -1,7 +1,7 @@
 """(d) Peak memory of a full MNIST run: the peak resident set of a fresh process.
 
 One run of each, full training and validation sets, one epoch (``--memory-epochs``):
-the tutorial's loop, ``overfitlab.run.train`` saving its run folder, and
+the tutorial's loop, ``overfitlab.runs.train`` saving its run folder, and
 ``overfitlab train`` (which also draws curves.png). ``max_rss_mib`` is the
 process's peak resident memory (``ru_maxrss`` from ``wait4``), imports and
 interpreter shutdown included (torch alone is about half a GiB; shutdown pages in

@@ -84,7 +84,7 @@ print("before training")
 from overfitlab import Config, EarlyStopping, Trainer
 from overfitlab.data import load_dataset, prepare
 from overfitlab.models import create_model
-from overfitlab.notebook import LiveCurves
+from overfitlab.training import LiveCurves
 import torch
 torch.manual_seed(0)
 data = prepare(load_dataset("digits"), 200, 0.0, 0)

@@ -320,7 +320,7 @@ def test_from_torch_reads_a_map_style_dataset_once(digits, monkeypatch):
     valid_ds = TensorDataset(digits.valid.images.float() / 255, digits.valid.labels)
     data = DataSet.from_torch(train_ds, valid_ds)
     assert torch.equal(data.train.images, digits.train.images) and data.classes == 10
-    import overfitlab.data as datalib
+    import overfitlab.data.split as datalib
 
     monkeypatch.setattr(datalib, "available_memory", lambda: 10_000)
     with pytest.raises(OverfitlabError, match="more than the .* GiB of memory available"):
