@@ -1,4 +1,4 @@
-"""The static checks (ruff lint, ruff format, mypy) as part of the test run: README's test
+"""The static checks (ruff lint, ruff format, mypy, the import graph) as part of the test run: README's test
 command runs them, and a change that breaks one fails CI like a failing test."""
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ CHECKS = {
     "ruff-lint": ["ruff", "check", "."],
     "ruff-format": ["ruff", "format", "--check", "."],
     "mypy": ["mypy"],
+    # the layout: no import cycle, no upward import, every late import with its reason
+    "layers": ["python", "tests/import_graph.py"],
 }
 
 
