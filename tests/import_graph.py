@@ -24,7 +24,18 @@ SRC = Path(__file__).resolve().parent.parent / "src" / "overfitlab"
 # Lowest first. A module may import from its own layer (acyclically) and from any layer below.
 LAYERS = (
     # base modules: no overfitlab imports above this line
-    ("errors", "environment", "store", "metrics", "history", "stats", "curves", "catalog", "version"),
+    (
+        "errors",
+        "environment",
+        "store",
+        "metrics",
+        "history",
+        "stats",
+        "sequential",
+        "curves",
+        "catalog",
+        "version",
+    ),
     ("viz",),  # figures, pages, HTML helpers: know no result type
     ("data",),
     ("models",),

@@ -44,7 +44,7 @@ METRICS: dict[str, str] = {
     "seconds": "wall time (s)",
 }
 
-# The question is about the gap, so remedies are ranked by how much they shrink it.
+# The accuracy gap: how much a model over-fits, shown beside the effect (it describes, never decides).
 GAP_METRIC = "final_gap_acc"
 # Differences shown next to the gap in the comparison table.
 COMPARED = ("final_valid_acc", "final_gap_acc", "peak_valid_acc", "final_gap_loss", "lowest_valid_loss")
@@ -376,23 +376,23 @@ def gap_reduction(comparison: Comparison) -> float:
     return -comparison.mean_diff
 
 
-def verdict(c: Comparison, accuracy: Comparison | None = None) -> str:
-    """What a comparison says, in words (the report's and ``study --json``'s), after Holm's
-    adjustment. Given the gap's comparison and the valid accuracy's, a narrower gap with a
-    lower valid accuracy is called what it is: under-fitting, not a cure."""
-    if c.n == 0:
+def verdict(accuracy: Comparison, gap: Comparison | None = None) -> str:
+    """What a comparison of the returned model's valid accuracy says, in words, after Holm's
+    adjustment: higher, lower (under-fitting when the gap is narrower too), or not told apart.
+    The gap describes; it never decides (a narrower gap at equal accuracy is no cure)."""
+    if accuracy.n == 0:
         return "no run matches a baseline seed"
-    if accuracy is not None and c.metric == GAP_METRIC:
-        if accuracy.tells_apart and accuracy.mean_diff < 0:
-            narrower = " with a narrower gap" if c.tells_apart and c.mean_diff < 0 else ""
-            return f"under-fits: lower valid accuracy than baseline{narrower} (adjusted, n={c.n})"
-        if accuracy.tells_apart and accuracy.mean_diff > 0:
-            return f"higher valid accuracy than baseline (adjusted, n={c.n})"
-    if c.tells_apart:
-        word = "narrower" if c.mean_diff < 0 else "wider"
-        return f"gap {word} than baseline (adjusted, n={c.n})"
-    why = f"; {c.note}" if c.note else ""
-    return f"cannot tell apart from baseline (n={c.n}{why})"
+    if accuracy.tells_apart and accuracy.mean_diff > 0:
+        return f"higher valid accuracy than baseline (adjusted, n={accuracy.n})"
+    if accuracy.tells_apart and accuracy.mean_diff < 0:
+        narrower = gap is not None and gap.tells_apart and gap.mean_diff < 0
+        return (
+            f"under-fits: lower valid accuracy than baseline, with a narrower gap (adjusted, n={accuracy.n})"
+            if narrower
+            else f"lower valid accuracy than baseline (adjusted, n={accuracy.n})"
+        )
+    why = f"; {accuracy.note}" if accuracy.note else ""
+    return f"valid accuracy not told apart from baseline (n={accuracy.n}{why})"
 
 
 def comparisons_table(rows: Iterable[Row], spec_variants: Sequence[str] = ()) -> dict[str, Any]:
@@ -408,13 +408,13 @@ def comparisons_table(rows: Iterable[Row], spec_variants: Sequence[str] = ()) ->
 
     return {
         "baseline": baseline,
-        "ranked_by": GAP_METRIC,
+        "ranked_by": HEADLINE_METRIC,
         "confidence": CONFIDENCE,
         "remedies": [
             {
                 "variant": variant,
                 "gap_reduction": number(gap_reduction(comparisons[variant][GAP_METRIC])),
-                "verdict": verdict(comparisons[variant][GAP_METRIC], comparisons[variant][HEADLINE_METRIC]),
+                "verdict": verdict(comparisons[variant][HEADLINE_METRIC], comparisons[variant][GAP_METRIC]),
                 "differences": {
                     metric: {
                         "mean": number(c.mean_diff),
@@ -429,17 +429,20 @@ def comparisons_table(rows: Iterable[Row], spec_variants: Sequence[str] = ()) ->
                     for metric, c in comparisons[variant].items()
                 },
             }
-            for variant in rank_by_gap(comparisons)
+            for variant in rank_by_effect(comparisons)
         ],
     }
 
 
-def rank_by_gap(comparisons: Mapping[str, Mapping[str, Comparison]], metric: str = GAP_METRIC) -> list[str]:
-    """Variants sorted by gap reduction, largest first; ones with no matched seeds last."""
+def rank_by_effect(
+    comparisons: Mapping[str, Mapping[str, Comparison]], metric: str = HEADLINE_METRIC
+) -> list[str]:
+    """Variants by their effect on the returned model's valid accuracy, largest first; ones with
+    no matched seeds last."""
 
     def key(variant: str) -> tuple[int, float]:
-        reduction = gap_reduction(comparisons[variant][metric])
-        return (0, -reduction) if math.isfinite(reduction) else (1, 0.0)
+        effect = comparisons[variant][metric].mean_diff
+        return (0, -effect) if math.isfinite(effect) else (1, 0.0)
 
     return sorted(comparisons, key=key)
 

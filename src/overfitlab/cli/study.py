@@ -14,7 +14,7 @@ from ..studies.backends import BACKENDS, RAY_CONNECT_TIMEOUT, start_worker_serve
 from ..studies.loop import run_study
 from ..studies.presets import PRESETS, preset
 from ..studies.result import TABLE_METRICS, StudyResult
-from ..studies.spec import DEFAULT_SEEDS, load_spec
+from ..studies.spec import DEFAULT_SEEDS, MARGIN, MAX_SEEDS, load_spec
 from ._common import add_config_flags, add_output_flags
 
 if TYPE_CHECKING:
@@ -65,7 +65,7 @@ def table_text(result: StudyResult) -> str:
         + ([str(e["grid_value"])] if grid else [])
         + [str(e["n"]) + (f" ({e['failed']} failed)" if e["failed"] else "")]
         + [cell(e[m]) for m in TABLE_METRICS]
-        for e in result.table
+        for e in result.ordered_table()
     ]
     widths = [max(len(r[i]) for r in [head] + rows) for i in range(len(head))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in [head] + rows]
@@ -82,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
             raise OverfitlabError(
                 "--resume NAME continues a study as it was planned: drop SPEC, --preset and --name"
             )
-        if args.seeds is not None or set(overrides) - {"threads"}:
+        if args.seeds is not None or args.margin is not None or set(overrides) - {"threads"}:
             raise OverfitlabError("--resume NAME keeps the study's recipe and seeds: drop the recipe flags")
         spec, name = None, args.resume
     else:
@@ -90,8 +90,11 @@ def run(args: argparse.Namespace) -> int:
             raise OverfitlabError("pass a SPEC.toml or --preset, not both")
         # Nothing named: the main study, every remedy against the over-fitting baseline.
         spec = load_spec(args.spec) if args.spec else preset(args.preset or DEFAULT_PRESET)
-        if args.seeds is not None:
-            spec = spec.with_seeds(args.seeds)
+        if args.seeds is not None or args.first_seed or args.max_seeds != MAX_SEEDS:
+            seeds = args.seeds if args.seeds is not None else ("auto" if spec.stages else len(spec.seeds))
+            spec = spec.with_seeds(seeds, args.max_seeds, args.first_seed)
+        if args.margin is not None:
+            spec = spec.with_margin(args.margin)
         spec = spec.with_base({k: v for k, v in overrides.items() if k != "threads"})
         name = args.name
     progress = (
@@ -118,6 +121,8 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(result.to_dict()))
     else:
         print(table_text(result), end="")
+        for line in result.answer_lines():
+            print(line)
         for row in result.failed:
             print(f"failed: {row['run_id']}: {row['error']}")
         for entry in result.left_out:
@@ -147,9 +152,30 @@ def add_parser(subparsers: SubParsers) -> None:
     )
     parser.add_argument(
         "--seeds",
+        metavar="auto|N",
+        help="auto: seeds in stages (3, then more only for the remedies still undecided, up to "
+        f"--max-seeds); N: N seeds for every variant at once (default: the spec's; the remedies "
+        f"preset's is auto, a spec file's {DEFAULT_SEEDS})",
+    )
+    parser.add_argument(
+        "--max-seeds",
         type=int,
+        default=MAX_SEEDS,
         metavar="N",
-        help=f"seeds 0..N-1 for every variant (default: the spec's, else {DEFAULT_SEEDS})",
+        help=f"with --seeds auto: at most N seeds per remedy (default: {MAX_SEEDS})",
+    )
+    parser.add_argument(
+        "--first-seed",
+        type=int,
+        default=0,
+        metavar="S",
+        help="the seeds start at S (default: 0); a study on other seeds is an independent replicate",
+    )
+    parser.add_argument(
+        "--margin",
+        type=float,
+        metavar="DELTA",
+        help=f"an effect on held-out accuracy within ±DELTA counts as no effect (default: {MARGIN})",
     )
     parser.add_argument(
         "--backend",

@@ -44,24 +44,21 @@ on when the kill came. Failed runs are retried too.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import platform
 import shlex
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import store
 from ..config import data_options
-from ..environment import resolve_device
 from ..errors import Interrupted, OverfitlabError
-from ..version import __version__
 from . import backends
 from .index import STUDY_JSON, RunIndex, planned_record, run_record, study_record
 from .progress import _progress
+from .record import device_of, load_resumed, machine_record, study_lock
 from .result import StudyResult, variant_table
 from .spec import RunPlan, StudySpec, expand, grid_token
 from .worker import (
@@ -107,44 +104,6 @@ def stacked_groups(plans: Sequence[RunPlan], todo: Sequence[int]) -> list[tuple[
     return tasks
 
 
-@contextlib.contextmanager
-def _study_lock(study_dir: Path, name: str) -> Iterator[None]:
-    """One process per study at a time (a resume while the study still runs would redo its runs)."""
-    try:
-        import fcntl
-    except ImportError:  # Windows: no advisory locks; don't run one study twice at once
-        yield
-        return
-    with open(study_dir / ".lock", "w") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise OverfitlabError(
-                f"study {name} is running in another process: wait for it to end, or stop it, before resuming"
-            ) from None
-        yield  # the lock ends with the file, even when the process is killed
-
-
-def machine_record(resources: backends.Resources, device: str, versions: Mapping[str, str]) -> dict[str, Any]:
-    import numpy
-    import torch
-
-    return {
-        "overfitlab": __version__,
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "numpy": numpy.__version__,
-        **versions,
-        "platform": platform.platform(),
-        "machine": platform.machine(),
-        "cpu_cores": resources.cores,
-        "device": device,
-        "threads": resources.threads,
-        "backend": resources.backend,
-        "workers": resources.workers,
-    }
-
-
 def shipped_data(plans: Sequence[RunPlan], todo: Sequence[int]) -> Iterator[tuple[str, DataSet]]:
     """The data sets the runs to do read from files (all but the built-in digits, which every
     node has with scikit-learn), each loaded once here, by ``data_key``."""
@@ -178,48 +137,11 @@ def leave_out(plans: list[RunPlan]) -> tuple[list[RunPlan], list[dict[str, str]]
     return [p for p in plans if p.variant not in refused], left
 
 
-def _device_of(plans: Sequence[RunPlan]) -> str:
-    name = next((p.config.device for p in plans if p.config is not None), "auto")
-    try:
-        return str(resolve_device(name))
-    except OverfitlabError:
-        return name
-
-
 def _write_report(runs_dir: Path, name: str) -> Path:
     # start-up: scipy and matplotlib only for the report
     from .report import write_report
 
     return write_report(runs_dir, name)
-
-
-def _load_resumed(
-    study_dir: Path, name: str, spec: StudySpec | None, threads: int | None, stack_seeds: bool
-) -> tuple[dict[str, Any], StudySpec]:
-    if not (study_dir / STUDY_JSON).is_file():
-        known = sorted(p.parent.name for p in study_dir.parent.glob(f"*/{STUDY_JSON}"))
-        raise OverfitlabError(
-            f"no study {name!r} in {study_dir.parent} to resume: "
-            f"known studies are {', '.join(known) or 'none'}"
-        )
-    document = store.read_json(study_dir / STUDY_JSON)
-    stored = StudySpec.from_dict(document["spec"])
-    if spec is not None and spec.to_dict() != stored.to_dict():
-        raise OverfitlabError(
-            f"study {name} was started with another spec: resume it without a "
-            "spec, or start a new study with another --name"
-        )
-    if threads is not None and threads != document["threads"]:
-        raise OverfitlabError(
-            f"study {name} runs with {document['threads']} threads per run "
-            f"(its numbers depend on it): resume without --threads"
-        )
-    if stack_seeds and not document.get("stack_seeds"):
-        raise OverfitlabError(
-            f"study {name} trains its seeds one by one (its numbers depend on it): "
-            "resume without --stack-seeds"
-        )
-    return document, stored
 
 
 def expected_cost(plan: RunPlan) -> float:
@@ -281,7 +203,7 @@ def run_study(
         study_dir = runs_dir / store.check_name(name)
         if data is not None and spec is not None:  # as it was started: on the data written into it
             spec = on_written_data(spec, study_dir)
-        document, spec = _load_resumed(study_dir, name, spec, threads, stack_seeds)
+        document, spec = load_resumed(study_dir, name, spec, threads, stack_seeds)
         threads, plans = document["threads"], [RunPlan.from_dict(p) for p in document["runs"]]
         left_out: list[dict[str, str]] | None = document.get("left_out") or []
         stack_seeds = bool(document.get("stack_seeds"))
@@ -325,7 +247,7 @@ def run_study(
             plans, left_out = leave_out(plans)
         index = RunIndex.of(runs_dir)
         try:
-            with _study_lock(study_dir, name):
+            with study_lock(study_dir, name):
                 return _run(
                     _Study(name, spec, study_dir, runs_dir, plans, document, left_out),
                     index,
@@ -380,11 +302,17 @@ def _run(
     todo = [i for i, r in enumerate(records) if r["status"] != "complete"]
     for i in todo:  # unfinished or failed: planned afresh
         records[i] = planned_record(study.name, study.plans[i], study.run_dir(study.plans[i]))
-    # Longest runs first, so that no worker is left with a long run while the others idle.
-    todo.sort(key=lambda i: -expected_cost(study.plans[i]))
-    planned = stacked_groups(study.plans, todo) if stack_seeds else [([i], False) for i in todo]
-    groups = [group for group, _ in planned]
-    sized = backends.resources(backend_name, workers, threads, len(groups) or 1, address)
+
+    # start-up: numpy and scipy only once a study runs
+    from .decisions import decisions, next_stage, question
+
+    def schedule(todo: list[int]) -> list[tuple[list[int], bool]]:
+        # Longest runs first, so that no worker is left with a long run while the others idle.
+        todo = sorted(todo, key=lambda i: -expected_cost(study.plans[i]))
+        return stacked_groups(study.plans, todo) if stack_seeds else [([i], False) for i in todo]
+
+    planned = schedule(todo)
+    sized = backends.resources(backend_name, workers, threads, len(planned) or 1, address)
     record: dict[str, Any] = {
         "name": study.name,
         "spec": study.spec.to_dict(),
@@ -398,50 +326,23 @@ def _run(
         "wall_seconds": previous_wall,
         "status": "running",
     }
-
-    def run_task(i: int) -> RunTask:
-        return RunTask(study.name, study.plans[i], study.run_dir(study.plans[i]), tensorboard)
-
-    tasks: list[Task] = [
-        StackedTask(study.name, tuple(run_task(i) for i in group)) if stacked else run_task(group[0])
-        for group, stacked in planned
-    ]
-
-    def on_start(position: int) -> None:
-        index.upsert_runs(
-            [{**records[i], "status": "running", "started_at": now()} for i in groups[position]]
-        )
-
     done = len(records) - len(todo)
     try:
         with backends.create(sized, address, connect_timeout) as backend:
-            record["environment"] = machine_record(sized, _device_of(study.plans), backend.versions())
+            record["environment"] = machine_record(sized, device_of(study.plans), backend.versions())
             if stack_seeds:  # in the index and the report, where the backend is
                 record["environment"]["seed stacking"] = "the seeds of each variant at once (torch.func.vmap)"
-            study.save(index, record)
-            index.upsert_runs([{**r, "position": i} for i, r in enumerate(records)])
-            fn: Callable[[Any], Any] = execute_task
-            payloads: list[Any] = tasks
-            if backend.remote_nodes:  # data through the object store, run folders sent back
-                refs = {key: backend.put(to_store(data)) for key, data in shipped_data(study.plans, todo)}
-                fn, payloads = execute_shipped, [Shipped(task, refs, backend.get) for task in tasks]
-            for position, outcome, error in backend.execute(fn, payloads, on_start):
-                group = groups[position]
-                if error is None and backend.remote_nodes:
-                    try:
-                        rows = land(tasks[position], outcome)
-                    except OverfitlabError as err:  # the folder could not be written here
-                        error = err
-                else:
-                    rows = outcome
-                if error is not None:  # the worker itself failed, not the run's training
-                    rows = [{**records[i], "status": "failed", "error": message_of(error)} for i in group]
-                for i, row in zip(group, rows, strict=True):
-                    records[i] = row
-                    index.upsert_run(row)
-                    done += 1
-                    if progress is not None:
-                        progress(row, done, len(records))
+            while True:  # one stage of seeds at a time: the next goes to the remedies still open
+                study.save(index, record)
+                index.upsert_runs([{**r, "position": i} for i, r in enumerate(records)])
+                done = _execute(study, index, backend, planned, records, tensorboard, progress, done)
+                more = next_stage(study.spec, study.plans, records, study.left_out, threads)
+                if not more:
+                    break
+                todo = list(range(len(study.plans), len(study.plans) + len(more)))
+                study.plans.extend(more)
+                records.extend(planned_record(study.name, p, study.run_dir(p)) for p in more)
+                planned = schedule(todo)
     except KeyboardInterrupt:
         # The backend has stopped its workers by now: the folders say what got done.
         index.upsert_runs(
@@ -467,9 +368,70 @@ def _run(
     wall = previous_wall + time.perf_counter() - started
     record.update(status=status, wall_seconds=round(wall, 3))
     study.save(index, record)
+    answers = decisions(records, study.spec, study.left_out)
     result = StudyResult(
-        study.name, study.dir, status, records, variant_table(records), wall, left_out=study.left_out
+        study.name,
+        study.dir,
+        status,
+        records,
+        variant_table(records),
+        wall,
+        left_out=study.left_out,
+        decisions=answers,
+        question=question(study.spec, len(answers)),
     )
     if report:
         result.report = _write_report(study.runs_dir, study.name)
     return result
+
+
+def _execute(
+    study: _Study,
+    index: RunIndex,
+    backend: backends.Backend,
+    planned: list[tuple[list[int], bool]],
+    records: list[dict[str, Any]],
+    tensorboard: bool,
+    progress: Callable[[dict[str, Any], int, int], None] | None,
+    done: int,
+) -> int:
+    """Run one stage's groups of runs on the backend, recording each row as it ends."""
+    groups = [group for group, _ in planned]
+
+    def run_task(i: int) -> RunTask:
+        return RunTask(study.name, study.plans[i], study.run_dir(study.plans[i]), tensorboard)
+
+    tasks: list[Task] = [
+        StackedTask(study.name, tuple(run_task(i) for i in group)) if stacked else run_task(group[0])
+        for group, stacked in planned
+    ]
+
+    def on_start(position: int) -> None:
+        index.upsert_runs(
+            [{**records[i], "status": "running", "started_at": now()} for i in groups[position]]
+        )
+
+    fn: Callable[[Any], Any] = execute_task
+    payloads: list[Any] = tasks
+    if backend.remote_nodes:  # data through the object store, run folders sent back
+        todo = [i for group in groups for i in group]
+        refs = {key: backend.put(to_store(data)) for key, data in shipped_data(study.plans, todo)}
+        fn, payloads = execute_shipped, [Shipped(task, refs, backend.get) for task in tasks]
+    for position, outcome, error in backend.execute(fn, payloads, on_start):
+        group = groups[position]
+        if error is None and backend.remote_nodes:
+            try:
+                rows = land(tasks[position], outcome)
+            except OverfitlabError as err:  # the folder could not be written here
+                error = err
+        else:
+            rows = outcome
+        if error is not None:  # the worker itself failed, not the run's training
+            rows = [{**records[i], "status": "failed", "error": message_of(error)} for i in group]
+        for i, row in zip(group, rows, strict=True):
+            records[i] = row
+            index.upsert_run(row)
+            done += 1
+            if progress is not None:
+                progress(row, done, len(records))
+    return done

@@ -4,14 +4,10 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..errors import OverfitlabError
-
-if TYPE_CHECKING:
-    pass
-
-from .spec import DEFAULT_SEEDS, StudySpec, make_spec
+from .spec import StudySpec, make_spec
 
 # --------------------------------------------------------------------------- presets
 # The tutorial's over-fitting set-up on the built-in digits: 300 training images and a CNN
@@ -60,8 +56,9 @@ PRESETS = {
 }
 
 
-def preset(name: str, seeds: int | Sequence[int] = DEFAULT_SEEDS) -> StudySpec:
-    """A built-in study: ``remedies`` or ``data-size``."""
+def preset(name: str, seeds: int | Sequence[int] | str = "auto") -> StudySpec:
+    """A built-in study: ``remedies`` or ``data-size``. ``seeds="auto"``: the remedies in
+    stages of seeds, each stage only for those still undecided; the data-size grid, 3 seeds."""
     if name == "remedies":
         return make_spec(
             REMEDIES_BASE,

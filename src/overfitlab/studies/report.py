@@ -22,11 +22,14 @@ from typing import Any
 from .. import stats
 from ..curves import curves_by_group
 from ..errors import OverfitlabError
+from ..sequential import Answer, Decision
 from ..stats import Comparison, GroupKey, Summary
 from ..store import atomic_write
 from ..viz import study_plots
 from ..viz.pages import templates
 from ..viz.plots import figure_png
+from .decisions import decisions
+from .decisions import question as question_text
 from .report_cells import (
     Cell,
     Picture,
@@ -42,6 +45,7 @@ from .report_cells import (
     value_text,
 )
 from .report_data import (
+    COMPARISON_HEADERS,
     QUESTION,
     REPORT_FILE,
     RUN_TABLE_COLUMNS,
@@ -53,6 +57,7 @@ from .report_data import (
     spec_grid,
     spec_variants,
 )
+from .spec import StudySpec
 
 
 def grid_lines(
@@ -174,22 +179,22 @@ def remedies(
     baseline: str | None,
     order: list[str],
     grid_field: str | None,
+    answers: Sequence[Decision] = (),
 ) -> dict[str, Any]:
+    """The comparison table, sorted by the effect on the returned model's valid accuracy
+    (largest first), its header made from the same list as its cells, and the per-variant table."""
+    answer = {d.variant: d for d in answers}
+    metrics, gap = list(COMPARISON_HEADERS), stats.GAP_METRIC
     compared = []
-    for variant in stats.rank_by_gap(comparisons):
+    for variant in sorted(comparisons, key=lambda v: _effect_key(comparisons[v][stats.HEADLINE_METRIC])):
         c = comparisons[variant]
-        gap = c[stats.GAP_METRIC]
-        reduction = stats.gap_reduction(gap)
+        decided = answer.get(variant)
         compared.append(
             {
                 "variant": variant,
-                "apart": gap.tells_apart,
-                "closed": Cell(
-                    stats.fmt(reduction),
-                    data_attributes(compare_metric="gap_reduction", variant=variant, value=exact(reduction)),
-                ),
-                "cells": [comparison_cell(c[m]) for m in stats.COMPARED],
-                "verdict": stats.verdict(gap),
+                "apart": decided is not None and decided.answer in (Answer.HELPS, Answer.HURTS),
+                "cells": [comparison_cell(c[m]) for m in metrics],
+                "answer": decided.sentence() if decided else stats.verdict(c[stats.HEADLINE_METRIC], c[gap]),
             }
         )
     variants = []
@@ -206,10 +211,42 @@ def remedies(
         )
     return {
         "compared": compared,
+        "columns": ["remedy", *(COMPARISON_HEADERS[m] for m in metrics), "answer"],
         "variants": variants,
         "baseline": baseline,
         "grid_field": grid_field,
         "metric_names": [stats.METRICS[m] for m in VARIANT_TABLE_COLUMNS],
+    }
+
+
+def _effect_key(c: Comparison) -> float:
+    return -c.mean_diff if math.isfinite(c.mean_diff) else math.inf
+
+
+def answer_section(data: StudyData, left_out: Sequence[Mapping[str, str]]) -> dict[str, Any] | None:
+    """The answer, first on the page: the question with the design's numbers, each remedy's
+    sentence, and the forest plot of the effects against 0 and the margin."""
+    try:
+        spec = StudySpec.from_dict(data.study.get("spec") or {})
+    except OverfitlabError:  # a spec this version cannot read: the tables still show
+        return None
+    answers = decisions(data.rows, spec, left_out)
+    if not answers:
+        return None
+    rows = [(d.variant, str(d.answer), d.effect, d.low, d.high) for d in answers if math.isfinite(d.effect)]
+    forest = picture(
+        figure_png(study_plots.forest_figure(rows, spec.margin)),
+        "each remedy's effect on held-out accuracy with its simultaneous interval",
+        "Each remedy − baseline: the returned model's valid accuracy, mean over paired seeds (dot) and "
+        f"simultaneous 95 % interval (bar); grey band: no effect (±{spec.margin:g}).",
+    )
+    return {
+        "question": question_text(spec, len(answers)),
+        "answers": [
+            {"variant": d.variant, "answer": str(d.answer), "sentence": d.sentence()} for d in answers
+        ],
+        "forest": forest,
+        "answers_list": answers,
     }
 
 
@@ -384,6 +421,8 @@ def render_report(data: StudyData) -> str:
     grid_field, grid = spec_grid(spec, data.rows)
     summaries = stats.group_summaries(data.rows)
     comparisons = stats.compare_all(data.rows, baseline=baseline, spec_variants=order)
+    answer = answer_section(data, data.study.get("left_out") or [])
+    answers = answer["answers_list"] if answer else []
     page = (
         templates()
         .get_template(TEMPLATE)
@@ -391,7 +430,8 @@ def render_report(data: StudyData) -> str:
             name=data.name,
             question=question(data, order, baseline, comparisons, summaries, grid_field),
             recipe=recipe(data, baseline, grid_field, grid),
-            remedies=remedies(comparisons, summaries, baseline, order, grid_field),
+            answer=answer,
+            remedies=remedies(comparisons, summaries, baseline, order, grid_field, answers),
             pictures=pictures(data, summaries, baseline, order, grid_field),
             left_out=data.study.get("left_out") or [],
             runs=runs(data.rows, grid_field),

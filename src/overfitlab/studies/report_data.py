@@ -20,6 +20,7 @@ INDEX_FILE = "index.sqlite"
 
 # Columns of the per-variant table, in order.
 VARIANT_TABLE_COLUMNS = (
+    "final_valid_acc",  # the returned model's: what the answer is about
     "peak_valid_acc",
     "lowest_valid_loss",
     "final_gap_acc",
@@ -29,6 +30,14 @@ VARIANT_TABLE_COLUMNS = (
     "params",
     "seconds",
 )
+# Columns of the comparison table: remedy − baseline on each, headed by these words.
+COMPARISON_HEADERS = {
+    "final_valid_acc": "Δ final valid acc (model returned)",
+    "final_gap_acc": "Δ final gap (acc)",
+    "peak_valid_acc": "Δ peak valid acc (any epoch, oracle)",
+    "final_gap_loss": "Δ final gap (loss)",
+    "lowest_valid_loss": "Δ lowest valid loss (any epoch, oracle)",
+}
 # Columns of the per-run table.
 RUN_TABLE_COLUMNS = (
     "peak_valid_acc",

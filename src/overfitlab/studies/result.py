@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..metrics import SHORT_LABELS
+from ..sequential import Decision
 from ..viz.html import box, image
 
 if TYPE_CHECKING:
@@ -30,6 +31,22 @@ class StudyResult:
     wall_seconds: float
     report: Path | None = None
     left_out: list[dict[str, str]] = field(default_factory=list)  # {"variant", "reason"}
+    # Which remedy helps: one decision per remedy compared, largest effect first.
+    decisions: list[Decision] = field(default_factory=list)
+    question: str = ""  # what the decisions answer, with the design's numbers
+
+    def ordered_table(self) -> list[dict[str, Any]]:
+        """The per-variant table, the baseline first and the remedies by their effect on the
+        returned model's valid accuracy, largest first (planned order without decisions)."""
+        rank = {d.variant: i for i, d in enumerate(self.decisions)}
+        return sorted(self.table, key=lambda e: rank.get(e["variant"], -1))
+
+    def answer_lines(self) -> list[str]:
+        """The answer as the terminal prints it: the question, then one line per remedy."""
+        if not self.decisions:
+            return []
+        width = max(len(d.variant) for d in self.decisions)
+        return [self.question] + [f"  {d.variant:<{width}}  {d.sentence()}" for d in self.decisions]
 
     @property
     def failed(self) -> list[dict[str, Any]]:
@@ -57,6 +74,8 @@ class StudyResult:
             "failed": [{"run_id": r["run_id"], "error": r["error"]} for r in self.failed],
             "left_out": self.left_out,
             "table": self.table,
+            "question": self.question,
+            "decisions": [decision_dict(d) for d in self.decisions],
             "comparisons": comparisons_table(self.runs),
             "wall_seconds": round(self.wall_seconds, 3),
             "report": str(self.report) if self.report else None,
@@ -108,13 +127,20 @@ def study_html(result: StudyResult) -> str:
         + f"<th style='text-align:left'>{html.escape(_variant(e))}</th><td>{e['n']}</td>"
         + "".join(f"<td>{html.escape(cell(e[m]))}</td>" for m in TABLE_METRICS)
         + "</tr>"
-        for e in result.table
+        for e in result.ordered_table()
     )
     note = (
         f"<p>{len(result.runs)} runs, {result.wall_seconds:.1f} s, "
         f"{len(result.failed)} not complete · {html.escape(str(result.study_dir))}</p>"
     )
-    parts = [f"<table><tr>{head}</tr>{body}</table>{note}"]
+    answer = ""
+    if result.decisions:
+        items = "".join(
+            f"<li><strong>{html.escape(d.variant)}</strong>: {html.escape(d.sentence())}</li>"
+            for d in result.decisions
+        )
+        answer = f"<p>{html.escape(result.question)}</p><ul>{items}</ul>"
+    parts = [f"{answer}<table><tr>{head}</tr>{body}</table>{note}"]
     png = study_curves_png(result.runs)
     if png is not None:
         parts.append(image(png, "validation accuracy of every variant"))
@@ -158,3 +184,24 @@ def study_curves_png(rows: Sequence[Mapping[str, Any]]) -> bytes | None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, ncols=2)
     return figure_png(fig)
+
+
+def decision_dict(d: Decision) -> dict[str, Any]:
+    """A decision as JSON: the answer, the effect and its interval, and the same sentence the
+    terminal, the report and the notebook show."""
+
+    def number(x: float) -> float | None:
+        return round(x, 6) if math.isfinite(x) else None
+
+    return {
+        "variant": d.variant,
+        "answer": str(d.answer),
+        "effect": number(d.effect),
+        "low": number(d.low),
+        "high": number(d.high),
+        "seeds": d.seeds,
+        "stages": d.stages,
+        "stopped": d.stopped,
+        "seeds_to_settle": d.seeds_to_settle,
+        "sentence": d.sentence(),
+    }

@@ -26,7 +26,9 @@ from ..config import (
 from ..errors import OverfitlabError
 
 DEFAULT_SEEDS = 3
-SPEC_KEYS = ("name", "description", "seeds", "base", "variant", "grid")
+MAX_SEEDS = 10  # --seeds auto spends at most this many seeds on a remedy: stages 3, 3, 4
+MARGIN = 0.01  # δ: an effect on held-out accuracy within one point is "no effect"
+SPEC_KEYS = ("name", "description", "seeds", "max_seeds", "first_seed", "margin", "base", "variant", "grid")
 GRID_KEYS = ("field", "values")
 # The study sets these per run: a variant changing them would break the paired design
 # or make a run's numbers depend on where it ran.
@@ -54,9 +56,30 @@ class StudySpec:
     grid: Grid | None = None
     name: str | None = None
     description: str = ""
+    # Seeds in stages (``--seeds auto``): the seeds split into these counts, each stage given
+    # only to the remedies still undecided (and the baseline). Empty: every seed at once.
+    stages: tuple[int, ...] = ()
+    margin: float = MARGIN  # δ: "no effect" means within ±δ of the baseline's accuracy
 
-    def with_seeds(self, seeds: int | Sequence[int]) -> StudySpec:
-        return dataclasses.replace(self, seeds=parse_seeds(seeds, "--seeds"))
+    def with_seeds(self, seeds: Any, max_seeds: int = MAX_SEEDS, first_seed: int = 0) -> StudySpec:
+        """``"auto"``: seeds in stages up to ``max_seeds``; a count or a list: those, at once."""
+        seeds, stages = parse_seeds(seeds, "--seeds", max_seeds, first_seed, self.compares)
+        return dataclasses.replace(self, seeds=seeds, stages=stages)
+
+    def with_margin(self, margin: float) -> StudySpec:
+        return dataclasses.replace(self, margin=check_margin(margin, "--margin"))
+
+    @property
+    def compares(self) -> bool:
+        """Remedies against a baseline, with no grid: what decisions in stages are for."""
+        return self.grid is None and len(self.variants) > 1
+
+    def stage_seeds(self) -> list[tuple[int, ...]]:
+        """The seeds of each stage, in order (one stage when they are not staged)."""
+        if not self.stages:
+            return [self.seeds]
+        edges = [sum(self.stages[:k]) for k in range(len(self.stages) + 1)]
+        return [self.seeds[a:b] for a, b in zip(edges, edges[1:], strict=False)]
 
     def with_base(self, overrides: Mapping[str, Any]) -> StudySpec:
         """The spec with base fields changed (command-line flags over the spec's base).
@@ -83,13 +106,15 @@ class StudySpec:
             "base": dict(self.base),
             "variants": [{"name": v.name, "overrides": dict(v.overrides)} for v in self.variants],
             "seeds": list(self.seeds),
+            "stages": list(self.stages),
+            "margin": self.margin,
             "grid": {"field": self.grid.field, "values": list(self.grid.values)} if self.grid else None,
         }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> StudySpec:
         grid = data.get("grid")
-        return make_spec(
+        spec = make_spec(
             base=data.get("base") or {},
             variants=[(v["name"], v.get("overrides") or {}) for v in data.get("variants") or []],
             seeds=data.get("seeds", DEFAULT_SEEDS),
@@ -98,13 +123,51 @@ class StudySpec:
             description=data.get("description") or "",
             where="study spec",
         )
+        # A study.json of an earlier version has neither: every seed at once, the default δ.
+        stages = tuple(int(n) for n in data.get("stages") or ())
+        return dataclasses.replace(spec, stages=stages, margin=float(data.get("margin", MARGIN)))
 
 
-def parse_seeds(seeds: Any, where: str) -> tuple[int, ...]:
+def stage_sizes(max_seeds: int) -> tuple[int, ...]:
+    """Seeds per stage for ``--seeds auto --max-seeds N``: 3 first, then the rest in up to two
+    stages of at least 2 (a t-test per stage): 10 → 3, 3, 4; 6 → 3, 3; 5 → 3, 2; 4 → 4."""
+    first = min(3, max_seeds)
+    rest = max_seeds - first
+    if rest < 2:
+        return (max_seeds,)
+    if rest < 4:
+        return (first, rest)
+    return (first, rest // 2, rest - rest // 2)
+
+
+def check_margin(margin: Any, where: str) -> float:
+    if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not 0 < margin < 1:
+        raise OverfitlabError(
+            f"{where}: the margin is an accuracy difference in (0, 1), e.g. 0.01; got {margin!r}"
+        )
+    return float(margin)
+
+
+def parse_seeds(
+    seeds: Any, where: str, max_seeds: int = MAX_SEEDS, first_seed: int = 0, staged: bool = True
+) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """(seeds, stages): ``"auto"`` is ``max_seeds`` seeds from ``first_seed`` in stages (when
+    the spec compares remedies; else the default count at once); a count N is N seeds from
+    ``first_seed``; a list is those seeds. Stages are empty for every seed at once."""
+    if isinstance(max_seeds, bool) or not isinstance(max_seeds, int) or max_seeds < 2:
+        raise OverfitlabError(f"{where}: --max-seeds must be a count ≥ 2, got {max_seeds!r}")
+    if isinstance(first_seed, bool) or not isinstance(first_seed, int) or first_seed < 0:
+        raise OverfitlabError(f"{where}: --first-seed must be a seed ≥ 0, got {first_seed!r}")
+    if seeds == "auto":
+        if not staged:
+            return tuple(range(first_seed, first_seed + DEFAULT_SEEDS)), ()
+        return tuple(range(first_seed, first_seed + max_seeds)), stage_sizes(max_seeds)
+    if isinstance(seeds, str) and seeds.isdigit():
+        seeds = int(seeds)
     if isinstance(seeds, int) and not isinstance(seeds, bool):
         if seeds < 1:
-            raise OverfitlabError(f"{where}: seeds must be ≥ 1, got {seeds}")
-        return tuple(range(seeds))
+            raise OverfitlabError(f"{where}: seeds must be ≥ 1 (or auto), got {seeds}")
+        return tuple(range(first_seed, first_seed + seeds)), ()
     if (
         isinstance(seeds, (list, tuple))
         and seeds
@@ -112,9 +175,9 @@ def parse_seeds(seeds: Any, where: str) -> tuple[int, ...]:
     ):
         if len(set(seeds)) != len(seeds):
             raise OverfitlabError(f"{where}: seeds repeat in {list(seeds)}: list each seed once")
-        return tuple(seeds)
+        return tuple(seeds), ()
     raise OverfitlabError(
-        f"{where}: seeds must be a count (3) or a list of seeds ≥ 0 ([0, 1, 2]), got {seeds!r}"
+        f"{where}: seeds must be auto, a count (3) or a list of seeds ≥ 0 ([0, 1, 2]), got {seeds!r}"
     )
 
 
@@ -154,6 +217,9 @@ def make_spec(
     name: str | None = None,
     description: str = "",
     where: str = "study spec",
+    max_seeds: int = MAX_SEEDS,
+    first_seed: int = 0,
+    margin: float = MARGIN,
 ) -> StudySpec:
     """Check every part of a spec; unknown fields are errors naming the valid ones."""
     base = check_overrides(base, f"{where} [base]", allow=("threads",))
@@ -193,7 +259,10 @@ def make_spec(
         parsed_grid = Grid(grid_field, tuple(values))
     if name is not None:
         store.check_name(name)
-    return StudySpec(dict(base), tuple(checked), parse_seeds(seeds, where), parsed_grid, name, description)
+    compares = parsed_grid is None and len(checked) > 1
+    seed_list, stages = parse_seeds(seeds, where, max_seeds, first_seed, compares)
+    margin = check_margin(margin, f"{where}: margin")
+    return StudySpec(dict(base), tuple(checked), seed_list, parsed_grid, name, description, stages, margin)
 
 
 def parse_spec(document: Mapping[str, Any], where: str) -> StudySpec:
@@ -233,6 +302,9 @@ def parse_spec(document: Mapping[str, Any], where: str) -> StudySpec:
         name=document.get("name"),
         description=document.get("description", ""),
         where=where,
+        max_seeds=document.get("max_seeds", MAX_SEEDS),
+        first_seed=document.get("first_seed", 0),
+        margin=document.get("margin", MARGIN),
     )
 
 
@@ -297,12 +369,20 @@ def run_name(variant: str, seed: int, grid_value: Any = None, has_grid: bool = F
 
 
 def expand(spec: StudySpec, threads: int | None = None) -> list[RunPlan]:
-    """Every run of the spec: variants × grid values × seeds, the same seeds for each variant."""
+    """Every run of the spec's first stage: variants × grid values × seeds, the same seeds for
+    each variant (a paired design). Without stages that is every run."""
+    return plans_for(spec, spec.variants, spec.stage_seeds()[0], threads)
+
+
+def plans_for(
+    spec: StudySpec, variants: Sequence[Variant], seeds: Sequence[int], threads: int | None = None
+) -> list[RunPlan]:
+    """The runs of these variants × grid values × seeds."""
     plans = []
     grid_values = spec.grid.values if spec.grid else (None,)
-    for variant in spec.variants:
+    for variant in variants:
         for value in grid_values:
-            for seed in spec.seeds:
+            for seed in seeds:
                 overrides = {**spec.base, **variant.overrides}
                 if spec.grid:
                     overrides[spec.grid.field] = value

@@ -227,3 +227,34 @@ def grid_figure(
     gap_ax.axhline(0, color="black", linewidth=0.8)
     fig.tight_layout()
     return fig
+
+
+ANSWER_COLORS = {"helps": "tab:green", "hurts": "tab:red", "no effect": "tab:gray", "undecided": "tab:orange"}
+
+
+def forest_figure(rows: Sequence[tuple[str, str, float, float, float]], margin: float) -> Figure:
+    """Each remedy's effect on held-out accuracy with its simultaneous interval (label, answer,
+    effect, low, high; drawn top to bottom in the order given) against 0 and the ±margin band
+    inside which an effect counts as none; each interval coloured by its answer."""
+    height = 0.9 + 0.42 * len(rows)
+    fig, ax = new_figure(figsize=(6.4, height))
+    ax.axvspan(-margin, margin, color="0.88", linewidth=0, label=f"no effect: ±{margin:g}")
+    ax.axvline(0.0, color="0.35", linewidth=1)
+    ys = list(range(len(rows)))[::-1]
+    seen: set[str] = set()
+    for y, (_label, answer, effect, low, high) in zip(ys, rows, strict=True):
+        color = ANSWER_COLORS.get(answer, "black")
+        shown = answer not in seen
+        seen.add(answer)
+        ax.plot([low, high], [y, y], color=color, linewidth=2.5, solid_capstyle="butt")
+        ax.plot([effect], [y], "o", color=color, markersize=6, label=answer if shown else None)
+    ax.set_yticks(ys, [r[0] for r in rows])
+    ends = [x for r in rows for x in r[2:] if math.isfinite(x)] + [-2 * margin, 2 * margin]
+    pad = 0.08 * (max(ends) - min(ends))
+    ax.set_xlim(max(min(ends) - pad, -1.0), min(max(ends) + pad, 1.0))
+    ax.set_ylim(-0.7, len(rows) - 0.3)
+    ax.set_xlabel("held-out accuracy, remedy − baseline (simultaneous 95 % intervals)")
+    ax.legend(fontsize=8, loc="lower right", frameon=False)
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    return fig

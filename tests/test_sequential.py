@@ -1,0 +1,107 @@
+"""Decisions over stages of seeds, checked against scipy and published group-sequential tables."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy import stats as sps
+
+from overfitlab.sequential import Answer, Design, boundaries, combined, decide, obf_spent, stage_z
+
+
+def test_boundaries_equal_the_published_obrien_fleming_type_values():
+    """Lan-DeMets O'Brien-Fleming-type spending, 3 equally spaced looks, one-sided 0.025:
+    3.7103, 2.5114, 1.9930 (Jennison & Turnbull's tables; gsDesign's sfLDOF)."""
+    assert boundaries([1 / 3, 2 / 3, 1.0], 0.025) == pytest.approx((3.7103, 2.5114, 1.9930), abs=2e-4)
+    # One look: the fixed-sample critical value.
+    assert boundaries([1.0], 0.025)[0] == pytest.approx(sps.norm.ppf(0.975), abs=1e-9)
+
+
+@pytest.mark.parametrize("fractions, alpha", [((0.3, 0.6, 1.0), 0.0025), ((0.5, 1.0), 0.01)])
+def test_boundaries_spend_exactly_alpha_by_scipys_multivariate_normal(fractions, alpha):
+    """P(Z_k ≥ b_k for some k) = alpha and each look spends what the spending function allows,
+    computed independently from the Z's joint normal law (corr √(t_i / t_j))."""
+    b = boundaries(fractions, alpha)
+    t = np.array(fractions)
+    cov = np.sqrt(np.minimum.outer(t, t) / np.maximum.outer(t, t))
+    for k in range(1, len(t) + 1):
+        stay = sps.multivariate_normal.cdf(
+            np.array(b[:k]), np.zeros(k), cov[:k, :k], abseps=1e-8, releps=1e-6
+        )
+        assert 1 - stay == pytest.approx(obf_spent(t[k - 1], alpha), rel=2e-3, abs=2e-6)
+
+
+def test_a_stage_z_is_the_one_sided_paired_t_test_of_scipy():
+    d = np.array([0.011, 0.02, -0.004, 0.016])
+    p_up = sps.ttest_1samp(d, 0.005, alternative="greater").pvalue
+    p_down = sps.ttest_1samp(d, 0.005, alternative="less").pvalue
+    assert stage_z(d, 0.005, True) == pytest.approx(sps.norm.isf(p_up), rel=1e-9)
+    assert stage_z(d, 0.005, False) == pytest.approx(sps.norm.isf(p_down), rel=1e-9)
+    assert stage_z(d[:1], 0.0, True) == 0.0  # one seed: no test, no evidence
+
+
+def test_one_stage_is_the_bonferroni_adjusted_paired_t_test():
+    """With every seed at once the decision is scipy's one-sided t-test at α/(2K) and the
+    interval its t-interval at 1 − α/K."""
+    rng = np.random.default_rng(3)
+    design = Design(stages=(6,), remedies=5, margin=0.01)
+    for _ in range(30):
+        d = rng.normal(rng.uniform(-0.03, 0.03), rng.uniform(0.003, 0.02), 6)
+        got = decide("r", [d], design)
+        low, high = sps.t.interval(1 - 0.05 / 5, 5, loc=d.mean(), scale=sps.sem(d))
+        assert (got.low, got.high) == pytest.approx((low, high), abs=1e-7)
+        helps = sps.ttest_1samp(d, 0.0, alternative="greater").pvalue < 0.05 / 10
+        assert (got.answer is Answer.HELPS) == helps
+        assert (got.answer is Answer.NO_EFFECT) == (-0.01 < low and high < 0.01 and not helps)
+
+
+def test_the_combined_statistic_weights_stages_by_their_planned_seeds():
+    d1, d2 = np.array([0.01, 0.02, 0.015]), np.array([0.0, 0.01, 0.02, 0.005])
+    w = (math.sqrt(3), 2.0)
+    expect = (w[0] * stage_z(d1, 0.0, True) + w[1] * stage_z(d2, 0.0, True)) / math.sqrt(3 + 4)
+    assert combined([d1, d2], w, 0.0, True) == pytest.approx(expect)
+
+
+def test_intervals_stay_inside_the_range_of_an_accuracy_difference():
+    design = Design(stages=(3, 3, 4), remedies=10, margin=0.01)
+    got = decide("r", [np.array([0.3, -0.2, 0.5])], design)
+    assert -1.0 <= got.low <= got.high <= 1.0
+
+
+def _study(effects, sds, design, rng):
+    """One simulated adaptive study: each remedy's stages until decided, futile or spent."""
+    answers = []
+    for effect, sd in zip(effects, sds, strict=True):
+        stages = []
+        for n in design.stages:
+            stages.append(rng.normal(effect, sd, n))
+            d = decide("r", stages, design)
+            if d.stopped:
+                break
+        answers.append(d)
+    return answers
+
+
+def test_no_false_claim_in_simulated_null_studies_beyond_five_percent():
+    """Ten remedies equal to the baseline with the digits' unequal spreads (paired std from
+    0.004 to 0.05): the chance of any "helps" or "hurts" claim stays under 5 % (400 studies
+    here; benchmarks/calibration.py runs thousands)."""
+    rng = np.random.default_rng(0)
+    design = Design(stages=(3, 3, 4), remedies=10, margin=0.01)
+    sds = [0.004, 0.006, 0.008, 0.01, 0.012, 0.015, 0.02, 0.03, 0.04, 0.05]
+    false = 0
+    for _ in range(400):
+        answers = _study([0.0] * 10, sds, design, rng)
+        false += any(a.answer in (Answer.HELPS, Answer.HURTS) for a in answers)
+    upper = sps.beta.ppf(0.975, false + 1, 400 - false)  # Clopper-Pearson
+    assert false / 400 <= 0.05 and upper < 0.08
+
+
+def test_a_clear_remedy_is_found_and_stops_early_when_it_can():
+    rng = np.random.default_rng(1)
+    design = Design(stages=(3, 3, 4), remedies=10, margin=0.01)
+    found = [_study([0.04], [0.006], design, rng)[0] for _ in range(40)]
+    assert sum(d.answer is Answer.HELPS for d in found) >= 38
+    assert any(d.stages < 3 for d in found)  # decided before the last stage at least once
