@@ -97,7 +97,11 @@ def test_load_spec_reads_base_variants_seeds_and_grid(tmp_path):
 @pytest.mark.parametrize(
     "text, message",
     [
-        ("bogus = 1", r"unknown key 'bogus'.*valid keys are name, description, seeds, base, variant, grid"),
+        (
+            "bogus = 1",
+            r"unknown key 'bogus'.*valid keys are name, description, seeds, max_seeds, first_seed, "
+            "margin, base, variant, grid",
+        ),
         ("[base]\nlearning_rate = 0.1", r"unknown key 'learning_rate' in .*\[base\]: did you mean lr\?"),
         ("[[variant]]\nname = 'x'\ndropuot = 0.5", r"unknown key 'dropuot' in .*variant 'x'.*dropout"),
         ("[grid]\nfield = 'size'\nvalues = [1]", r"unknown grid field 'size'.*train_size"),
@@ -113,7 +117,7 @@ def test_load_spec_reads_base_variants_seeds_and_grid(tmp_path):
         ("[[variant]]\nname = 'a b'", "bad run name 'a b'"),
         ("seeds = 0", "seeds must be ≥ 1"),
         ("seeds = [1, 1]", "seeds repeat"),
-        ("seeds = 'three'", "seeds must be a count"),
+        ("seeds = 'three'", "seeds must be auto, a count"),
         ("[base]\nepochs = -1", r"\[base\]: epochs must be > 0"),
         ("[base]\nepochs = 'ten'", r"\[base\]: epochs must be int"),
         ("[base\n", "not valid TOML"),

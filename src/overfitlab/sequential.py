@@ -137,8 +137,8 @@ class Design:
     bounds: tuple[float, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        if not self.stages or any(n < 2 for n in self.stages):
-            raise ValueError(f"every stage needs at least 2 seeds (a t-test per stage), got {self.stages}")
+        if not self.stages or any(n < 1 for n in self.stages):
+            raise ValueError(f"every stage needs a seed, got {self.stages}")
         total = sum(self.stages)
         fractions = [sum(self.stages[: k + 1]) / total for k in range(len(self.stages))]
         object.__setattr__(self, "bounds", boundaries(fractions, self.test_alpha))

@@ -37,6 +37,7 @@ def run(args: argparse.Namespace) -> int:
         workers=args.workers,
         resume=bool(args.resume),
         progress=progress,
+        first_seed=args.first_seed,
     )
     if shown:
         print(file=sys.stderr)
@@ -69,6 +70,13 @@ def add_parser(subparsers: SubParsers) -> None:
         help="where the runs train (default: local)",
     )
     parser.add_argument("--workers", type=int, help="parallel runs (default: one per core)")
+    parser.add_argument(
+        "--first-seed",
+        type=int,
+        default=0,
+        metavar="S",
+        help="the seeds start at S (default: 0); a diagnosis on other seeds is an independent replicate",
+    )
     parser.add_argument("--name", help="diagnosis folder name (default: generated)")
     parser.add_argument("--resume", metavar="NAME", help="finish an interrupted diagnosis, same recipe")
     parser.add_argument("--runs-dir", default="runs", help="folder of diagnosis folders (default: runs)")

@@ -162,7 +162,7 @@ def add_parser(subparsers: SubParsers) -> None:
         type=int,
         default=MAX_SEEDS,
         metavar="N",
-        help=f"with --seeds auto: at most N seeds per remedy (default: {MAX_SEEDS})",
+        help=f"with --seeds auto: at most N seeds per remedy ({MAX_SEEDS} unless given)",
     )
     parser.add_argument(
         "--first-seed",

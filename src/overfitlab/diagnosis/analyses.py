@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 import numpy as np
 
@@ -116,14 +115,3 @@ def remedy_family(variants: Sequence[str], left_out: Sequence[Mapping[str, str]]
     run: counting them would adjust for comparisons that were not made)."""
     never = {entry["variant"] for entry in left_out}
     return [v for v in variants if not v.startswith(("size-", "noise-")) and v not in never]
-
-
-def _recommended(table: Mapping[str, Any]) -> str | None:
-    """The remedy with the largest valid-accuracy gain that survives Holm's adjustment."""
-    best, gain = None, 0.0
-    for remedy in table["remedies"]:
-        acc = remedy["differences"].get(stats.HEADLINE_METRIC) or {}
-        adjusted, mean = acc.get("p_adjusted"), acc.get("mean")
-        if adjusted is not None and adjusted < 0.05 and mean is not None and mean > gain:
-            best, gain = remedy["variant"], mean
-    return best

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import time
@@ -17,10 +18,12 @@ from ..errors import OverfitlabError
 from ..history import History
 from ..models.factory import ARCHITECTURE_OPTIONS
 from ..runs.train import train
+from ..sequential import Answer
 from ..studies.loop import run_study
 from ..studies.presets import ALL_REMEDIES, REMEDIES, REMEDIES_BASE
+from ..studies.result import decision_dict
 from ..studies.spec import make_spec
-from .analyses import _recommended, measure_overfitting, noisy_labels, remedy_family
+from .analyses import measure_overfitting, noisy_labels, remedy_family
 from .experiments import (
     _out_of_fold_saved,
     _subset,
@@ -75,6 +78,7 @@ def diagnose(
     workers: int | None = None,
     resume: bool = False,
     progress: Callable[[str, int, int], None] | None = None,
+    first_seed: int = 0,
 ) -> Diagnosis:
     """Run the battery on the recipe (the remedies preset's baseline with ``overrides``) into
     ``runs_dir/name``: its study, diagnosis.json and diagnosis.html."""
@@ -102,18 +106,30 @@ def diagnose(
         if not saved.is_file():
             raise OverfitlabError(f"no diagnosis {name} in {runs_dir} to resume: pass its name")
         before = store.read_json(saved)
-        if before != {"recipe": base, "budget": budget}:
+        if {"first_seed": 0, **before} != {"recipe": base, "budget": budget, "first_seed": first_seed}:
             raise OverfitlabError(
                 f"diagnosis {name} was run with another recipe or budget: resume it without flags, "
                 "or start a new one with --name"
             )
     elif folder.exists():
         raise OverfitlabError(f"{folder} already exists: pass --resume {name}, or another --name")
-    spec = make_spec(base, plan_variants(config, plan, largest), plan.seeds, name=name, where="the diagnosis")
+    variants = plan_variants(config, plan, largest)
+    spec = make_spec(
+        base,
+        variants,
+        plan.seeds,
+        name=name,
+        where="the diagnosis",
+        max_seeds=plan.max_seeds,
+        first_seed=first_seed,
+    )
+    # Decided in stages: the remedies only (the sizes and noise levels describe, they are not remedies).
+    remedy_names = tuple(n for n, _ in variants if n != "baseline" and not n.startswith(("size-", "noise-")))
+    spec = dataclasses.replace(spec, compared=remedy_names)
     with store.removed_on_failure(folder, keep=lambda: (folder / "recipe.json").is_file()):
         store.ensure_folder(folder, "diagnosis folder", "--runs-dir")
-        store.write_json(folder / "recipe.json", {"recipe": base, "budget": budget})
-    total = len(spec.variants) * plan.seeds + 1 + plan.folds
+        store.write_json(folder / "recipe.json", {"recipe": base, "budget": budget, "first_seed": first_seed})
+    total = len(spec.variants) * len(spec.stage_seeds()[0]) + 1 + plan.folds
 
     def tell(part: str, done: int) -> None:
         if progress is not None:
@@ -176,7 +192,8 @@ def diagnose(
     family = remedy_family([v.name for v in spec.variants], study.left_out)
     remedy_rows = [r for r in study.runs if r["variant"] in family]
     table = stats.comparisons_table(remedy_rows, family)
-    recommended = _recommended(table)
+    helping = [d for d in study.decisions if d.answer is Answer.HELPS]
+    recommended = helping[0].variant if helping else None  # the largest effect comes first
     test_of = _test_accuracy(by_variant, test, data)
     remedies = Remedies(
         table,
@@ -184,6 +201,9 @@ def diagnose(
         Interval.of(test_of("baseline"), "logit"),
         Interval.of(test_of(recommended), "logit") if recommended else None,
         test_source,
+        tuple(decision_dict(d) for d in study.decisions),
+        study.question,
+        spec.margin,
     )
     names = data.class_names or tuple(str(i) for i in range(data.classes))
     diagnosis = Diagnosis(

@@ -15,6 +15,7 @@ from ..history import History
 from ..viz.html import png_base64
 from ..viz.pages import templates
 from ..viz.plots import figure_png, integer_epochs, new_figure
+from ..viz.study_plots import forest_figure
 from .results import BUDGETS, GAP_BOUND, RISE_BOUND
 
 if TYPE_CHECKING:
@@ -60,19 +61,27 @@ def render(d: Diagnosis, baseline_curves: dict[str, list[float]]) -> str:
     env = templates()
     o = d.overfitting
 
-    remedies = []
-    for r in d.remedies.table["remedies"]:
-        acc = r["differences"].get(stats.HEADLINE_METRIC) or {}
-        gap = r["differences"].get(stats.GAP_METRIC) or {}
-        remedies.append(
-            {
-                "variant": r["variant"],
-                "acc": f"{_f(acc.get('mean'))} [{_f(acc.get('low'))}, {_f(acc.get('high'))}]",
-                "p": stats.format_p(acc.get("p_adjusted")),
-                "gap": _f(gap.get("mean")),
-                "verdict": r["verdict"],
-            }
-        )
+    gaps = {
+        r["variant"]: (r["differences"].get(stats.GAP_METRIC) or {}).get("mean")
+        for r in d.remedies.table["remedies"]
+    }
+    remedies = [
+        {
+            "variant": x["variant"],
+            "answer": x["answer"],
+            "acc": f"{_f(x['effect'])} [{_f(x['low'])}, {_f(x['high'])}]",
+            "seeds": x["seeds"],
+            "gap": _f(gaps.get(x["variant"])),
+            "sentence": x["sentence"],
+        }
+        for x in d.remedies.decisions
+    ]
+    rows = [
+        (str(x["variant"]), str(x["answer"]), float(x["effect"]), float(x["low"]), float(x["high"]))
+        for x in d.remedies.decisions
+        if x["effect"] is not None and x["low"] is not None and x["high"] is not None
+    ]
+    forest = png_base64(figure_png(forest_figure(rows, d.remedies.margin))) if rows else ""
 
     def seeds(it: Any) -> str:  # epochs as the whole numbers they are
         return ", ".join(f"{v:.0f}" if float(v).is_integer() else f"{v:.3f}" for v in it.values)
@@ -116,6 +125,8 @@ def render(d: Diagnosis, baseline_curves: dict[str, list[float]]) -> str:
         folds=BUDGETS[d.budget].folds,
         names=list(d.class_names),
         remedies=remedies,
+        remedy_question=d.remedies.question,
+        forest=forest,
         baseline_test=d.remedies.baseline_test.text(),
         test_split=d.remedies.test_split or "held out before anything trained",
         recommended=d.remedies.recommended,

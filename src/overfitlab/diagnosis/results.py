@@ -33,17 +33,20 @@ EXTRAPOLATION_LIMIT = 4.0  # a fit predicts beyond 4× its largest size only wit
 
 @dataclass(frozen=True)
 class Budget:
-    seeds: int
+    seeds: int | str  # "auto": the remedies in stages of seeds, up to max_seeds, while undecided
     sizes: tuple[float, ...]  # fractions of the recipe's training-set size
     folds: int
     noise: tuple[float, ...]
     gallery: int = 12
+    max_seeds: int = 10
 
 
 BUDGETS = {
     "quick": Budget(seeds=2, sizes=(0.25, 0.5, 0.75, 1.0), folds=3, noise=(0.4,)),
-    "standard": Budget(seeds=3, sizes=(0.25, 0.4, 0.55, 0.75, 1.0), folds=3, noise=(0.2, 0.4)),
-    "full": Budget(seeds=5, sizes=(0.2, 0.3, 0.4, 0.55, 0.7, 0.85, 1.0), folds=5, noise=(0.2, 0.4)),
+    "standard": Budget(seeds="auto", sizes=(0.25, 0.4, 0.55, 0.75, 1.0), folds=3, noise=(0.2, 0.4)),
+    "full": Budget(
+        seeds="auto", sizes=(0.2, 0.3, 0.4, 0.55, 0.7, 0.85, 1.0), folds=5, noise=(0.2, 0.4), max_seeds=15
+    ),
 }
 
 
@@ -124,10 +127,14 @@ class GalleryImage:
 @dataclass(frozen=True)
 class Remedies:
     table: dict[str, Any]  # stats.comparisons_table
-    recommended: str | None
+    recommended: str | None  # the remedy that helps most, if one does
     baseline_test: Interval
     recommended_test: Interval | None
     test_split: str = ""  # where the test images came from, in words
+    # Each remedy's answer (studies.result.decision_dict), largest effect first, and what they answer.
+    decisions: tuple[dict[str, Any], ...] = ()
+    question: str = ""
+    margin: float = 0.01
 
 
 @dataclass

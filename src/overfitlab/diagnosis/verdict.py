@@ -45,23 +45,46 @@ def verdict(d: Diagnosis) -> str:
             + (f" ({c.warnings[0]})" if c.warnings else "")
             + "."
         )
-    r = d.remedies
-    if r.recommended:
-        acc = next(x for x in r.table["remedies"] if x["variant"] == r.recommended)["differences"][
-            stats.HEADLINE_METRIC
-        ]
-        parts.append(
-            f"Of the remedies, {r.recommended} raises the returned model's valid accuracy most after "
-            f"adjustment ({stats.fmt(acc['mean'])}, adjusted p = {stats.format_p(acc['p_adjusted'])})."
-        )
-        if r.recommended_test is not None:
-            parts.append(
-                f"Recommended: {r.recommended}; test accuracy {r.recommended_test.text()} against the "
-                f"baseline's {r.baseline_test.text()}."
-            )
-    else:
-        parts.append(
-            "No remedy raises the returned model's valid accuracy beyond seed noise after adjusting for "
-            f"the {len(r.table['remedies'])} compared; baseline test accuracy {r.baseline_test.text()}."
-        )
+    parts.extend(remedy_sentences(d))
     return " ".join(parts)
+
+
+def remedy_sentences(d: Diagnosis) -> list[str]:
+    """Which remedy helps, hurts, changes nothing beyond the margin, or is undecided at this
+    budget: judged by the returned model's held-out accuracy with simultaneous intervals."""
+    r = d.remedies
+    if not r.decisions:  # a diagnosis written before decisions: its table's words
+        return [f"Baseline test accuracy {r.baseline_test.text()}."]
+    by: dict[str, list[dict[str, object]]] = {}
+    for decision in r.decisions:
+        by.setdefault(str(decision["answer"]), []).append(decision)
+    out = []
+    if r.recommended is not None:
+        best = by["helps"][0]
+        out.append(f"Of the {len(r.decisions)} remedies, {best['variant']} helps most: {best['sentence']}.")
+        others = [str(x["variant"]) for x in by["helps"][1:]]
+        if others:
+            out.append(f"Also helps: {', '.join(others)}.")
+    else:
+        out.append(f"None of the {len(r.decisions)} remedies is shown to help.")
+    if by.get("hurts"):
+        out.append(f"Hurts: {', '.join(str(x['variant']) for x in by['hurts'])}.")
+    if by.get("no effect"):
+        names = ", ".join(str(x["variant"]) for x in by["no effect"])
+        out.append(f"No effect larger than ±{r.margin:g}: {names}.")
+    if by.get("undecided"):
+        undecided = [
+            f"{x['variant']} (about {x['seeds_to_settle']} seeds)"
+            if x["seeds_to_settle"]
+            else str(x["variant"])
+            for x in by["undecided"]
+        ]
+        out.append(f"Undecided at this budget: {', '.join(undecided)}.")
+    if r.recommended is not None and r.recommended_test is not None:
+        out.append(
+            f"Recommended: {r.recommended}; test accuracy {r.recommended_test.text()} against the "
+            f"baseline's {r.baseline_test.text()}."
+        )
+    else:
+        out.append(f"Baseline test accuracy {r.baseline_test.text()}.")
+    return out

@@ -27,7 +27,8 @@ def family(rows: Iterable[Row], spec: StudySpec, left_out: Iterable[Mapping[str,
     order = variant_order(rows, [v.name for v in spec.variants])
     baseline = baseline_name(order)
     refused = {entry["variant"] for entry in left_out}
-    return [v for v in order if v != baseline and v not in refused]
+    chosen = set(spec.compared) if spec.compared else set(order)
+    return [v for v in order if v != baseline and v not in refused and v in chosen]
 
 
 def stage_differences(rows: Sequence[Row], baseline: str, variant: str, spec: StudySpec) -> list[np.ndarray]:

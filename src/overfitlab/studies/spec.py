@@ -40,6 +40,9 @@ STUDY_FIELDS = ("seed", "threads")
 class Variant:
     name: str
     overrides: dict[str, Any] = field(default_factory=dict)
+    # Its runs train on seed + offset but pair with the baseline's run of the seed: a copy of
+    # the baseline with an offset is an A/A comparison (same recipe, independent seed stream).
+    seed_offset: int = 0
 
 
 @dataclass(frozen=True)
@@ -60,6 +63,9 @@ class StudySpec:
     # only to the remedies still undecided (and the baseline). Empty: every seed at once.
     stages: tuple[int, ...] = ()
     margin: float = MARGIN  # δ: "no effect" means within ±δ of the baseline's accuracy
+    # The remedies decided on (the family of the multiplicity adjustment); empty: every variant
+    # but the baseline. The diagnosis's sizes and noise levels are variants, not remedies.
+    compared: tuple[str, ...] = ()
 
     def with_seeds(self, seeds: Any, max_seeds: int = MAX_SEEDS, first_seed: int = 0) -> StudySpec:
         """``"auto"``: seeds in stages up to ``max_seeds``; a count or a list: those, at once."""
@@ -104,10 +110,15 @@ class StudySpec:
             "name": self.name,
             "description": self.description,
             "base": dict(self.base),
-            "variants": [{"name": v.name, "overrides": dict(v.overrides)} for v in self.variants],
+            "variants": [
+                {"name": v.name, "overrides": dict(v.overrides)}
+                | ({"seed_offset": v.seed_offset} if v.seed_offset else {})
+                for v in self.variants
+            ],
             "seeds": list(self.seeds),
             "stages": list(self.stages),
             "margin": self.margin,
+            "compared": list(self.compared),
             "grid": {"field": self.grid.field, "values": list(self.grid.values)} if self.grid else None,
         }
 
@@ -116,7 +127,9 @@ class StudySpec:
         grid = data.get("grid")
         spec = make_spec(
             base=data.get("base") or {},
-            variants=[(v["name"], v.get("overrides") or {}) for v in data.get("variants") or []],
+            variants=[
+                (v["name"], {**(v.get("overrides") or {}), **_offset(v)}) for v in data.get("variants") or []
+            ],
             seeds=data.get("seeds", DEFAULT_SEEDS),
             grid=(grid["field"], grid["values"]) if grid else None,
             name=data.get("name"),
@@ -125,7 +138,13 @@ class StudySpec:
         )
         # A study.json of an earlier version has neither: every seed at once, the default δ.
         stages = tuple(int(n) for n in data.get("stages") or ())
-        return dataclasses.replace(spec, stages=stages, margin=float(data.get("margin", MARGIN)))
+        margin = float(data.get("margin", MARGIN))
+        compared = tuple(data.get("compared") or ())
+        return dataclasses.replace(spec, stages=stages, margin=margin, compared=compared)
+
+
+def _offset(variant: Mapping[str, Any]) -> dict[str, Any]:
+    return {"seed_offset": variant["seed_offset"]} if variant.get("seed_offset") else {}
 
 
 def stage_sizes(max_seeds: int) -> tuple[int, ...]:
@@ -237,7 +256,12 @@ def make_spec(
             raise OverfitlabError(f"{where}: variant name: {err}") from None
         if any(v.name == variant_name for v in checked):
             raise OverfitlabError(f"{where}: two variants are named {variant_name!r}: rename one")
-        checked.append(Variant(variant_name, check_overrides(overrides, f"{where} variant {variant_name!r}")))
+        overrides = dict(overrides)
+        offset = overrides.pop("seed_offset", 0)
+        if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
+            raise OverfitlabError(f"{where} variant {variant_name!r}: seed_offset must be a count ≥ 0")
+        where_v = f"{where} variant {variant_name!r}"
+        checked.append(Variant(variant_name, check_overrides(overrides, where_v), offset))
     parsed_grid = None
     if grid is not None:
         grid_field, values = grid
@@ -292,8 +316,10 @@ def parse_spec(document: Mapping[str, Any], where: str) -> StudySpec:
             (
                 v.get("name"),
                 flatten_toml(
-                    {k: x for k, x in v.items() if k != "name"}, f"{where} variant {v.get('name')!r}"
-                ),
+                    {k: x for k, x in v.items() if k not in ("name", "seed_offset")},
+                    f"{where} variant {v.get('name')!r}",
+                )
+                | _offset(v),
             )
             for v in variants
         ],
@@ -386,7 +412,7 @@ def plans_for(
                 overrides = {**spec.base, **variant.overrides}
                 if spec.grid:
                     overrides[spec.grid.field] = value
-                overrides["seed"] = seed
+                overrides["seed"] = seed + variant.seed_offset
                 if threads is not None:
                     overrides["threads"] = threads
                 where = f"variant {variant.name!r}" + (
