@@ -3,7 +3,7 @@
     python -m benchmarks.calibration                       # 4000 null studies, power at +0.01/+0.02
     python -m benchmarks.calibration --spreads runs/truth  # paired spreads read from a study
 
-Each simulated study is the default ``--seeds auto`` design (stages of 3, 3 and 4 seeds, 10
+Each simulated study is the default ``--seeds auto`` design (stages of 5 and 5 seeds, 10
 remedies, δ = 0.01): every remedy's paired differences (remedy − baseline, held-out accuracy)
 are drawn stage by stage from a normal law with that remedy's own spread, a remedy leaves the
 study once decided or futile, exactly as ``overfitlab study`` spends its seeds. Printed: the
@@ -24,6 +24,7 @@ import numpy as np
 from scipy import stats as sps
 
 from overfitlab.sequential import Answer, Design, decide
+from overfitlab.studies.spec import MAX_SEEDS, stage_sizes
 
 # Paired spreads (std of remedy − baseline over seeds) of the ten remedies of the digits study,
 # measured on seeds 0-19 (see the note of issue 18); --spreads reads them from a study instead.
@@ -80,7 +81,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args(argv)
     spreads = spreads_of(args.spreads) if args.spreads else DIGITS_SPREADS
-    design = Design(stages=(3, 3, 4), remedies=len(spreads), margin=0.01)
+    design = Design(stages=stage_sizes(MAX_SEEDS), remedies=len(spreads), margin=0.01)
     rng = np.random.default_rng(args.seed)
     started = time.perf_counter()
     false = 0

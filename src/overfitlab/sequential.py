@@ -1,7 +1,7 @@
 """Decisions over stages of seeds: which remedy helps, hurts, or changes nothing beyond a margin,
 with the family-wise error at most 5 % however the seeds were spent.
 
-The design is fixed before the first run: stages of seeds (a study's default: 3, 3 and 4),
+The design is fixed before the first run: stages of seeds (a study's default: 5, then 5 more),
 the remedies compared (K), the margin δ and α = 0.05. Every remedy gets α/K (Bonferroni over
 the family), split into one-sided tests at α/(2K) each: "θ > 0" (helps), "θ < 0" (hurts), and
 "θ > −δ" with "θ < δ" (both: no effect larger than δ), where θ is the mean paired difference of
@@ -104,14 +104,16 @@ def boundaries(fractions: Sequence[float], alpha: float, points: int = 1001) -> 
 def stage_z(diffs: np.ndarray, shift: float, upper: bool) -> float:
     """Φ⁻¹(1 − p) of a stage's one-sided paired t-test of θ > shift (``upper``) or θ < shift.
 
-    Fewer than two seeds give no test: z = 0, no evidence either way."""
+    Fewer than two seeds, or differences all equal, give no test: z = 0, no evidence either way."""
     n = len(diffs)
     if n < 2:
         return 0.0
     mean, sd = float(np.mean(diffs)), float(np.std(diffs, ddof=1))
-    if sd == 0.0:  # every seed moved by the same amount: t is ±∞, or 0/0 at the shift itself
-        sign = 0.0 if mean == shift else math.copysign(1.0, mean - shift)
-        return sign * math.inf * (1.0 if upper else -1.0) if sign else 0.0
+    if sd == 0.0:
+        # Every seed moved by the same amount (accuracies move in steps of one image, so three
+        # seeds can agree exactly): t is undefined, and an infinite z would claim certainty
+        # from a coincidence. No evidence instead.
+        return 0.0
     t = (mean - shift) / (sd / math.sqrt(n))
     if not upper:
         t = -t
