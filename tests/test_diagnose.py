@@ -186,7 +186,27 @@ def synthetic_diagnosis() -> Diagnosis:
         memorisation=Memorisation(3, (0.3, 0.7, 1.0), (0.1, 0.1, 0.12), 3, 0.1),
         noisy_labels=(NoisyLabels(0.4, it, it, it),),
         gallery=(GalleryImage(3, 1, 2, 0.9, 2.3, _png(torch.zeros(1, 8, 8, dtype=torch.uint8))),),
-        remedies=Remedies(table, None, it, None),
+        remedies=Remedies(
+            table,
+            None,
+            it,
+            None,
+            decisions=(
+                {
+                    "variant": "l2 <b>",
+                    "answer": "undecided",
+                    "effect": 0.01,
+                    "low": -0.01,
+                    "high": 0.03,
+                    "seeds": 3,
+                    "stages": 1,
+                    "stopped": "budget",
+                    "seeds_to_settle": 20,
+                    "sentence": "undecided at 3 seeds: +0.010 [-0.010, +0.030]; about 20 seeds in all",
+                },
+            ),
+            question="Which remedy <changes> the returned model's held-out accuracy?",
+        ),
         wall_seconds=1.0,
         class_names=tuple(f"<script>{i}" for i in range(10)),
         verdict="Over-fits <strongly> & more.",
@@ -199,7 +219,7 @@ def test_the_page_escapes_every_string_and_needs_nothing_from_outside():
     page = render(synthetic_diagnosis(), {"train_acc": [0.5, 0.9], "valid_acc": [0.5, 0.8]})
     assert "<script>" not in page and "&lt;script&gt;1" in page
     assert "Over-fits &lt;strongly&gt; &amp; more." in page
-    assert 'data-remedy="l2 &lt;b&gt;"' in page
+    assert 'data-remedy="l2 &lt;b&gt;"' in page and "Which remedy &lt;changes&gt;" in page
     assert not re.search(r"(src|href)=\"(?!data:)", page)  # every picture inline
     # Each quantity of part 1 shows its mean and interval, and beside them the seeds' own values.
     rows = re.findall(r'<tr data-quantity="([^"]+)"><td>[^<]*</td><td>([^<]*)</td><td>([^<]*)</td>', page)

@@ -87,7 +87,11 @@ def question(
     complete = len(stats.completed(rows))
     failed = sum(r.get("status") == "failed" for r in rows)
     other = len(rows) - complete - failed
-    seeds = sorted({seed for r in rows if (seed := r.get("seed")) is not None})
+    per_variant: dict[str, set[Any]] = {}
+    for r in stats.completed(rows):
+        per_variant.setdefault(r["variant"], set()).add(r.get("seed"))
+    counts = sorted(len(s) for s in per_variant.values()) or [0]
+    seeds = f"{counts[0]}" if counts[0] == counts[-1] else f"{counts[0]} to {counts[-1]}"
     return {
         "text": QUESTION,
         "description": (data.study.get("spec") or {}).get("description") or "",
@@ -96,7 +100,7 @@ def question(
         "failed": failed,
         "unfinished": other,
         "variants": len(order),
-        "seeds": len(seeds),
+        "seeds": seeds,
         "baseline": baseline,
         "grid_lines": grid_lines(summaries, order) if grid_field else [],
         "headline": headline(comparisons) if comparisons else None,

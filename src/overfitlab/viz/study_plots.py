@@ -241,17 +241,25 @@ def forest_figure(rows: Sequence[tuple[str, str, float, float, float]], margin: 
     ax.axvspan(-margin, margin, color="0.88", linewidth=0, label=f"no effect: ±{margin:g}")
     ax.axvline(0.0, color="0.35", linewidth=1)
     ys = list(range(len(rows)))[::-1]
+    # The axis fits the effects and the intervals of a usable width; a wider one (a remedy
+    # stopped after its first stage) runs to the edge and ends in an arrow.
+    narrow = [x for r in rows if r[4] - r[3] < 0.1 for x in r[3:]]
+    reach = max([abs(r[2]) for r in rows] + [abs(x) for x in narrow] + [2 * margin])
+    limit = min(1.15 * reach, 1.0)
     seen: set[str] = set()
     for y, (_label, answer, effect, low, high) in zip(ys, rows, strict=True):
         color = ANSWER_COLORS.get(answer, "black")
         shown = answer not in seen
         seen.add(answer)
-        ax.plot([low, high], [y, y], color=color, linewidth=2.5, solid_capstyle="butt")
+        ax.plot(
+            [max(low, -limit), min(high, limit)], [y, y], color=color, linewidth=2.5, solid_capstyle="butt"
+        )
+        for end, marker in ((low, "<"), (high, ">")):
+            if abs(end) > limit:
+                ax.plot([math.copysign(limit, end)], [y], marker, color=color, markersize=7)
         ax.plot([effect], [y], "o", color=color, markersize=6, label=answer if shown else None)
     ax.set_yticks(ys, [r[0] for r in rows])
-    ends = [x for r in rows for x in r[2:] if math.isfinite(x)] + [-2 * margin, 2 * margin]
-    pad = 0.08 * (max(ends) - min(ends))
-    ax.set_xlim(max(min(ends) - pad, -1.0), min(max(ends) + pad, 1.0))
+    ax.set_xlim(-limit, limit)
     ax.set_ylim(-0.7, len(rows) - 0.3)
     ax.set_xlabel("held-out accuracy, remedy − baseline (simultaneous 95 % intervals)")
     ax.legend(fontsize=8, loc="lower right", frameon=False)
