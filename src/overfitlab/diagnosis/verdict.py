@@ -61,7 +61,8 @@ def remedy_sentences(d: Diagnosis) -> list[str]:
     out = []
     if r.recommended is not None:
         best = by["helps"][0]
-        out.append(f"Of the {len(r.decisions)} remedies, {best['variant']} helps most: {best['sentence']}.")
+        effect = str(best["sentence"]).removeprefix("helps: ")
+        out.append(f"Of the {len(r.decisions)} remedies, {best['variant']} helps most: {effect}.")
         others = [str(x["variant"]) for x in by["helps"][1:]]
         if others:
             out.append(f"Also helps: {', '.join(others)}.")
@@ -74,7 +75,7 @@ def remedy_sentences(d: Diagnosis) -> list[str]:
         out.append(f"No effect larger than ±{r.margin:g}: {names}.")
     if by.get("undecided"):
         undecided = [
-            f"{x['variant']} (about {x['seeds_to_settle']} seeds)"
+            f"{x['variant']} (about {x['seeds_to_settle']} seeds in all)"
             if x["seeds_to_settle"]
             else str(x["variant"])
             for x in by["undecided"]
