@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from scipy import stats as sps
 
-from overfitlab.sequential import Answer, Design, decide
+from overfitlab.sequential import Answer, Design, simulated
 from overfitlab.studies.spec import MAX_SEEDS, stage_sizes
 
 # Paired spreads (std of remedy − baseline over seeds) of the ten remedies of the digits study,
@@ -53,17 +53,9 @@ def spreads_of(study_dir: Path) -> tuple[float, ...]:
 
 
 def simulate(effects: list[float], spreads: tuple[float, ...], design: Design, rng: np.random.Generator):
-    answers, seeds = [], 0
-    for effect, spread in zip(effects, spreads, strict=True):
-        stages = []
-        for n in design.stages:
-            stages.append(rng.normal(effect, spread, n))
-            d = decide("r", stages, design)
-            if d.stopped:
-                break
-        answers.append(d)
-        seeds += d.seeds
-    return answers, seeds
+    """A simulated study: every remedy's decision, and the paired seeds it spent in all."""
+    answers = [simulated(e, s, design, rng) for e, s in zip(effects, spreads, strict=True)]
+    return answers, sum(a.seeds for a in answers)
 
 
 def clopper_pearson(k: int, n: int) -> tuple[float, float]:

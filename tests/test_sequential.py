@@ -8,7 +8,16 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from overfitlab.sequential import Answer, Design, boundaries, combined, decide, obf_spent, stage_z
+from overfitlab.sequential import (
+    Answer,
+    Design,
+    boundaries,
+    combined,
+    decide,
+    obf_spent,
+    simulated,
+    stage_z,
+)
 
 
 def test_boundaries_equal_the_published_obrien_fleming_type_values():
@@ -72,16 +81,7 @@ def test_intervals_stay_inside_the_range_of_an_accuracy_difference():
 
 def _study(effects, sds, design, rng):
     """One simulated adaptive study: each remedy's stages until decided, futile or spent."""
-    answers = []
-    for effect, sd in zip(effects, sds, strict=True):
-        stages = []
-        for n in design.stages:
-            stages.append(rng.normal(effect, sd, n))
-            d = decide("r", stages, design)
-            if d.stopped:
-                break
-        answers.append(d)
-    return answers
+    return [simulated(effect, sd, design, rng) for effect, sd in zip(effects, sds, strict=True)]
 
 
 def test_no_false_claim_in_simulated_null_studies_beyond_five_percent():

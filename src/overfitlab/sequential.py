@@ -295,3 +295,16 @@ def decide(variant: str, stage_diffs: Sequence[np.ndarray], design: Design) -> D
     if answer is Answer.UNDECIDED and stopped and len(pooled) >= 2:
         settle = seeds_to_settle(effect, float(np.std(pooled, ddof=1)), len(pooled), design)
     return Decision(variant, answer, effect, low, high, len(pooled), k, design.margin, stopped, settle)
+
+
+def simulated(effect: float, spread: float, design: Design, rng: np.random.Generator) -> Decision:
+    """One remedy of a simulated study: each stage's paired differences drawn from
+    N(effect, spread²), stage after stage until it is decided, futile or out of stages, as a
+    study spends its seeds (the calibration's and the tests' null and power)."""
+    stages: list[np.ndarray] = []
+    for n in design.stages:
+        stages.append(rng.normal(effect, spread, n))
+        decision = decide("simulated", stages, design)
+        if decision.stopped:
+            break
+    return decision
