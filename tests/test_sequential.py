@@ -185,3 +185,15 @@ def test_a_copy_with_a_seed_offset_trains_on_another_seed_and_pairs_by_the_nomin
     plans = {(p.variant, p.seed): p.config.seed for p in expand(spec) if p.config is not None}
     assert plans == {("baseline", 0): 0, ("baseline", 1): 1, ("copy", 0): 1000, ("copy", 1): 1001}
     assert StudySpec.from_dict(spec.to_dict()) == spec
+
+
+def test_a_sentence_shows_the_digits_its_answer_rests_on():
+    """An interval end that rounds onto the edge the answer is about gets more digits."""
+    from overfitlab.sequential import Decision
+
+    helps = Decision("bn", Answer.HELPS, 0.016, 0.0004, 0.0317, 10, 2, 0.01, "decided")
+    assert "[+0.0004, +0.032]" in helps.sentence()
+    none = Decision("l1", Answer.NO_EFFECT, 0.0, -0.0091, 0.00998, 10, 2, 0.01, "decided")
+    assert "[-0.009, +0.00998]" in none.sentence()
+    plain = Decision("x", Answer.UNDECIDED, 0.0, -0.0004, 0.01, 5, 1, 0.01, "futile", 40)
+    assert "[-0.000, +0.010]" in plain.sentence()

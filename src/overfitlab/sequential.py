@@ -174,11 +174,20 @@ class Decision:
     stopped: str  # "decided", "futile" (no stage left could decide it), or "budget"
     seeds_to_settle: int | None = None  # for an undecided one: paired seeds that would likely do
 
+    def _bound(self, x: float) -> str:
+        """An interval's end with the digits its answer needs: a "helps" lower end of 0.0004
+        reads +0.0004, not +0.000; a "no effect" end of 0.00998 reads +0.00998, not +0.010."""
+        edges = {Answer.HELPS: (0.0,), Answer.HURTS: (0.0,), Answer.NO_EFFECT: (-self.margin, self.margin)}
+        digits = 3
+        while digits < 6 and any(round(x, digits) == edge for edge in edges.get(self.answer, ())):
+            digits += 1
+        return f"{x:+.{digits}f}"
+
     def sentence(self) -> str:
         """The answer in words, the same in the terminal, --json, the report and the notebook."""
         if self.stopped == "no runs":
             return "no run completed: nothing to compare"
-        effect = f"{self.effect:+.3f} [{self.low:+.3f}, {self.high:+.3f}]"
+        effect = f"{self.effect:+.3f} [{self._bound(self.low)}, {self._bound(self.high)}]"
         n = f"{self.seeds} seeds"
         if self.answer is Answer.HELPS:
             return f"helps: {effect} held-out accuracy ({n})"
