@@ -124,8 +124,8 @@ def diagnose(
         first_seed=first_seed,
     )
     # Decided in stages: the remedies only (the sizes and noise levels describe, they are not remedies).
-    remedy_names = tuple(n for n, _ in variants if n != "baseline" and not n.startswith(("size-", "noise-")))
-    spec = dataclasses.replace(spec, compared=remedy_names)
+    compared = remedy_family([name for name, _ in variants], left_out=())
+    spec = dataclasses.replace(spec, compared=tuple(name for name in compared if name != "baseline"))
     with store.removed_on_failure(folder, keep=lambda: (folder / "recipe.json").is_file()):
         store.ensure_folder(folder, "diagnosis folder", "--runs-dir")
         store.write_json(folder / "recipe.json", {"recipe": base, "budget": budget, "first_seed": first_seed})
