@@ -31,6 +31,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import NamedTuple
 
 import numpy as np
 from scipy.optimize import brentq
@@ -101,30 +102,48 @@ def boundaries(fractions: Sequence[float], alpha: float, points: int = 1001) -> 
 
 
 # --------------------------------------------------------------------------- stage statistics
-def stage_z(diffs: np.ndarray, shift: float, upper: bool) -> float:
-    """Φ⁻¹(1 − p) of a stage's one-sided paired t-test of θ > shift (``upper``) or θ < shift.
+class Stage(NamedTuple):
+    """A stage's paired differences as its t-test sees them, summarised once: every test and
+    interval end is the same numbers at another shift (a brentq search asks dozens)."""
 
-    Fewer than two seeds, or differences all equal, give no test: z = 0, no evidence either way."""
-    n = len(diffs)
-    if n < 2:
-        return 0.0
-    mean, sd = float(np.mean(diffs)), float(np.std(diffs, ddof=1))
-    if sd == 0.0:
-        # Every seed moved by the same amount (accuracies move in steps of one image, so three
-        # seeds can agree exactly): t is undefined, and an infinite z would claim certainty
-        # from a coincidence. No evidence instead.
-        return 0.0
-    t = (mean - shift) / (sd / math.sqrt(n))
-    if not upper:
-        t = -t
-    return float(ndtri(stdtr(n - 1, t)))  # 1 − p = T_{n−1}(t)
+    n: int
+    mean: float
+    sd: float
+
+    @classmethod
+    def of(cls, diffs: np.ndarray) -> Stage:
+        n = len(diffs)
+        return cls(
+            n, float(np.mean(diffs)) if n else math.nan, float(np.std(diffs, ddof=1)) if n > 1 else 0.0
+        )
+
+    def z(self, shift: float, upper: bool) -> float:
+        """Φ⁻¹(1 − p) of the one-sided paired t-test of θ > shift (``upper``) or θ < shift.
+
+        Fewer than two seeds, or differences all equal, give no test: z = 0, no evidence."""
+        if self.n < 2 or self.sd == 0.0:
+            # All equal: every seed moved by the same amount (accuracies move in steps of one
+            # image, so three seeds can agree exactly): t is undefined, and an infinite z would
+            # claim certainty from a coincidence. No evidence instead.
+            return 0.0
+        t = (self.mean - shift) / (self.sd / math.sqrt(self.n))
+        return float(ndtri(stdtr(self.n - 1, t if upper else -t)))  # 1 − p = T_{n−1}(t)
+
+
+def stage_z(diffs: np.ndarray, shift: float, upper: bool) -> float:
+    """One stage's z (``Stage.z``) from its paired differences."""
+    return Stage.of(diffs).z(shift, upper)
+
+
+def _combined(stages: Sequence[Stage], weights: Sequence[float], shift: float, upper: bool) -> float:
+    used = weights[: len(stages)]
+    total = sum(w * stage.z(shift, upper) for w, stage in zip(used, stages, strict=True))
+    return float(total / math.sqrt(sum(w * w for w in used)))
 
 
 def combined(stage_diffs: Sequence[np.ndarray], weights: Sequence[float], shift: float, upper: bool) -> float:
     """The inverse-normal combination of the stages analysed so far."""
-    used = weights[: len(stage_diffs)]
-    total = sum(w * stage_z(d, shift, upper) for w, d in zip(used, stage_diffs, strict=True))
-    return float(total / math.sqrt(sum(w * w for w in used)))
+    return _combined([Stage.of(d) for d in stage_diffs], weights, shift, upper)
 
 
 # --------------------------------------------------------------------------- the design
@@ -204,43 +223,31 @@ class Decision:
 
 
 def _interval(
-    stage_diffs: Sequence[np.ndarray], weights: Sequence[float], bound: float
+    stages: Sequence[Stage], centre: float, weights: Sequence[float], bound: float
 ) -> tuple[float, float]:
-    """Every c that neither one-sided combined test rejects at ``bound``."""
-    pooled = np.concatenate(stage_diffs) if stage_diffs else np.array([])
-    if len(pooled) == 0 or not math.isfinite(bound):
+    """Every c in [−1, 1] (a difference of accuracies lies there) that neither one-sided
+    combined test rejects at ``bound``; ``centre``, the mean difference, is inside it."""
+    if not stages or not math.isfinite(bound):
         return -1.0, 1.0
-    centre = float(np.mean(pooled))
-    spread = max(float(np.ptp(pooled)), 1e-3) * 1e3
 
     def upper_rejects(c: float) -> float:  # decreasing in c; zero at the interval's lower end
-        return combined(stage_diffs, weights, c, True) - bound
+        return _combined(stages, weights, c, True) - bound
 
     def lower_rejects(c: float) -> float:  # increasing in c; zero at the upper end
-        return combined(stage_diffs, weights, c, False) - bound
+        return _combined(stages, weights, c, False) - bound
 
-    lo, hi, eps = centre - spread, centre + spread, 1e-12
-    low = -math.inf
-    if upper_rejects(centre + eps) < 0 < upper_rejects(lo):
-        low = brentq(upper_rejects, lo, centre + eps)
-    high = math.inf
-    if lower_rejects(centre - eps) < 0 < lower_rejects(hi):
-        high = brentq(lower_rejects, centre - eps, hi)
-    # A difference of accuracies lies in [−1, 1]: so does its interval.
-    return max(float(low), -1.0), min(float(high), 1.0)
+    low = brentq(upper_rejects, -1.0, centre) if upper_rejects(centre) < 0 < upper_rejects(-1.0) else -1.0
+    high = brentq(lower_rejects, centre, 1.0) if lower_rejects(centre) < 0 < lower_rejects(1.0) else 1.0
+    return float(low), float(high)
 
 
-def _futile(stage_diffs: Sequence[np.ndarray], design: Design) -> bool:
+def _futile(stages: Sequence[Stage], mean: float, sd: float, design: Design) -> bool:
     """No stage left could decide it: even with every future stage's z at its 90th percentile
-    under the current estimate, no test reaches the last boundary. Not binding: stopping only
-    lowers the chance of a false claim."""
-    k = len(stage_diffs)
-    if k >= len(design.stages):
+    under the current estimate (``mean``, ``sd`` over every seed so far), no test reaches the
+    last boundary. Not binding: stopping only lowers the chance of a false claim."""
+    k = len(stages)
+    if k >= len(design.stages) or sum(stage.n for stage in stages) < 2:
         return False
-    pooled = np.concatenate(stage_diffs)
-    if len(pooled) < 2:
-        return False
-    mean, sd = float(np.mean(pooled)), float(np.std(pooled, ddof=1))
     w = design.weights
     norm = math.sqrt(sum(x * x for x in w))
     final = design.bounds[-1]
@@ -248,7 +255,7 @@ def _futile(stage_diffs: Sequence[np.ndarray], design: Design) -> bool:
     def reachable(shift: float, upper: bool) -> bool:
         drift = (mean - shift) / sd if sd > 0 else math.copysign(math.inf, mean - shift)
         drift = drift if upper else -drift
-        past = sum(wi * stage_z(d, shift, upper) for wi, d in zip(w, stage_diffs, strict=False))
+        past = sum(wi * stage.z(shift, upper) for wi, stage in zip(w, stages, strict=False))
         future = sum(
             wi * (drift * math.sqrt(n) + FUTILITY_QUANTILE)
             for wi, n in zip(w[k:], design.stages[k:], strict=True)
@@ -280,10 +287,11 @@ def decide(variant: str, stage_diffs: Sequence[np.ndarray], design: Design) -> D
     """The answer after the stages analysed so far (``stage_diffs``: the paired differences of
     each stage this remedy ran, in order); ``stopped`` says whether it needs another stage."""
     k = len(stage_diffs)
-    bound = design.bounds[k - 1]
-    low, high = _interval(stage_diffs, design.weights, bound)
+    stages = [Stage.of(d) for d in stage_diffs]
     pooled = np.concatenate(stage_diffs) if stage_diffs else np.array([])
     effect = float(np.mean(pooled)) if len(pooled) else math.nan
+    spread = float(np.std(pooled, ddof=1)) if len(pooled) > 1 else math.nan
+    low, high = _interval(stages, effect, design.weights, design.bounds[k - 1])
     if low > 0:
         answer = Answer.HELPS
     elif high < 0:
@@ -296,13 +304,13 @@ def decide(variant: str, stage_diffs: Sequence[np.ndarray], design: Design) -> D
         stopped = "decided"
     elif k >= len(design.stages):
         stopped = "budget"
-    elif _futile(stage_diffs, design):
+    elif _futile(stages, effect, spread, design):
         stopped = "futile"
     else:
         stopped = ""  # open: give it the next stage
     settle = None
     if answer is Answer.UNDECIDED and stopped and len(pooled) >= 2:
-        settle = seeds_to_settle(effect, float(np.std(pooled, ddof=1)), len(pooled), design)
+        settle = seeds_to_settle(effect, spread, len(pooled), design)
     return Decision(variant, answer, effect, low, high, len(pooled), k, design.margin, stopped, settle)
 
 
