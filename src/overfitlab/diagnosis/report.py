@@ -15,7 +15,7 @@ from ..history import History
 from ..viz.html import png_base64
 from ..viz.pages import templates
 from ..viz.plots import figure_png, integer_epochs, new_figure
-from ..viz.study_plots import forest_figure
+from ..viz.study_plots import FOREST_ALT, forest_caption, forest_figure
 from .results import BUDGETS, GAP_BOUND, RISE_BOUND
 
 if TYPE_CHECKING:
@@ -127,6 +127,8 @@ def render(d: Diagnosis, baseline_curves: dict[str, list[float]]) -> str:
         remedies=remedies,
         remedy_question=d.remedies.question,
         forest=forest,
+        forest_alt=FOREST_ALT,
+        forest_caption=forest_caption(d.remedies.margin),
         baseline_test=d.remedies.baseline_test.text(),
         test_split=d.remedies.test_split or "held out before anything trained",
         recommended=d.remedies.recommended,

@@ -240,9 +240,8 @@ def answer_section(data: StudyData, left_out: Sequence[Mapping[str, str]]) -> di
     rows = [(d.variant, str(d.answer), d.effect, d.low, d.high) for d in answers if math.isfinite(d.effect)]
     forest = picture(
         figure_png(study_plots.forest_figure(rows, spec.margin)),
-        "each remedy's effect on held-out accuracy with its simultaneous interval",
-        "Each remedy − baseline: the returned model's valid accuracy, mean over paired seeds (dot) and "
-        f"simultaneous 95 % interval (bar); grey band: no effect (±{spec.margin:g}).",
+        study_plots.FOREST_ALT,
+        study_plots.forest_caption(spec.margin),
     )
     return {
         "question": question_text(spec, len(answers)),

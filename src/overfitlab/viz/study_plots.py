@@ -229,6 +229,17 @@ def grid_figure(
     return fig
 
 
+FOREST_ALT = "each remedy's effect on held-out accuracy with its simultaneous interval"
+
+
+def forest_caption(margin: float) -> str:
+    """What the forest plot shows, in the words of both pages that draw it."""
+    return (
+        "Each remedy − baseline: the returned model's valid accuracy, mean over paired seeds (dot) and "
+        f"simultaneous 95 % interval (bar); grey band: no effect (±{margin:g})."
+    )
+
+
 ANSWER_COLORS = {"helps": "tab:green", "hurts": "tab:red", "no effect": "tab:gray", "undecided": "tab:orange"}
 
 
