@@ -22,15 +22,6 @@ def design_of(spec: StudySpec, remedies: int) -> Design:
     return Design(stages=tuple(stages), remedies=remedies, margin=spec.margin)
 
 
-def family(rows: Iterable[Row], spec: StudySpec, left_out: Iterable[Mapping[str, str]] = ()) -> list[str]:
-    """The remedies compared: every variant but the baseline and those left out."""
-    order = variant_order(rows, [v.name for v in spec.variants])
-    baseline = baseline_name(order)
-    refused = {entry["variant"] for entry in left_out}
-    chosen = set(spec.compared) if spec.compared else set(order)
-    return [v for v in order if v != baseline and v not in refused and v in chosen]
-
-
 def stage_differences(rows: Sequence[Row], baseline: str, variant: str, spec: StudySpec) -> list[np.ndarray]:
     """The paired differences (variant − baseline, the returned model's valid accuracy) of each
     stage the variant ran, in order, up to its first stage without runs."""
@@ -49,17 +40,18 @@ def stage_differences(rows: Sequence[Row], baseline: str, variant: str, spec: St
 def decisions(
     rows: Iterable[Row], spec: StudySpec, left_out: Iterable[Mapping[str, str]] = ()
 ) -> list[Decision]:
-    """Every remedy's decision, largest effect first (None when there is no grid-free
-    comparison to make: a grid, or a lone variant)."""
+    """Every remedy's decision, largest effect first; none for a grid or a lone variant. The
+    remedies are every variant but the baseline (or the spec's ``compared``), less those left out."""
     rows = list(rows)
-    if not spec.compares:
-        return []
-    runs = completed(rows)
-    names = family(rows, spec, left_out)
-    baseline = baseline_name(variant_order(rows, [v.name for v in spec.variants]))
-    if baseline is None or not names:
+    order = variant_order(rows, [v.name for v in spec.variants])
+    baseline = baseline_name(order)
+    refused = {entry["variant"] for entry in left_out}
+    chosen = set(spec.compared) if spec.compared else set(order)
+    names = [v for v in order if v != baseline and v not in refused and v in chosen]
+    if not spec.compares or baseline is None or not names:
         return []
     design = design_of(spec, len(names))
+    runs = completed(rows)
     out = [decide_variant(runs, baseline, name, spec, design) for name in names]
     return sorted(out, key=lambda d: -d.effect if np.isfinite(d.effect) else np.inf)
 
