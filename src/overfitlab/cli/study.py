@@ -91,8 +91,7 @@ def run(args: argparse.Namespace) -> int:
         # Nothing named: the main study, every remedy against the over-fitting baseline.
         spec = load_spec(args.spec) if args.spec else preset(args.preset or DEFAULT_PRESET)
         if args.seeds is not None or args.first_seed or args.max_seeds != MAX_SEEDS:
-            seeds = args.seeds if args.seeds is not None else ("auto" if spec.stages else len(spec.seeds))
-            spec = spec.with_seeds(seeds, args.max_seeds, args.first_seed)
+            spec = spec.with_seeds(args.seeds, args.max_seeds, args.first_seed)
         if args.margin is not None:
             spec = spec.with_margin(args.margin)
         spec = spec.with_base({k: v for k, v in overrides.items() if k != "threads"})

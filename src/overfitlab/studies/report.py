@@ -188,7 +188,7 @@ def remedies(
     """The comparison table, sorted by the effect on the returned model's valid accuracy
     (largest first), its header made from the same list as its cells, and the per-variant table."""
     answer = {d.variant: d for d in answers}
-    metrics, gap = list(COMPARISON_HEADERS), stats.GAP_METRIC
+    metrics, gap = stats.COMPARED, stats.GAP_METRIC  # COMPARISON_HEADERS words each
     compared = []
     for variant in sorted(comparisons, key=lambda v: _effect_key(comparisons[v][stats.HEADLINE_METRIC])):
         c = comparisons[variant]

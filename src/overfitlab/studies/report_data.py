@@ -30,7 +30,7 @@ VARIANT_TABLE_COLUMNS = (
     "params",
     "seconds",
 )
-# Columns of the comparison table: remedy − baseline on each, headed by these words.
+# The words heading the comparison table's columns: remedy − baseline on each of stats.COMPARED.
 COMPARISON_HEADERS = {
     "final_valid_acc": "Δ final valid acc (model returned)",
     "final_gap_acc": "Δ final gap (acc)",

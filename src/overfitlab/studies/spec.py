@@ -67,8 +67,11 @@ class StudySpec:
     # but the baseline. The diagnosis's sizes and noise levels are variants, not remedies.
     compared: tuple[str, ...] = ()
 
-    def with_seeds(self, seeds: Any, max_seeds: int = MAX_SEEDS, first_seed: int = 0) -> StudySpec:
-        """``"auto"``: seeds in stages up to ``max_seeds``; a count or a list: those, at once."""
+    def with_seeds(self, seeds: Any = None, max_seeds: int = MAX_SEEDS, first_seed: int = 0) -> StudySpec:
+        """``"auto"``: seeds in stages up to ``max_seeds``; a count or a list: those, at once;
+        None: the spec's own kind (auto, or as many as it has) from ``first_seed``."""
+        if seeds is None:
+            seeds = "auto" if self.stages else len(self.seeds)
         seeds, stages = parse_seeds(seeds, "--seeds", max_seeds, first_seed, self.compares)
         return dataclasses.replace(self, seeds=seeds, stages=stages)
 
