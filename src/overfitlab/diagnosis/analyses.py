@@ -1,4 +1,4 @@
-"""The diagnosis's pure statistics: severity, the learning curve's power law, noisy labels, the
+"""The diagnosis's pure statistics: severity, the learning curve over sizes, noisy labels, the
 remedy family."""
 
 from __future__ import annotations
@@ -10,7 +10,8 @@ import numpy as np
 
 from .. import stats
 from ..history import History
-from .results import GAP_BOUND, RISE_BOUND, Interval, NoisyLabels, Overfitting
+from . import extrapolation
+from .results import GAP_BOUND, RISE_BOUND, Interval, LearningCurve, NoisyLabels, Overfitting
 
 
 def _last(history: History, column: str) -> float:
@@ -66,36 +67,92 @@ def measure_overfitting(histories: Sequence[History]) -> Overfitting:
 
 
 # --------------------------------------------------------------------------- part 2
-def power_law(n: np.ndarray, a: float, b: float, c: float) -> np.ndarray:
-    """err(n) = a·n^(−b) + c."""
-    out: np.ndarray = a * np.power(n, -b) + c
-    return out
+def sizes_above(recipe: int, available: int, most: int) -> list[int]:
+    """The sizes part 2 measures above the recipe's: 2×, 4×, … up to ``most``×, while the data
+    hold them; and every image there is, where that is within ``most``× but not on the way."""
+    sizes, factor = [], 2
+    while factor <= most and recipe * factor <= available:
+        sizes.append(recipe * factor)
+        factor *= 2
+    if recipe < available <= recipe * most and available not in sizes:
+        sizes.append(available)
+    return sizes
 
 
-def fit_power_law(
-    sizes: Sequence[float], errors: Sequence[float], start: Sequence[float] | None = None
-) -> dict[str, float] | None:
-    """Least-squares a, b, c (a ≥ 0, 0 ≤ b ≤ 3, 0 ≤ c ≤ 1) and R²; None when it does not fit."""
-    import warnings
+def gain_band(prediction: extrapolation.Prediction, measured: float, seeds: int) -> Interval:
+    """A predicted accuracy as the gain over a measured one, its band kept inside [−1, 1]."""
+    return Interval(
+        prediction.accuracy - measured,
+        max(-1.0, prediction.low - measured),
+        min(1.0, prediction.high - measured),
+        seeds,
+    )
 
-    from scipy.optimize import OptimizeWarning, curve_fit
 
-    x, y = np.asarray(sizes, dtype=float), np.asarray(errors, dtype=float)
-    if len(x) < 3 or not np.isfinite(y).all():
-        return None
-    if start is None:
-        start = (max(float(y[0] - y[-1]), 1e-3) * float(x[0]) ** 0.5, 0.5, max(float(y.min()) * 0.5, 0.0))
-    try:
-        with warnings.catch_warnings():  # three points and three parameters: no covariance, no matter
-            warnings.simplefilter("ignore", OptimizeWarning)
-            (a, b, c), _ = curve_fit(
-                power_law, x, y, p0=list(start), bounds=([0, 0, 0], [np.inf, 3, 1]), maxfev=20_000
-            )
-    except (RuntimeError, ValueError):
-        return None
-    residual = float(np.sum((y - power_law(x, a, b, c)) ** 2))
-    total = float(np.sum((y - y.mean()) ** 2))
-    return {"a": float(a), "b": float(b), "c": float(c), "r2": 1 - residual / total if total > 0 else 1.0}
+def learning_curve(
+    sizes: Sequence[int],
+    valid_acc: Sequence[Mapping[int, float]],
+    train_acc: Sequence[Sequence[float]],
+    recipe_size: int,
+    available: int,
+    family: str = extrapolation.DEFAULT,
+    seed: int = 0,
+) -> LearningCurve:
+    """Part 2 from the seeds' final accuracies per size (``valid_acc``: seed → accuracy).
+
+    Above the recipe's size the gains are measured, paired over the seeds both sizes ran; the
+    curve fitted to the recipe's sizes alone predicts them too, as a check in plain sight. The
+    curve fitted to every size predicts 2× and 4× the largest: extrapolation, only beyond what
+    was measured."""
+    sizes = [int(s) for s in sizes]
+    per_size = [list(v.values()) for v in valid_acc]
+    recipe = {s: v for s, v in zip(sizes, valid_acc, strict=True)}[recipe_size]
+    below = [k for k, s in enumerate(sizes) if s <= recipe_size]
+    recipe_mean = float(np.mean(list(recipe.values())))
+    measured, checks = [], []
+    for size, accs in zip(sizes, valid_acc, strict=True):
+        if size <= recipe_size:
+            continue
+        common = sorted(set(accs) & set(recipe))
+        measured.append(Interval.of([accs[s] - recipe[s] for s in common]))
+        check = extrapolation.predict(
+            [sizes[k] for k in below], [per_size[k] for k in below], size, family, seed=seed
+        )
+        checks.append(None if check is None else gain_band(check, recipe_mean, len(recipe)))
+    warnings: list[str] = [
+        f"the {family} curve fitted to the recipe's sizes predicted {check.text()} at {size:,} images, "
+        f"outside what was measured there ({gain.text()}): this data set's curve bends otherwise, "
+        "so read the extrapolation with care"
+        for size, gain, check in zip([s for s in sizes if s > recipe_size], measured, checks, strict=True)
+        if check is not None and (check.high < gain.low or check.low > gain.high)
+    ]
+    fitted = extrapolation.fit(family, sizes, extrapolation.mean_errors(per_size))
+    seeds = min(len(v) for v in per_size)
+    # The band at sizes spaced evenly in log n from the largest measured to 4× it (2× is the 5th).
+    targets = [round(sizes[-1] * 2 ** (k / 4)) for k in range(1, 9)]
+    band = [extrapolation.predict(sizes, per_size, t, family, seed=seed) for t in targets]
+    predicted: list[Interval] = []
+    if fitted is None or any(p is None or not math.isfinite(p.low) for p in band):
+        warnings.append(f"the {family} curve does not fit these points, or too few seeds: no extrapolation")
+        targets = []
+    else:
+        last = float(np.mean(per_size[-1]))
+        predicted = [gain_band(p, last, seeds) for p in band if p is not None]
+    return LearningCurve(
+        tuple(sizes),
+        tuple(Interval.of(v, "logit") for v in train_acc),
+        tuple(Interval.of(v, "logit") for v in per_size),
+        recipe_size=recipe_size,
+        available=available,
+        measured=tuple(measured),
+        checks=tuple(checks),
+        family=family,
+        params=fitted.params if fitted else (),
+        predicted=tuple(predicted),
+        predicted_sizes=tuple(targets),
+        ceiling=extrapolation.asymptote(sizes, per_size, seed=seed),
+        warnings=tuple(warnings),
+    )
 
 
 def noisy_labels(fraction: float, histories: Sequence[History]) -> NoisyLabels:

@@ -23,13 +23,12 @@ from ..studies.loop import run_study
 from ..studies.presets import ALL_REMEDIES, REMEDIES, REMEDIES_BASE
 from ..studies.result import decision_dict
 from ..studies.spec import make_spec
-from .analyses import measure_overfitting, noisy_labels, remedy_family
+from .analyses import learning_curve, measure_overfitting, noisy_labels, remedy_family, sizes_above
 from .experiments import (
     _out_of_fold_saved,
     _subset,
     _test_accuracy,
     carve_test,
-    learning_curve,
     memorised_images,
     random_labels,
 )
@@ -57,11 +56,21 @@ def check_budget(config: Config, data: DataSet, budget: Budget) -> int:
     return largest
 
 
-def plan_variants(config: Config, budget: Budget, largest: int) -> list[tuple[str, dict[str, Any]]]:
+def curve_sizes(budget: Budget, largest: int, available: int) -> dict[int, str]:
+    """Part 2's sizes, smallest first, each with the variant that trains it: the recipe's
+    fractions of its size (the baseline is its own size), then the sizes above it."""
+    below = {int(largest * f): f"size-{int(largest * f)}" for f in budget.sizes if f < 1}
+    above = {n: f"size-{n}" for n in sizes_above(largest, available, budget.above)}
+    return dict(sorted({**below, largest: "baseline", **above}.items()))
+
+
+def plan_variants(budget: Budget, largest: int, available: int) -> list[tuple[str, dict[str, Any]]]:
 
     variants: list[tuple[str, dict[str, Any]]] = [("baseline", {})]
     variants += [
-        (f"size-{int(largest * f)}", {"train_size": int(largest * f)}) for f in budget.sizes if f < 1
+        (variant, {"train_size": size})
+        for size, variant in curve_sizes(budget, largest, available).items()
+        if variant != "baseline"
     ]
     variants += [(f"noise-{round(p * 100)}", {"label_noise": p}) for p in budget.noise]
     variants += [(name, overrides) for name, overrides in REMEDIES if name not in ("baseline", "more-data")]
@@ -113,7 +122,7 @@ def diagnose(
             )
     elif folder.exists():
         raise OverfitlabError(f"{folder} already exists: pass --resume {name}, or another --name")
-    variants = plan_variants(config, plan, largest)
+    variants = plan_variants(plan, largest, len(data.train))
     spec = make_spec(
         base,
         variants,
@@ -167,18 +176,17 @@ def diagnose(
             f"no baseline run completed in {folder / 'study'}: see its report for the errors"
         )
     overfitting = measure_overfitting(histories("baseline"))
-    sized = sorted({int(largest * f) for f in plan.sizes})
 
-    def finals(variant: str, key: str) -> list[float]:
-        return [float(r[key]) for r in by_variant.get(variant, []) if r.get(key) is not None]
+    def finals(variant: str, key: str) -> dict[int, float]:
+        return {int(r["seed"]): float(r[key]) for r in by_variant.get(variant, []) if r.get(key) is not None}
 
-    size_variant = {
-        int(largest * f): (f"size-{int(largest * f)}" if f < 1 else "baseline") for f in plan.sizes
-    }
+    sized = {s: v for s, v in curve_sizes(plan, largest, len(data.train)).items() if by_variant.get(v)}
     curve = learning_curve(
-        sized,
-        [finals(size_variant[s], "final_valid_acc") for s in sized],
-        [finals(size_variant[s], "final_train_acc") for s in sized],
+        list(sized),
+        [finals(v, "final_valid_acc") for v in sized.values()],
+        [list(finals(v, "final_train_acc").values()) for v in sized.values()],
+        recipe_size=largest,
+        available=len(data.train),
     )
     tell("part 3: random labels", counter["done"] + 1)
     subset = _subset(data, config)  # parts 3 and 5 train on the recipe's training subset

@@ -1,5 +1,4 @@
-"""The diagnosis's parts that train: the learning curve, random labels, out-of-fold losses, the
-carved test split."""
+"""The diagnosis's parts that train: random labels, out-of-fold losses; and the carved test split."""
 
 from __future__ import annotations
 
@@ -13,7 +12,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
-from .. import stats, store
+from .. import store
 from ..config import Config
 from ..data.batches import Scaling, prepare
 from ..data.dataset import DataSet
@@ -21,73 +20,15 @@ from ..data.split import Split, stratified_indices
 from ..history import History
 from ..runs.evaluation import evaluate
 from ..viz.html import png_base64
-from .analyses import fit_power_law, power_law
 from .results import (
-    EXTRAPOLATION_LIMIT,
     MEMORISE_EPOCHS,
     MEMORISED,
     RANDOM_LABELS,
     TEST_FRACTION,
     TEST_SPLIT_SEED,
     GalleryImage,
-    Interval,
-    LearningCurve,
     Memorisation,
 )
-
-
-def learning_curve(
-    sizes: Sequence[int],
-    valid_acc: Sequence[Sequence[float]],
-    train_acc: Sequence[Sequence[float]],
-    seed: int = 0,
-    resamples: int = 300,
-) -> LearningCurve:
-    """Per size, the seeds' final accuracies; the power law fitted to the mean errors, and its
-    predicted gain in valid accuracy at twice the largest size over the accuracy measured there.
-
-    The interval: the prediction ± t_{0.975, n−1} bootstrap standard errors, the bootstrap
-    resampling the seeds at every size (a plain percentile interval over so few seeds covers
-    the truth about three times in four where it claims 95 %; the simulation in the tests
-    measures this one's coverage)."""
-    sizes = [int(s) for s in sizes]
-    means = [float(np.mean(v)) for v in valid_acc]
-    fit = fit_power_law(sizes, [1 - m for m in means])
-    warnings: list[str] = []
-    doubled = None
-    target = 2 * sizes[-1]
-    if fit is None:
-        warnings.append("the power law does not fit these points: no extrapolation")
-    else:
-        if fit["r2"] < 0.9:
-            warnings.append(f"the power law fits poorly (R² {fit['r2']:.2f}): read its prediction with care")
-        if target > EXTRAPOLATION_LIMIT * sizes[-1]:
-            warnings.append(f"twice the data is beyond {EXTRAPOLATION_LIMIT:g}× the largest size measured")
-        rng = np.random.default_rng(seed)
-        start = (fit["a"], fit["b"], fit["c"])
-        predictions = []
-        for _ in range(resamples):
-            resampled = [
-                float(np.mean(rng.choice(np.asarray(v), size=len(v), replace=True))) for v in valid_acc
-            ]
-            refit = fit_power_law(sizes, [1 - m for m in resampled], start)
-            if refit is not None:
-                predictions.append(
-                    1 - float(power_law(np.array([target]), refit["a"], refit["b"], refit["c"])[0])
-                )
-        point = 1 - float(power_law(np.array([target]), fit["a"], fit["b"], fit["c"])[0]) - means[-1]
-        seeds = min(len(v) for v in valid_acc)
-        if len(predictions) > 10 and seeds >= 2:
-            half = stats.t_quantile(seeds) * float(np.std(predictions, ddof=1))
-            doubled = Interval(point, point - half, point + half, seeds)
-    return LearningCurve(
-        tuple(sizes),
-        tuple(Interval.of(v, "logit") for v in train_acc),
-        tuple(Interval.of(v, "logit") for v in valid_acc),
-        fit,
-        doubled,
-        tuple(warnings),
-    )
 
 
 # --------------------------------------------------------------------------- part 3

@@ -16,7 +16,9 @@ from ..viz.html import png_base64
 from ..viz.pages import templates
 from ..viz.plots import figure_png, integer_epochs, new_figure
 from ..viz.study_plots import FOREST_ALT, forest_caption, forest_figure
-from .results import BUDGETS, GAP_BOUND, RISE_BOUND
+from .extrapolation import Fit
+from .results import BUDGETS, GAP_BOUND, RISE_BOUND, LearningCurve
+from .verdict import gain_text
 
 if TYPE_CHECKING:
     from .results import Diagnosis
@@ -39,22 +41,73 @@ def _curves_png(histories: dict[str, list[float]], title: str, ylabel: str = "ac
 
 
 def _sizes_png(d: Diagnosis) -> str:
+    """Valid accuracy over sizes on a log axis: the recipe's sizes and those measured above it
+    (95 % intervals over seeds), the fitted curve, and its extrapolation dashed in its band."""
+    # start-up: numpy with the plot
+    import numpy as np
 
     c = d.learning_curve
-    figure, axes = new_figure(figsize=(6, 3.2))
-    axes.errorbar(c.sizes, [i.mean for i in c.valid_acc], fmt="o-", label="valid (final)")
-    axes.errorbar(c.sizes, [i.mean for i in c.train_acc], fmt="s--", label="train (final)")
-    if c.fit:
-        import numpy as np
-
-        xs = np.linspace(min(c.sizes), 2 * max(c.sizes), 100)
-        fit = c.fit
-        axes.plot(xs, 1 - (fit["a"] * xs ** (-fit["b"]) + fit["c"]), ":", label="power-law fit")
-    axes.set_xlabel("training images")
-    axes.set_ylabel("accuracy")
-    axes.legend(fontsize=8)
+    figure, axes = new_figure(figsize=(6, 3.4))
+    axes.set_xscale("log")
+    for measured, marker, label in (
+        (False, "o", "valid, recipe's sizes"),
+        (True, "D", "valid, measured above"),
+    ):
+        points = [
+            (s, v) for s, v in zip(c.sizes, c.valid_acc, strict=True) if (s > c.recipe_size) == measured
+        ]
+        if points:
+            xs, its = (list(t) for t in zip(*points, strict=True))
+            means = np.array([i.mean for i in its])
+            error = np.array([means - [i.low for i in its], [i.high for i in its] - means])
+            axes.errorbar(xs, means, yerr=np.clip(error, 0, None), fmt=marker, capsize=3, label=label)
+    axes.plot(c.sizes, [i.mean for i in c.train_acc], "s--", color="grey", alpha=0.6, label="train")
+    if c.params and c.predicted:
+        fit = Fit(c.family, c.params)
+        inside = np.geomspace(min(c.sizes), max(c.sizes), 60)
+        axes.plot(
+            inside, [fit.accuracy(n) for n in inside], "-", color="black", lw=1, label=f"{c.family} fit"
+        )
+        last = c.valid_acc[-1].mean
+        xs = [c.sizes[-1], *c.predicted_sizes]
+        axes.plot(xs, [last, *(last + g.mean for g in c.predicted)], "--", color="black", lw=1)
+        axes.fill_between(
+            xs,
+            [last, *(last + g.low for g in c.predicted)],
+            [last, *(last + g.high for g in c.predicted)],
+            color="black",
+            alpha=0.12,
+            label="extrapolated, 95 % band",
+        )
+    if c.sizes[-1] < c.available <= 4 * c.sizes[-1]:
+        axes.axvline(c.available, color="grey", lw=0.8, ls=":", label=f"all {c.available:,} images")
+    axes.set_xlabel("training images (log scale)")
+    axes.set_ylabel("final accuracy")
+    axes.legend(fontsize=7, loc="lower right")
     figure.tight_layout()
     return png_base64(figure_png(figure, dpi=96, tight=False))
+
+
+def _part2(c: LearningCurve) -> dict[str, Any]:
+    """Part 2's rows: measured sizes, then the extrapolated 2× and 4× of the largest."""
+    measured = dict(zip(c.above, c.measured, strict=True))
+    checks = dict(zip(c.above, c.checks, strict=True))
+    rows = [
+        {
+            "size": s,
+            "train": t.text(),
+            "valid": v.text(),
+            "gain": gain_text(measured[s]) if s in measured else ("recipe" if s == c.recipe_size else ""),
+            "check": gain_text(checks[s]) if checks.get(s) is not None else "",  # type: ignore[arg-type]
+        }
+        for s, t, v in zip(c.sizes, c.train_acc, c.valid_acc, strict=True)
+    ]
+    extrapolated = [
+        {"size": c.predicted_sizes[k], "times": t, "gain": gain_text(c.predicted[k])}
+        for k, t in ((3, 2), (7, 4))
+        if len(c.predicted) > k
+    ]
+    return {"rows": rows, "extrapolated": extrapolated, "largest": c.sizes[-1]}
 
 
 def render(d: Diagnosis, baseline_curves: dict[str, list[float]]) -> str:
@@ -105,12 +158,7 @@ def render(d: Diagnosis, baseline_curves: dict[str, list[float]]) -> str:
         gap_bound=_f(GAP_BOUND),
         rise_bound=f"{RISE_BOUND:.0%}",
         curve=d.learning_curve,
-        part2=[
-            (s, t.text(), v.text())
-            for s, t, v in zip(
-                d.learning_curve.sizes, d.learning_curve.train_acc, d.learning_curve.valid_acc, strict=True
-            )
-        ],
+        part2=_part2(d.learning_curve),
         memorisation=d.memorisation,
         noisy=[
             {

@@ -28,7 +28,6 @@ MEMORISED = 0.99  # train accuracy on random labels that counts as memorised
 GAP_BOUND = 0.02
 RISE_BOUND = 0.10
 MEMORISE_EPOCHS = 3  # random labels train for up to this many times the recipe's epochs
-EXTRAPOLATION_LIMIT = 4.0  # a fit predicts beyond 4× its largest size only with a warning
 
 
 @dataclass(frozen=True)
@@ -39,13 +38,22 @@ class Budget:
     noise: tuple[float, ...]
     gallery: int = 12
     max_seeds: int = 10
+    # Part 2 also measures the recipe at 2×, 4×, … its size up to this multiple, and at every
+    # training image where those are no more: it extrapolates only beyond what was measured.
+    above: int = 4
 
 
 BUDGETS = {
-    "quick": Budget(seeds=2, sizes=(0.25, 0.5, 0.75, 1.0), folds=3, noise=(0.4,)),
-    "standard": Budget(seeds="auto", sizes=(0.25, 0.4, 0.55, 0.75, 1.0), folds=3, noise=(0.2, 0.4)),
+    "quick": Budget(seeds=2, sizes=(0.25, 0.5, 1.0), folds=3, noise=(0.4,), above=2),
+    # Sizes spaced evenly in log n (ratio √2), as the backtest's windows are.
+    "standard": Budget(seeds="auto", sizes=(0.25, 0.354, 0.5, 0.707, 1.0), folds=3, noise=(0.2, 0.4)),
     "full": Budget(
-        seeds="auto", sizes=(0.2, 0.3, 0.4, 0.55, 0.7, 0.85, 1.0), folds=5, noise=(0.2, 0.4), max_seeds=15
+        seeds="auto",
+        sizes=(0.125, 0.177, 0.25, 0.354, 0.5, 0.707, 1.0),
+        folds=5,
+        noise=(0.2, 0.4),
+        max_seeds=15,
+        above=8,
     ),
 }
 
@@ -85,12 +93,36 @@ class Overfitting:
 
 @dataclass(frozen=True)
 class LearningCurve:
-    sizes: tuple[int, ...]
+    """Part 2: valid accuracy over training-set sizes, measured up to the data there is, then
+    extrapolated with a band the backtest calibrated."""
+
+    sizes: tuple[int, ...]  # every size measured, the recipe's and those above it
     train_acc: tuple[Interval, ...]
     valid_acc: tuple[Interval, ...]
-    fit: dict[str, float] | None  # a, b, c of err(n) = a·n^−b + c, and r2
-    doubled: Interval | None  # predicted valid accuracy gain at twice the largest size
-    warnings: tuple[str, ...]
+    recipe_size: int = 0  # the recipe's training-set size (the baseline's)
+    available: int = 0  # the training images the diagnosis could use (its test split held out)
+    # Per size above the recipe's: the valid accuracy gained over the recipe's size, paired over
+    # seeds (measured), and what the curve fitted to the recipe's sizes alone predicted there.
+    measured: tuple[Interval, ...] = ()
+    checks: tuple[Interval | None, ...] = ()
+    family: str = ""  # the curve family (extrapolation.FAMILIES) fitted to every size measured
+    params: tuple[float, ...] = ()  # its parameters; () when it did not fit
+    # Gains predicted over the largest size measured, at sizes from 2^¼× to 4× it, evenly in
+    # log n (2× is the fourth): point and band, inside [−1, 1].
+    predicted: tuple[Interval, ...] = ()
+    predicted_sizes: tuple[int, ...] = ()
+    ceiling: tuple[float, float] | None = None  # the asymptotic accuracy, where the data identify it
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def above(self) -> tuple[int, ...]:
+        """The sizes measured above the recipe's."""
+        return tuple(s for s in self.sizes if s > self.recipe_size)
+
+    @property
+    def doubled(self) -> tuple[int, Interval] | None:
+        """The gain predicted at twice the largest size measured, and that size."""
+        return (self.predicted_sizes[3], self.predicted[3]) if len(self.predicted) > 3 else None
 
 
 @dataclass(frozen=True)

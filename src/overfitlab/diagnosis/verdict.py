@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 from .. import stats
-from .results import MEMORISED, Diagnosis
+from .results import MEMORISED, Diagnosis, Interval, LearningCurve
 
 
 def verdict(d: Diagnosis) -> str:
@@ -37,16 +37,78 @@ def verdict(d: Diagnosis) -> str:
             f"Within {m.epochs} epochs it does not memorise random labels (train accuracy ≥ "
             f"{MEMORISED:g}): it reaches {reached}, valid at chance."
         )
-    c = d.learning_curve
-    if c.doubled is not None:
-        parts.append(
-            f"Twice the data is predicted to change valid accuracy by {stats.fmt(c.doubled.mean)} "
-            f"[{stats.fmt(c.doubled.low)}, {stats.fmt(c.doubled.high)}]"
-            + (f" ({c.warnings[0]})" if c.warnings else "")
-            + "."
-        )
+    parts.extend(data_sentences(d.learning_curve, d.remedies.margin))
     parts.extend(remedy_sentences(d))
     return " ".join(parts)
+
+
+def signed(value: float) -> str:
+    return "–" if not math.isfinite(value) else f"{value:+.3f}".replace("-", "−")
+
+
+def gain_text(gain: Interval) -> str:
+    return f"{signed(gain.mean)} [{signed(gain.low)}, {signed(gain.high)}]"
+
+
+def reading(gain: Interval, margin: float) -> str:
+    """What an interval of gains says: helps, a little (helps, by less than the margin), hurts,
+    flat (within ±margin both ways) or cannot tell."""
+    if gain.low > 0:
+        return "a little" if gain.high < margin else "helps"
+    if gain.high < 0:
+        return "hurts"
+    if -margin <= gain.low and gain.high <= margin:
+        return "flat"
+    return "cannot tell"
+
+
+def data_sentences(c: LearningCurve, margin: float) -> list[str]:
+    """Would more data help: measured above the recipe's size where the data hold more images,
+    extrapolated (and said so) only beyond the largest size measured."""
+    out = []
+    if c.measured:
+        gains = "; ".join(
+            f"{size:,} images {gain_text(gain)}" for size, gain in zip(c.above, c.measured, strict=True)
+        )
+        seeds = min(g.n for g in c.measured)
+        last = reading(c.measured[-1], margin)
+        words = {
+            "helps": "More data helps, measured",
+            "a little": f"More data helps a little (by less than {margin:g}), measured",
+            "hurts": "More data hurts, measured",
+            "flat": f"More data changes valid accuracy by less than ±{margin:g}, measured",
+            "cannot tell": "The measured sizes cannot tell whether more data helps",
+        }[last]
+        out.append(
+            f"{words}: against the recipe's {c.recipe_size:,} training images, valid accuracy "
+            f"changes by {gains} ({seeds} seeds each, paired)."
+        )
+    doubled = c.doubled
+    if doubled is None:
+        if c.warnings:
+            out.append(f"No extrapolation beyond {c.sizes[-1]:,} images: {c.warnings[-1]}.")
+        return out
+    size, gain = doubled
+    largest = c.sizes[-1]
+    where = (
+        "Beyond the data there is"
+        if largest >= c.available
+        else f"Beyond the {largest:,} images measured (of the {c.available:,} there are)"
+    )
+    tail = {
+        "helps": "",
+        "a little": f"; a gain, but of less than {margin:g}",
+        "hurts": "",
+        "flat": f"; that many would change it by less than ±{margin:g}",
+        "cannot tell": "; the data cannot tell whether that many would help",
+    }[reading(gain, margin)]
+    out.append(
+        f"{where}, {size:,} images are predicted to change it by {gain_text(gain)} "
+        f"(extrapolated: the {c.family} curve fitted to {len(c.sizes)} sizes, its band calibrated by "
+        f"backtest){tail}."
+    )
+    out.extend(f"{w[0].upper()}{w[1:]}." for w in c.warnings)
+    return out
 
 
 def remedy_sentences(d: Diagnosis) -> list[str]:

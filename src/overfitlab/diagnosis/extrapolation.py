@@ -1,0 +1,195 @@
+"""Learning-curve extrapolation: the curve families, their fits, and a prediction interval
+calibrated by backtest (pure functions; ``benchmarks.backtest`` measures them on real curves).
+
+A family maps the training-set size n to the valid error e(n). Each is fitted to the mean error
+per size over seeds; the prediction at a size beyond the largest measured comes with a band: the
+spread of the prediction when the seeds are resampled at every size (the bootstrap), widened by
+a factor KAPPA that the backtest measured, because the bootstrap sees the seeds' noise but not
+the family's misfit, which grows with the distance extrapolated."""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+# The families compared by the backtest (Viering & Loog 2022 and the LCDB of Mohr et al. 2022
+# name them so): the last error held (no gain, the null), linear in log n, the power law with
+# and without an asymptote c, and the 4-parameter Morgan-Mercer-Flodin curve.
+FAMILIES = ("last", "log2", "pow2", "pow3", "mmf4")
+DEFAULT = "pow2"  # chosen by the backtest: see benchmarks/README.md
+# The bootstrap's spread times KAPPA[ratio] is the half-width of a 95 % band at ratio × the
+# largest size measured (ratios in between: interpolated in log ratio). Measured by
+# ``python -m benchmarks.learning_curves --backtest``.
+KAPPA = {2.0: 2.0, 4.0: 2.0}
+RESAMPLES = 200
+
+
+@dataclass(frozen=True)
+class Fit:
+    family: str
+    params: tuple[float, ...]
+
+    def error(self, n: float | np.ndarray) -> np.ndarray:
+        out: np.ndarray = np.clip(_FUNCTIONS[self.family](np.asarray(n, dtype=float), *self.params), 0.0, 1.0)
+        return out
+
+    def accuracy(self, n: float) -> float:
+        return float(1.0 - self.error(n))
+
+
+@dataclass(frozen=True)
+class Prediction:
+    size: int  # where it predicts
+    accuracy: float  # the fit's valid accuracy there
+    low: float  # the band, inside [0, 1]
+    high: float
+    spread: float  # the bootstrap's standard deviation of the prediction
+    family: str
+
+
+def _log2(n: np.ndarray, a: float, b: float) -> np.ndarray:
+    out: np.ndarray = a - b * np.log(n)
+    return out
+
+
+def _pow2(n: np.ndarray, a: float, b: float) -> np.ndarray:
+    out: np.ndarray = a * np.power(n, -b)
+    return out
+
+
+def _pow3(n: np.ndarray, a: float, b: float, c: float) -> np.ndarray:
+    out: np.ndarray = a * np.power(n, -b) + c
+    return out
+
+
+def _mmf4(n: np.ndarray, a: float, b: float, c: float, d: float) -> np.ndarray:
+    # e(n) = (a·b + c·n^d) / (b + n^d): from a at n = 0 to c as n grows, written with
+    # b = exp(β) so that b stays positive.
+    nd = np.power(n, d)
+    out: np.ndarray = (a * b + c * nd) / (b + nd)
+    return out
+
+
+def _last(n: np.ndarray, e: float) -> np.ndarray:
+    return np.full_like(n, e, dtype=float)
+
+
+_FUNCTIONS: dict[str, Callable[..., np.ndarray]] = {
+    "last": _last,
+    "log2": _log2,
+    "pow2": _pow2,
+    "pow3": _pow3,
+    "mmf4": _mmf4,
+}
+
+
+def fit(family: str, sizes: Sequence[float], errors: Sequence[float]) -> Fit | None:
+    """The family fitted to mean errors per size; None where it cannot be (too few sizes, a
+    zero error for a log fit, no convergence)."""
+    x, y = np.asarray(sizes, dtype=float), np.asarray(errors, dtype=float)
+    if family not in _FUNCTIONS:
+        raise ValueError(f"unknown curve family {family!r}: one of {', '.join(FAMILIES)}")
+    if len(x) < 2 or not np.isfinite(y).all():
+        return None
+    if family == "last":
+        return Fit(family, (float(y[np.argmax(x)]),))
+    if family == "log2":
+        slope, intercept = np.polyfit(np.log(x), y, 1)
+        return Fit(family, (float(intercept), float(-slope)))
+    if family == "pow2":
+        # Least squares on log e against log n: the errors' noise is roughly proportional to
+        # them (a binomial error's spread over seeds grows with it), so the log scale weighs
+        # the sizes alike.
+        if (y <= 0).any():
+            return None
+        slope, intercept = np.polyfit(np.log(x), np.log(y), 1)
+        return Fit(family, (float(math.exp(intercept)), float(-slope)))
+    return _curve_fit(family, x, y)
+
+
+def _curve_fit(family: str, x: np.ndarray, y: np.ndarray) -> Fit | None:
+    from scipy.optimize import OptimizeWarning, curve_fit  # start-up: scipy only where a fit is made
+
+    if len(x) < (3 if family == "pow3" else 4):
+        return None
+    if family == "pow3":
+        # The asymptote c is held between 0 and the smallest error measured: more data does not
+        # make a model worse on average, and below 0 an error is meaningless.
+        start = [max(float(y[0] - y[-1]), 1e-3) * float(x[0]) ** 0.5, 0.5, float(y.min()) * 0.5]
+        bounds = ([0.0, 0.0, 0.0], [np.inf, 3.0, float(y.min())])
+    else:
+        start = [float(min(1.0, 2 * y[0])), float(np.median(x)), float(y.min()) * 0.5, 1.0]
+        bounds = ([0.0, 1e-6, 0.0, 0.05], [1.0, np.inf, float(y.min()), 5.0])
+    try:
+        with warnings.catch_warnings():  # as many parameters as points: no covariance, no matter
+            warnings.simplefilter("ignore", OptimizeWarning)
+            params, _ = curve_fit(_FUNCTIONS[family], x, y, p0=start, bounds=bounds, maxfev=20_000)
+    except (RuntimeError, ValueError):
+        return None
+    return Fit(family, tuple(float(p) for p in params))
+
+
+def mean_errors(accuracies: Sequence[Sequence[float] | np.ndarray]) -> list[float]:
+    return [1.0 - float(np.mean(v)) for v in accuracies]
+
+
+def kappa(ratio: float) -> float:
+    """The band's width in bootstrap spreads at ``ratio`` × the largest size measured."""
+    points = sorted(KAPPA.items())
+    logs = [math.log(r) for r, _ in points]
+    return float(np.interp(math.log(max(ratio, 1.0)), logs, [k for _, k in points]))
+
+
+def predict(
+    sizes: Sequence[int],
+    accuracies: Sequence[Sequence[float]],
+    target: int,
+    family: str = DEFAULT,
+    seed: int = 0,
+    resamples: int = RESAMPLES,
+    width: float | None = None,
+) -> Prediction | None:
+    """The valid accuracy predicted at ``target`` images from the seeds' accuracies per size,
+    with its band (``width`` bootstrap spreads; default: the backtest's KAPPA at this ratio)."""
+    point_fit = fit(family, sizes, mean_errors(accuracies))
+    if point_fit is None:
+        return None
+    rng = np.random.default_rng(seed)
+    draws = []
+    for _ in range(resamples):
+        resampled = [rng.choice(np.asarray(v, dtype=float), size=len(v), replace=True) for v in accuracies]
+        refit = fit(family, sizes, mean_errors(resampled))
+        if refit is not None:
+            draws.append(refit.accuracy(target))
+    point = point_fit.accuracy(target)
+    spread = float(np.std(draws, ddof=1)) if len(draws) > 10 else math.nan
+    half = (kappa(target / max(sizes)) if width is None else width) * spread
+    if not math.isfinite(half):
+        return Prediction(target, point, math.nan, math.nan, spread, family)
+    return Prediction(target, point, max(0.0, point - half), min(1.0, point + half), spread, family)
+
+
+def asymptote(
+    sizes: Sequence[int], accuracies: Sequence[Sequence[float]], seed: int = 0, resamples: int = RESAMPLES
+) -> tuple[float, float] | None:
+    """The 95 % bootstrap interval of pow3's asymptotic accuracy 1 − c, or None where the data do
+    not identify it: the interval reaches the best accuracy measured (c = its lower bound) or
+    100 % (c = 0), so it says no more than "somewhere above what was measured"."""
+    rng = np.random.default_rng(seed)
+    ceilings = []
+    for _ in range(resamples):
+        resampled = [rng.choice(np.asarray(v, dtype=float), size=len(v), replace=True) for v in accuracies]
+        refit = fit("pow3", sizes, mean_errors(resampled))
+        if refit is not None:
+            ceilings.append(1.0 - refit.params[2])
+    if len(ceilings) < resamples // 2:
+        return None
+    low, high = (float(q) for q in np.quantile(ceilings, [0.025, 0.975]))
+    best = max(float(np.mean(v)) for v in accuracies)
+    if high > 1.0 - 1e-6 or low < best + 1e-6:
+        return None
+    return low, high
