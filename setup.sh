@@ -3,9 +3,9 @@
 # Idempotent: a second run installs nothing new.
 set -euo pipefail
 cd "$(dirname "$0")"
-extras="ray"
+extras="ray,labels"
 if [ "${1:-}" = "--test" ]; then
-  extras="ray,tensorboard,mlflow,timm,test"
+  extras="ray,tensorboard,mlflow,timm,labels,test"
 fi
 python=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$python" -m venv .venv

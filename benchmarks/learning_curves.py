@@ -33,7 +33,7 @@ CURVES = Path(__file__).parent / "curves"
 GRIDS = {
     "digits": {"epochs": 60, "smallest": 38, "largest": 1077},
     "mnist": {"epochs": 20, "smallest": 100, "largest": 12800},
-    "fashion-mnist": {"epochs": 20, "smallest": 100, "largest": 12800},
+    "fashion-mnist": {"epochs": 20, "smallest": 100, "largest": 6400},
 }
 SEEDS = 10
 
@@ -74,6 +74,9 @@ def measure(dataset: str, data_root: str | None) -> Path:
     for row in study.runs:
         if row["status"] == "complete":
             accuracies[int(row["variant"].removeprefix("size-"))].append(float(row["final_valid_acc"]))
+    if study.failed:
+        first = study.failed[0]
+        raise SystemExit(f"{len(study.failed)} runs failed; {first['variant']}: {first.get('error')}")
     out = {
         "dataset": dataset,
         "recipe": {k: v for k, v in base.items() if k not in ("data_dir", "download")},

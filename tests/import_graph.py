@@ -42,6 +42,7 @@ LAYERS = (
     ("config",),  # a run's recipe: validates data-set names and model references below it
     ("training",),
     ("runs",),
+    ("labels",),  # mislabelled images: cross-fitted runs, confident learning on their probabilities
     ("studies",),
     ("diagnosis",),
     ("cli",),

@@ -141,8 +141,11 @@ def test_the_sentence_says_what_was_measured_and_what_is_extrapolated():
     )
     text = " ".join(data_sentences(grown, 0.01))
     assert "More data helps, measured: against the recipe's 300 training images" in text
-    assert "600 images +0.020 [+0.013, +0.027]; 1,078 images +0.031 [+0.025, +0.037]" in text
-    assert "Beyond the data there is, 2,156 images are predicted to change it by +0.004" in text
+    assert "changes by +0.020 [+0.013, +0.027] with 600 and by +0.031 [+0.025, +0.037] with all 1,078" in text
+    assert (
+        "Beyond the data there is, 2,156 training images are predicted to change valid accuracy by +0.004"
+        in text
+    )
     assert "extrapolated" in text and "a gain, but of less than 0.01" in text
     own = _curve(
         family="pow2",
@@ -151,8 +154,11 @@ def test_the_sentence_says_what_was_measured_and_what_is_extrapolated():
         predicted_sizes=tuple(round(300 * 2 ** (k / 4)) for k in range(1, 9)),
     )
     text = " ".join(data_sentences(own, 0.01))
-    assert "measured" not in text
-    assert "600 images are predicted to change it by +0.010 [−0.020, +0.040]" in text
+    assert not text.startswith("More data") and "paired" not in text
+    assert (
+        "600 training images are predicted to change valid accuracy by +0.010 [−0.020, +0.040] over the 300"
+        in text
+    )
     assert "the data cannot tell whether that many would help" in text
     part = _curve(
         sizes=(500, 1000, 2000, 4000, 8000),
@@ -169,7 +175,10 @@ def test_the_sentence_says_what_was_measured_and_what_is_extrapolated():
     )
     text = " ".join(data_sentences(part, 0.01))
     assert "More data helps, measured" in text  # judged at the largest size measured
-    assert "Beyond the 8,000 images measured (of the 48,000 there are), 16,000 images are predicted" in text
+    assert (
+        "Beyond the 8,000 images measured (of the 48,000 there are), 16,000 training images are predicted"
+        in text
+    )
     failed = _curve(warnings=("the pow2 curve does not fit these points",))
     assert data_sentences(failed, 0.01) == [
         "No extrapolation beyond 300 images: the pow2 curve does not fit these points."

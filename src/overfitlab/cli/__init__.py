@@ -12,10 +12,10 @@ import sys
 
 from ..errors import OverfitlabError
 from ..version import __version__
-from . import diagnose, evaluate, report, runs, study, summary, train
+from . import diagnose, evaluate, labels, report, runs, study, summary, train
 from ._common import OneLineParser
 
-COMMANDS = (train, summary, evaluate, study, diagnose, runs, report)
+COMMANDS = (train, summary, evaluate, study, diagnose, labels, runs, report)
 
 
 def build_parser() -> OneLineParser:

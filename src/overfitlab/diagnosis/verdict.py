@@ -67,8 +67,9 @@ def data_sentences(c: LearningCurve, margin: float) -> list[str]:
     extrapolated (and said so) only beyond the largest size measured."""
     out = []
     if c.measured:
-        gains = "; ".join(
-            f"{size:,} images {gain_text(gain)}" for size, gain in zip(c.above, c.measured, strict=True)
+        gains = " and by ".join(
+            f"{gain_text(gain)} with {'all ' if size >= c.available else ''}{size:,}"
+            for size, gain in zip(c.above, c.measured, strict=True)
         )
         seeds = min(g.n for g in c.measured)
         last = reading(c.measured[-1], margin)
@@ -103,9 +104,9 @@ def data_sentences(c: LearningCurve, margin: float) -> list[str]:
         "cannot tell": "; the data cannot tell whether that many would help",
     }[reading(gain, margin)]
     out.append(
-        f"{where}, {size:,} images are predicted to change it by {gain_text(gain)} "
-        f"(extrapolated: the {c.family} curve fitted to {len(c.sizes)} sizes, its band calibrated by "
-        f"backtest){tail}."
+        f"{where}, {size:,} training images are predicted to change valid accuracy by "
+        f"{gain_text(gain)} over the {largest:,} measured (extrapolated: the {c.family} curve fitted "
+        f"to {len(c.sizes)} sizes, its band calibrated by backtest){tail}."
     )
     out.extend(f"{w[0].upper()}{w[1:]}." for w in c.warnings)
     return out

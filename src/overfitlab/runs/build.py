@@ -12,6 +12,7 @@ from torch import nn
 from ..config import Config, data_options
 from ..data.batches import Scaling, prepare
 from ..data.dataset import DataSet
+from ..data.edits import apply_edits, read_edits
 from ..data.registry import load_dataset
 from ..errors import OverfitlabError
 from ..models.cnn import PRESETS
@@ -78,6 +79,9 @@ def resolved(config: Config) -> Config:
     }
     if ref not in PRESETS:  # the presets' keywords are the CNN options above
         changes["model_args"] = {**saved, **config.model_args}
+    for key in ("exclude", "relabel"):  # a study's worker or a resumed run reads the same list
+        if getattr(config, key):
+            changes[key] = str(Path(getattr(config, key)).expanduser().resolve())
     return config.replace(model=ref, dataset=absolute_dataset(config.dataset), **changes)
 
 
@@ -169,9 +173,10 @@ def build_early_stopping(config: Config) -> EarlyStopping | None:
 
 
 def load_data(config: Config, data: DataSet | None = None) -> DataSet:
-    """The run's data: ``data`` when given (the Python API), else the config's data set;
-    then the training subset and label noise, seeded."""
+    """The run's data: ``data`` when given (the Python API), else the config's data set; the
+    images --exclude and --relabel list edited; then the training subset and label noise, seeded."""
     dataset = data if data is not None else load_dataset(config.dataset, options=data_options(config))
+    dataset = apply_edits(dataset, read_edits(config.exclude, config.relabel))
     return prepare(dataset, config.train_size, config.label_noise, config.seed)
 
 

@@ -70,7 +70,7 @@ from .train import StartedRun, end_run, finished, interrupted_message, start_run
 IMPLEMENTED = frozenset(
     {
         *("dataset", "data_dir", "download", "channels", "image_size", "valid_fraction", "cache"),
-        *("train_size", "label_noise", "batch_size", "valid_batch_size"),
+        *("train_size", "label_noise", "exclude", "relabel", "batch_size", "valid_batch_size"),
         *("model", "model_args", "hidden", "blocks", "batchnorm", "dropout", "head", "fc_width"),
         *("optimizer", "lr", "momentum", "nesterov", "epochs", "label_smoothing"),
         *("l1", "l2", "weight_decay", "penalize_all"),
