@@ -354,3 +354,22 @@ def test_a_study_given_a_python_data_set_gives_the_numbers_of_the_same_data_by_n
     # Resumed with the same spec and data (as `diagnose --resume` does): nothing to redo.
     again = run_study(spec, tmp_path, "given", resume=True, backend="serial", data=data, report=False)
     assert [r["started_at"] for r in again.runs] == [r["started_at"] for r in given.runs]
+
+
+def test_read_only_arrays_load_without_a_warning_and_are_not_copied():
+    """Arrays from np.frombuffer (how one reads IDX files) are read-only: they load without
+    PyTorch's "not writable" warning, and share their memory instead of being copied."""
+    import warnings
+
+    import numpy as np
+
+    from overfitlab.data.dataset import DataSet
+
+    raw = np.random.default_rng(0).integers(0, 256, 40 * 8 * 8, dtype=np.uint8).tobytes()
+    x = np.frombuffer(raw, dtype=np.uint8).reshape(40, 8, 8)
+    y = np.arange(40) % 4
+    assert not x.flags.writeable
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        data = DataSet.from_arrays(x, y, x[:8], y[:8])
+    assert data.train.images.untyped_storage().data_ptr() == x.__array_interface__["data"][0]

@@ -51,6 +51,9 @@ _EXPORTS = {
     "ModelSummary": "models",
     "summarize": "models",
     "Trainer": "training",
+    "LabelIssues": "labels",
+    "find_issues": "labels",
+    "find_label_issues": "labels",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -79,6 +82,9 @@ if TYPE_CHECKING:  # what type checkers and IDEs see
     from .data.split import Split as Split
     from .errors import OverfitlabError as OverfitlabError
     from .history import History as History
+    from .labels.finder import find_label_issues as find_label_issues
+    from .labels.issues import LabelIssues as LabelIssues
+    from .labels.issues import find_issues as find_issues
     from .models.cnn import build_cnn as build_cnn
     from .models.factory import create_model as create_model
     from .models.registry import list_models as list_models

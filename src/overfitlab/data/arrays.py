@@ -13,6 +13,7 @@ integers 0..K-1; K is the largest label plus one, or the number of ``class_names
 
 from __future__ import annotations
 
+import warnings
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -61,7 +62,15 @@ def images_nchw(array: Any, what: str) -> torch.Tensor:
         x = x.astype(np.uint8)
     else:
         raise OverfitlabError(f"{what} has dtype {x.dtype}: give uint8 images or floats in [0, 1]")
-    return torch.from_numpy(np.ascontiguousarray(x))
+    x = np.ascontiguousarray(x)
+    if x.flags.writeable:
+        return torch.from_numpy(x)
+    # Read-only arrays (np.frombuffer, a memory map the workers of a study share) are shared,
+    # not copied: nothing writes to images in place (scaling makes new tensors), so torch's
+    # warning about writing to them says nothing to the user.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        return torch.from_numpy(x)
 
 
 def labels_of(array: Any, count: int, what: str) -> torch.Tensor:
