@@ -104,6 +104,10 @@ def test_the_whole_battery_on_the_digits(run_cli, tmp_path):
     severity = re.search(r"<strong data-severity>(\w+)</strong>", page)
     assert severity and severity.group(1) == saved["overfitting"]["severity"]
     assert "http://" not in page and "https://" not in page  # self-contained
+    # Part 5's flagged images, listed where train --exclude reads them, linked from the page.
+    listed = (tmp_path / "runs" / "d" / "label-issues.csv").read_text().splitlines()
+    assert listed[0].startswith("rank,split,index,given,suggested,score")
+    assert len(listed) - 1 == saved["label_check"]["flagged"] and 'href="label-issues.csv"' in page
     for remedy in saved["remedies"]["table"]["remedies"]:
         assert f'data-remedy="{remedy["variant"]}"' in page
     again = run_cli("diagnose", "--resume", "d", "--budget", "quick", "--train-size", "400", "--epochs", "30")

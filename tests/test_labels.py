@@ -180,3 +180,23 @@ def test_bad_input_is_one_line_and_leaves_nothing(run_cli, tmp_path, args, messa
     assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr
     assert len(done.stderr.strip().splitlines()) <= 2
     assert not (tmp_path / "runs").exists() or not any(Path(tmp_path / "runs").iterdir())
+
+
+def test_a_study_says_when_a_variant_edits_the_images_it_is_measured_on(tmp_path):
+    from overfitlab.studies.decisions import question
+    from overfitlab.studies.spec import make_spec
+
+    (tmp_path / "train.csv").write_text("split,index\ntrain,3\n")
+    (tmp_path / "both.csv").write_text("split,index\ntrain,3\nvalid,7\n")
+    spec = make_spec(
+        {"epochs": 1},
+        [
+            ("baseline", {}),
+            ("cleaned-train", {"exclude": str(tmp_path / "train.csv")}),
+            ("cleaned-all", {"exclude": str(tmp_path / "both.csv")}),
+        ],
+        3,
+    )
+    text = question(spec, 2)
+    assert "(cleaned-all edits the validation or test images themselves" in text
+    assert "cleaned-train" not in text

@@ -16,6 +16,7 @@ from ..data.dataset import DataSet
 from ..data.registry import load_dataset
 from ..errors import OverfitlabError
 from ..history import History
+from ..labels.issues import find_issues
 from ..models.factory import ARCHITECTURE_OPTIONS
 from ..runs.train import train
 from ..sequential import Answer
@@ -33,7 +34,18 @@ from .experiments import (
     random_labels,
 )
 from .report import write_report
-from .results import BUDGETS, DIAGNOSIS_JSON, OUT_OF_FOLD, REPORT, Budget, Diagnosis, Interval, Remedies
+from .results import (
+    BUDGETS,
+    DIAGNOSIS_JSON,
+    LABEL_ISSUES,
+    OUT_OF_FOLD,
+    REPORT,
+    Budget,
+    Diagnosis,
+    Interval,
+    LabelCheck,
+    Remedies,
+)
 from .verdict import verdict
 
 
@@ -54,6 +66,20 @@ def check_budget(config: Config, data: DataSet, budget: Budget) -> int:
             f"(at least {math.ceil(minimum / min(budget.sizes))}) or a smaller --batch-size"
         )
     return largest
+
+
+def check_labels(
+    probabilities: Any, labels: Any, positions: Any, names: Any, folder: Path
+) -> LabelCheck | None:
+    """Part 5's flags by confident learning, written to LABEL_ISSUES in the folder; None
+    without the labels extra (the gallery's ranking needs no cleanlab)."""
+    try:
+        found = find_issues(probabilities, labels, ["train"] * len(labels), positions, names or ())
+    except OverfitlabError:  # cleanlab is not installed
+        return None
+    store.atomic_write(folder / LABEL_ISSUES, found.csv())
+    e = found.estimated
+    return LabelCheck(len(labels), len(found.issues), e.estimate, e.low, e.high, LABEL_ISSUES)
 
 
 def curve_sizes(budget: Budget, largest: int, available: int) -> dict[int, str]:
@@ -106,7 +132,7 @@ def diagnose(
     config = apply_overrides(Config(), base, "the diagnosed recipe")
 
     full = load_dataset(config.dataset, options=data_options(config))
-    data, test, test_source = carve_test(full)
+    data, test, test_source, kept = carve_test(full)
     largest = check_budget(config, data, plan)
     name = store.check_name(name or store.generated_name("diagnosis"))
     folder = Path(runs_dir) / name
@@ -189,12 +215,14 @@ def diagnose(
         available=len(data.train),
     )
     tell("part 3: random labels", counter["done"] + 1)
-    subset = _subset(data, config)  # parts 3 and 5 train on the recipe's training subset
+    subset, chosen = _subset(data, config)  # parts 3 and 5 train on the recipe's training subset
+    positions = kept[chosen].numpy()  # their places in the data set's train split
     memorised = random_labels(config, subset, folder, train)
     noise = tuple(noisy_labels(p, histories(f"noise-{round(p * 100)}")) for p in plan.noise)
     tell("part 5: out-of-fold predictions", counter["done"] + 2)
     probabilities, labels = _out_of_fold_saved(config, subset, plan.folds, train, folder / OUT_OF_FOLD)
-    gallery = memorised_images(subset.train.images, probabilities, labels, plan.gallery)
+    gallery = memorised_images(subset.train.images, probabilities, labels, plan.gallery, positions)
+    label_check = check_labels(probabilities, labels, positions, data.class_names, folder)
 
     # The remedies are one family for Holm's adjustment; the sizes and noise levels are not remedies.
     family = remedy_family([v.name for v in spec.variants], study.left_out)
@@ -226,6 +254,7 @@ def diagnose(
         wall_seconds=time.perf_counter() - started,
         class_names=tuple(names),
         folder=folder,
+        label_check=label_check,
     )
     diagnosis.verdict = verdict(diagnosis)
     store.write_json(folder / DIAGNOSIS_JSON, diagnosis.to_dict())

@@ -144,14 +144,20 @@ def _out_of_fold_saved(
 
 
 def memorised_images(
-    images: torch.Tensor, probabilities: np.ndarray, labels: np.ndarray, k: int
+    images: torch.Tensor,
+    probabilities: np.ndarray,
+    labels: np.ndarray,
+    k: int,
+    positions: np.ndarray | None = None,
 ) -> tuple[GalleryImage, ...]:
-    """The k training images whose given label the out-of-fold models found least likely."""
+    """The k training images whose given label the out-of-fold models found least likely, each
+    named by ``positions`` (its place in the data set's train split; default: in ``images``)."""
     loss = -np.log(np.clip(probabilities[np.arange(len(labels)), labels], 1e-12, 1))
     top = np.argsort(-loss, kind="stable")[:k]
+    where = np.arange(len(labels)) if positions is None else positions
     return tuple(
         GalleryImage(
-            int(i),
+            int(where[i]),
             int(labels[i]),
             int(probabilities[i].argmax()),
             float(probabilities[i].max()),
@@ -179,6 +185,7 @@ class HeldOut(NamedTuple):
     data: DataSet  # what the battery trains and validates on
     test: Split  # what judges its recommendation, seen by no run
     source: str  # where the test images came from, in words
+    kept: torch.Tensor  # each of data.train's images: its position in the data set's train split
 
 
 def carve_test(data: DataSet, fraction: float = TEST_FRACTION) -> HeldOut:
@@ -188,7 +195,10 @@ def carve_test(data: DataSet, fraction: float = TEST_FRACTION) -> HeldOut:
     if data.test is not None:
         own = data.test
         return HeldOut(
-            dataclasses.replace(data, test=None), own, f"the data set's own test split ({len(own)} images)"
+            dataclasses.replace(data, test=None),
+            own,
+            f"the data set's own test split ({len(own)} images)",
+            torch.arange(len(data.train)),
         )
     generator = torch.Generator().manual_seed(TEST_SPLIT_SEED)
     size = max(data.classes, round(len(data.train) * fraction))
@@ -202,13 +212,18 @@ def carve_test(data: DataSet, fraction: float = TEST_FRACTION) -> HeldOut:
         test,
         f"{fraction:.0%} of the training images ({len(test)}), stratified and seeded, held out "
         "before anything trained",
+        keep.nonzero().flatten(),
     )
 
 
-def _subset(data: DataSet, config: Config) -> DataSet:
-    """The recipe's training subset (as its runs draw it, seed 0)."""
-
-    return prepare(data, config.train_size, 0.0, 0)
+def _subset(data: DataSet, config: Config) -> tuple[DataSet, torch.Tensor]:
+    """The recipe's training subset (as its runs draw it, seed 0), and each of its images'
+    position in ``data.train``."""
+    subset = prepare(data, config.train_size, 0.0, 0)
+    if config.train_size is None:
+        return subset, torch.arange(len(data.train))
+    # prepare's first draw from its seeded generator, repeated: the same stratified positions.
+    return subset, stratified_indices(data.train.labels, config.train_size, torch.Generator().manual_seed(0))
 
 
 def _test_accuracy(

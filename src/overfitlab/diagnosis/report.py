@@ -170,6 +170,7 @@ def render(d: Diagnosis, baseline_curves: dict[str, list[float]]) -> str:
             for n in d.noisy_labels
         ],
         gallery=d.gallery,
+        label_check=d.label_check,
         folds=BUDGETS[d.budget].folds,
         names=list(d.class_names),
         remedies=remedies,

@@ -17,6 +17,7 @@ TEST_FRACTION = 0.2  # carved from the training data, stratified, before anythin
 TEST_SPLIT_SEED = 0
 RANDOM_LABELS = "random-labels"  # part 3's run folder, in the diagnosis folder
 OUT_OF_FOLD = "out-of-fold.npz"  # part 5's predictions, kept for --resume
+LABEL_ISSUES = "label-issues.csv"  # part 5's flagged images, for train --exclude / --relabel
 MEMORISED = 0.99  # train accuracy on random labels that counts as memorised
 # Severity from two one-sided 95 % bounds over seeds, never a point estimate: the final
 # accuracy gap (train − valid) and the valid loss's rise from its minimum to the last epoch
@@ -147,8 +148,22 @@ class NoisyLabels:
 
 
 @dataclass(frozen=True)
+class LabelCheck:
+    """Part 5 by confident learning (cleanlab): the flagged training images, listed in a CSV of
+    the diagnosis folder that ``train --exclude`` and ``--relabel`` read, and how many of the
+    scored images are estimated mislabelled."""
+
+    scored: int
+    flagged: int
+    estimate: int
+    low: int
+    high: int
+    csv: str  # the file's name in the diagnosis folder
+
+
+@dataclass(frozen=True)
 class GalleryImage:
-    index: int  # in the training split the diagnosis used
+    index: int  # its position in the data set's train split
     given: int
     predicted: int
     confidence: float  # the model's probability of its prediction
@@ -185,6 +200,7 @@ class Diagnosis:
     class_names: tuple[str, ...] = ()
     folder: Path | None = None
     verdict: str = field(default="")
+    label_check: LabelCheck | None = None  # None without the labels extra (cleanlab)
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)

@@ -8,6 +8,8 @@ from typing import Any
 
 import numpy as np
 
+from ..data.edits import read_edits
+from ..errors import OverfitlabError
 from ..sequential import Answer, Decision, Design, decide
 from ..stats import HEADLINE_METRIC, baseline_name, completed, pair_values, variant_order
 from .spec import RunPlan, StudySpec, plans_for
@@ -94,8 +96,25 @@ def question(spec: StudySpec, remedies: int) -> str:
         if spec.stages
         else f"{len(spec.seeds)} seeds"
     )
+    moved = [v.name for v in spec.variants if _edits_held_out(v.overrides)]
+    caveat = (
+        f" ({', '.join(moved)} {'edits' if len(moved) == 1 else 'edit'} the validation or test images "
+        "themselves with --exclude/--relabel: measured on other images than the baseline's, the "
+        "difference is partly the images')"
+        if moved
+        else ""
+    )
     return (
         f"Which remedy changes the returned model's held-out (valid) accuracy? Remedy − baseline on "
         f"the same seeds, {seeds}, with intervals that hold together for all {remedies} remedies "
-        f"(95 %); no effect means within ±{spec.margin:g}:"
+        f"(95 %); no effect means within ±{spec.margin:g}{caveat}:"
     )
+
+
+def _edits_held_out(overrides: Mapping[str, Any]) -> bool:
+    """Whether a variant's --exclude/--relabel list names validation or test images."""
+    try:
+        edits = read_edits(overrides.get("exclude"), overrides.get("relabel"))
+    except OverfitlabError:  # its runs fail and say why
+        return False
+    return any(split != "train" for split in (*edits.exclude, *edits.relabel))
