@@ -200,3 +200,23 @@ def test_a_study_says_when_a_variant_edits_the_images_it_is_measured_on(tmp_path
     text = question(spec, 2)
     assert "(cleaned-all edits the validation or test images themselves" in text
     assert "cleaned-train" not in text
+
+
+def test_shifted_copies_average_the_softmax_of_the_image_moved_one_pixel_each_way():
+    from overfitlab.data.batches import Scaling
+    from overfitlab.labels.crossfit import predict
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 3, 5), torch.nn.Flatten(), torch.nn.LazyLinear(4))
+    images = torch.randint(0, 256, (6, 1, 28, 28), dtype=torch.uint8)
+    model(images.float())  # materialise the lazy layer
+    by_hand = []
+    for dy, dx in ((0, 0), (1, 0), (-1, 0), (0, 1), (0, -1)):
+        moved = torch.roll(images, shifts=(dy, dx), dims=(2, 3)).float() / 255
+        by_hand.append(torch.softmax(model(moved), 1))
+    expected = torch.stack(by_hand).mean(0).detach().numpy()
+    assert np.allclose(predict(model, images, Scaling(), tta=True, batch=4), expected, atol=1e-6)
+    small = torch.randint(0, 256, (6, 1, 8, 8), dtype=torch.uint8)  # 8×8: no shift is harmless
+    tiny = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 4))
+    plain = torch.softmax(tiny(small.float() / 255), 1).detach().numpy()
+    assert np.allclose(predict(tiny, small, Scaling(), tta=True), plain, atol=1e-6)

@@ -37,6 +37,12 @@ def summary(found: LabelIssues, top: int) -> list[str]:
             + ", ".join(f"{names[g]} → {names[s]} ({n})" for n, g, s in pairs)
             + "."
         )
+    if len(names) <= 12 and found.issues:
+        lines.append("Flagged images, given (rows) against suggested (columns):")
+        short = [n[:6] for n in names]
+        lines.append(" " * 8 + "".join(f"{n:>7}" for n in short))
+        for g, row in enumerate(found.confusion):
+            lines.append(f"{short[g]:>7} " + "".join(f"{n if n else '.':>7}" for n in row))
     rows = found.rows(top)
     if rows:
         lines.append(f"{'rank':>4}  {'split':<5} {'index':>6}  {'given':<12} {'suggested':<12} score")

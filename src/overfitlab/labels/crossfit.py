@@ -87,7 +87,10 @@ def predict(
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
-    pixels = max(1, round(images.shape[-1] / 28))
+    # One pixel on 28×28, as much on larger images; none on images under 14 pixels (a pixel of
+    # the 8×8 digits is an eighth of a stroke's length, no harmless shift).
+    pixels = round(images.shape[-1] / 28)
+    tta = tta and pixels > 0
     out = []
     for start in range(0, len(images), batch):
         chunk = images[start : start + batch]
