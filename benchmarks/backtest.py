@@ -39,7 +39,14 @@ class Case:
 
 
 def cases(curve: dict) -> Iterator[Case]:
-    sizes, acc = curve["sizes"], curve["valid_acc"]
+    """Every window, target and half of the seeds; runs that collapsed to chance left out of
+    both the fit and the truth, as the diagnosis leaves them out."""
+    chance = 1 / curve.get("classes", 10)
+    sizes = curve["sizes"]
+    acc = [
+        [None if bad else a for a, bad in zip(v, extrapolation.collapsed(v, chance), strict=True)]
+        for v in curve["valid_acc"]
+    ]
     on_grid = [k for k in range(len(sizes)) if k == 0 or abs(sizes[k] / sizes[k - 1] - 2**0.5) < 0.02]
     grid = [sizes[k] for k in on_grid]
     for start in range(len(grid)):
@@ -47,7 +54,7 @@ def cases(curve: dict) -> Iterator[Case]:
         if len(window) < WINDOW:
             break
         for ratio, steps in RATIOS.items():
-            last = start + WINDOW - 1 + 2 * steps // 2
+            last = start + WINDOW - 1 + steps
             if last >= len(on_grid):
                 continue
             target = on_grid[last]
@@ -55,10 +62,10 @@ def cases(curve: dict) -> Iterator[Case]:
                 yield Case(
                     curve["dataset"],
                     tuple(sizes[k] for k in window),
-                    tuple(tuple(acc[k][a:b]) for k in window),
+                    tuple(tuple(x for x in acc[k][a:b] if x is not None) for k in window),
                     ratio,
                     sizes[target],
-                    float(np.mean(acc[target])),
+                    float(np.mean([x for x in acc[target] if x is not None])),
                 )
 
 

@@ -92,19 +92,29 @@ def gain_band(prediction: extrapolation.Prediction, measured: float, seeds: int)
 def learning_curve(
     sizes: Sequence[int],
     valid_acc: Sequence[Mapping[int, float]],
-    train_acc: Sequence[Sequence[float]],
+    train_acc: Sequence[Mapping[int, float]],
     recipe_size: int,
     available: int,
+    classes: int = 10,
     family: str = extrapolation.DEFAULT,
     seed: int = 0,
 ) -> LearningCurve:
-    """Part 2 from the seeds' final accuracies per size (``valid_acc``: seed → accuracy).
+    """Part 2 from the seeds' final accuracies per size (seed → accuracy).
 
     Above the recipe's size the gains are measured, paired over the seeds both sizes ran; the
     curve fitted to the recipe's sizes alone predicts them too, as a check in plain sight. The
     curve fitted to every size predicts 2× and 4× the largest: extrapolation, only beyond what
-    was measured."""
+    was measured. Runs that collapsed to chance are left out of all of it, and named."""
     sizes = [int(s) for s in sizes]
+    dropped = []
+    kept_valid, kept_train = [], []
+    for size, accs, trains in zip(sizes, valid_acc, train_acc, strict=True):
+        bad = extrapolation.collapsed(list(accs.values()), 1 / classes)
+        out = {s for s, b in zip(accs, bad, strict=True) if b}
+        dropped += [(size, s) for s in sorted(out)]
+        kept_valid.append({s: a for s, a in accs.items() if s not in out})
+        kept_train.append({s: a for s, a in trains.items() if s not in out})
+    valid_acc = kept_valid
     per_size = [list(v.values()) for v in valid_acc]
     recipe = {s: v for s, v in zip(sizes, valid_acc, strict=True)}[recipe_size]
     below = [k for k, s in enumerate(sizes) if s <= recipe_size]
@@ -119,7 +129,16 @@ def learning_curve(
             [sizes[k] for k in below], [per_size[k] for k in below], size, family, seed=seed
         )
         checks.append(None if check is None else gain_band(check, recipe_mean, len(recipe)))
-    warnings: list[str] = [
+    warnings: list[str] = []
+    if dropped:
+        runs = ", ".join(f"seed {s} at {n:,}" for n, s in dropped)
+        warnings.append(
+            f"{len(dropped)} run{'s' if len(dropped) > 1 else ''} collapsed to chance accuracy ({runs}) and "
+            "{} left out of the curve: that is the recipe's training failing, not the data".format(
+                "are" if len(dropped) > 1 else "is"
+            )
+        )
+    warnings += [
         f"the {family} curve fitted to the recipe's sizes predicted {check.text()} at {size:,} images, "
         f"outside what was measured there ({gain.text()}): this data set's curve bends otherwise, "
         "so read the extrapolation with care"
@@ -140,7 +159,7 @@ def learning_curve(
         predicted = [gain_band(p, last, seeds) for p in band if p is not None]
     return LearningCurve(
         tuple(sizes),
-        tuple(Interval.of(v, "logit") for v in train_acc),
+        tuple(Interval.of(list(v.values()), "logit") for v in kept_train),
         tuple(Interval.of(v, "logit") for v in per_size),
         recipe_size=recipe_size,
         available=available,

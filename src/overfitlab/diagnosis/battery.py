@@ -210,9 +210,10 @@ def diagnose(
     curve = learning_curve(
         list(sized),
         [finals(v, "final_valid_acc") for v in sized.values()],
-        [list(finals(v, "final_train_acc").values()) for v in sized.values()],
+        [finals(v, "final_train_acc") for v in sized.values()],
         recipe_size=largest,
         available=len(data.train),
+        classes=data.classes,
     )
     tell("part 3: random labels", counter["done"] + 1)
     subset, chosen = _subset(data, config)  # parts 3 and 5 train on the recipe's training subset

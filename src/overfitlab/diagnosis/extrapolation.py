@@ -133,6 +133,18 @@ def _curve_fit(family: str, x: np.ndarray, y: np.ndarray) -> Fit | None:
     return Fit(family, tuple(float(p) for p in params))
 
 
+def collapsed(accuracies: Sequence[float], chance: float) -> list[bool]:
+    """Which runs collapsed: lost more than half of what the size's median run learned above
+    chance (Adam at 0.01 without batch norm kills every unit of a CNN on a few seeds in a
+    hundred: it then predicts one class, whatever the data). Such a run says the training is
+    unstable, not what more data brings; where the median itself is near chance, none is."""
+    median = float(np.median(accuracies)) if len(accuracies) else chance
+    if median - chance < 0.2:
+        return [False] * len(accuracies)
+    bar = chance + 0.5 * (median - chance)
+    return [a < bar for a in accuracies]
+
+
 def mean_errors(accuracies: Sequence[Sequence[float] | np.ndarray]) -> list[float]:
     return [1.0 - float(np.mean(v)) for v in accuracies]
 
