@@ -213,3 +213,13 @@ def test_runs_that_collapsed_to_chance_are_left_out_and_named():
     assert curve.valid_acc[2].n == 4 and curve.train_acc[2].n == 4
     assert "1 run collapsed to chance accuracy (seed 3 at 150)" in curve.warnings[0]
     assert abs(curve.params[1] - clean.params[1]) < 0.05
+
+
+def test_the_mix_is_the_mean_of_the_two_power_laws_fitted_alone():
+    rng = np.random.default_rng(4)
+    sizes = [100, 141, 200, 283, 400]
+    accs = [list(v.values()) for v in _pow2_seeds(rng, sizes)]
+    two, three, mix = (extrapolation.fitted(f, sizes, accs) for f in ("pow2", "pow3", "mix"))
+    assert two is not None and three is not None and mix is not None
+    for n in (800, 1600):
+        assert mix.accuracy(n) == pytest.approx((two.accuracy(n) + three.accuracy(n)) / 2)

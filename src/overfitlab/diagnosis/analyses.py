@@ -145,7 +145,7 @@ def learning_curve(
         for size, gain, check in zip([s for s in sizes if s > recipe_size], measured, checks, strict=True)
         if check is not None and (check.high < gain.low or check.low > gain.high)
     ]
-    fitted = extrapolation.fit(family, sizes, extrapolation.mean_errors(per_size))
+    fitted = extrapolation.fitted(family, sizes, per_size)
     seeds = min(len(v) for v in per_size)
     # The band at sizes spaced evenly in log n from the largest measured to 4× it (2× is the 5th).
     targets = [round(sizes[-1] * 2 ** (k / 4)) for k in range(1, 9)]

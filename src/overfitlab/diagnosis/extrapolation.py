@@ -19,7 +19,7 @@ import numpy as np
 # The families compared by the backtest (Viering & Loog 2022 and the LCDB of Mohr et al. 2022
 # name them so): the last error held (no gain, the null), linear in log n, the power law with
 # and without an asymptote c, and the 4-parameter Morgan-Mercer-Flodin curve.
-FAMILIES = ("last", "log2", "pow2", "pow3", "mmf4")
+FAMILIES = ("last", "log2", "pow2", "pow2w", "pow3", "mmf4", "mix")
 DEFAULT = "pow2"  # chosen by the backtest: see benchmarks/README.md
 # The bootstrap's spread times KAPPA[ratio] is the half-width of a 95 % band at ratio × the
 # largest size measured (ratios in between: interpolated in log ratio). Measured by
@@ -74,6 +74,12 @@ def _mmf4(n: np.ndarray, a: float, b: float, c: float, d: float) -> np.ndarray:
     return out
 
 
+def _mix(n: np.ndarray, a2: float, b2: float, a3: float, b3: float, c3: float) -> np.ndarray:
+    # The mean of the two power laws' predictions: where they disagree, the truth has been
+    # between them (pow2 over-predicts what a flattening curve gains, pow3 under-predicts).
+    return 0.5 * (_pow2(n, a2, b2) + _pow3(n, a3, b3, c3))
+
+
 def _last(n: np.ndarray, e: float) -> np.ndarray:
     return np.full_like(n, e, dtype=float)
 
@@ -82,14 +88,19 @@ _FUNCTIONS: dict[str, Callable[..., np.ndarray]] = {
     "last": _last,
     "log2": _log2,
     "pow2": _pow2,
+    "pow2w": _pow2,
     "pow3": _pow3,
     "mmf4": _mmf4,
+    "mix": _mix,
 }
 
 
-def fit(family: str, sizes: Sequence[float], errors: Sequence[float]) -> Fit | None:
+def fit(
+    family: str, sizes: Sequence[float], errors: Sequence[float], spreads: Sequence[float] | None = None
+) -> Fit | None:
     """The family fitted to mean errors per size; None where it cannot be (too few sizes, a
-    zero error for a log fit, no convergence)."""
+    zero error for a log fit, no convergence). ``spreads``, the standard errors of the means,
+    weigh pow2w's sizes."""
     x, y = np.asarray(sizes, dtype=float), np.asarray(errors, dtype=float)
     if family not in _FUNCTIONS:
         raise ValueError(f"unknown curve family {family!r}: one of {', '.join(FAMILIES)}")
@@ -108,6 +119,17 @@ def fit(family: str, sizes: Sequence[float], errors: Sequence[float]) -> Fit | N
             return None
         slope, intercept = np.polyfit(np.log(x), np.log(y), 1)
         return Fit(family, (float(math.exp(intercept)), float(-slope)))
+    if family == "pow2w":
+        # Weighted by the inverse variance of log e (the mean's standard error over e): the
+        # noisy small sizes count less than the steadier large ones the prediction extends.
+        if (y <= 0).any() or spreads is None:
+            return None
+        se = np.maximum(np.asarray(spreads, dtype=float), 1e-3) / y
+        slope, intercept = np.polyfit(np.log(x), np.log(y), 1, w=1 / se)
+        return Fit(family, (float(math.exp(intercept)), float(-slope)))
+    if family == "mix":
+        two, three = fit("pow2", x, y), _curve_fit("pow3", x, y)
+        return None if two is None or three is None else Fit(family, two.params + three.params)
     return _curve_fit(family, x, y)
 
 
@@ -149,6 +171,18 @@ def mean_errors(accuracies: Sequence[Sequence[float] | np.ndarray]) -> list[floa
     return [1.0 - float(np.mean(v)) for v in accuracies]
 
 
+def standard_errors(accuracies: Sequence[Sequence[float] | np.ndarray]) -> list[float]:
+    """Each size's standard error of the mean over seeds (NaN with one seed)."""
+    return [float(np.std(v, ddof=1) / math.sqrt(len(v))) if len(v) > 1 else math.nan for v in accuracies]
+
+
+def fitted(
+    family: str, sizes: Sequence[float], accuracies: Sequence[Sequence[float] | np.ndarray]
+) -> Fit | None:
+    """The family fitted to the seeds' accuracies per size."""
+    return fit(family, sizes, mean_errors(accuracies), standard_errors(accuracies))
+
+
 def kappa(ratio: float) -> float:
     """The band's width in bootstrap spreads at ``ratio`` × the largest size measured."""
     points = sorted(KAPPA.items())
@@ -167,14 +201,14 @@ def predict(
 ) -> Prediction | None:
     """The valid accuracy predicted at ``target`` images from the seeds' accuracies per size,
     with its band (``width`` bootstrap spreads; default: the backtest's KAPPA at this ratio)."""
-    point_fit = fit(family, sizes, mean_errors(accuracies))
+    point_fit = fitted(family, sizes, accuracies)
     if point_fit is None:
         return None
     rng = np.random.default_rng(seed)
     draws = []
     for _ in range(resamples):
         resampled = [rng.choice(np.asarray(v, dtype=float), size=len(v), replace=True) for v in accuracies]
-        refit = fit(family, sizes, mean_errors(resampled))
+        refit = fitted(family, sizes, resampled)
         if refit is not None:
             draws.append(refit.accuracy(target))
     point = point_fit.accuracy(target)
