@@ -89,12 +89,11 @@ def probabilities(pool: Pool, search: Search, labels: np.ndarray | None = None) 
     return p, time.perf_counter() - started
 
 
-def scores(
-    p: np.ndarray, noisy: np.ndarray, truth: np.ndarray, splits: np.ndarray, indices: np.ndarray
-) -> dict:
+def scores(p: np.ndarray, noisy: np.ndarray, truth: np.ndarray) -> dict:
+    """Against the flips made: ``truth`` holds their positions in the pool (all splits)."""
     from cleanlab.filter import find_label_issues
 
-    found = find_issues(p, noisy, splits, indices)
+    found = find_issues(p, noisy, np.full(len(noisy), "pool"), np.arange(len(noisy)))
     flagged = np.array([i.index for i in found.issues], dtype=int)
     truth_set = set(truth.tolist())
     hits = len(truth_set & set(flagged.tolist()))
@@ -133,9 +132,9 @@ def synthetic(data_root: str | None) -> list[dict]:
                     "rate": rate,
                     "seconds": round(seconds, 1),
                 }
-                row.update(scores(p, noisy, truth, pool.splits, pool.indices))
+                row.update(scores(p, noisy, truth))
                 q, plain_seconds = probabilities(pool, plain, noisy)
-                baseline = scores(q, noisy, truth, pool.splits, pool.indices)
+                baseline = scores(q, noisy, truth)
                 row["plain_loss_precision_at_k"] = baseline["precision_at_k"]
                 row["plain_seconds"] = round(plain_seconds, 1)
                 print(json.dumps(row), flush=True)
@@ -163,7 +162,7 @@ def options(data_root: str | None) -> list[dict]:
         row = {
             "option": label,
             "seconds": round(seconds, 1),
-            **scores(p, noisy, truth, pool.splits, pool.indices),
+            **scores(p, noisy, truth),
         }
         print(json.dumps(row), flush=True)
         rows.append(row)
