@@ -179,9 +179,9 @@ def test_the_sentence_says_what_was_measured_and_what_is_extrapolated():
         "Beyond the 8,000 images measured (of the 48,000 there are), 16,000 training images are predicted"
         in text
     )
-    failed = _curve(warnings=("the pow2 curve does not fit these points",))
+    failed = _curve(warnings=("the power law does not fit these points",))
     assert data_sentences(failed, 0.01) == [
-        "No extrapolation beyond 300 images: the pow2 curve does not fit these points."
+        "No extrapolation beyond 300 images: the power law does not fit these points."
     ]
 
 
@@ -195,7 +195,10 @@ def test_a_curve_that_the_recipe_sizes_mispredict_is_said():
     curve = learning_curve(sizes, valid, valid, recipe_size=300, available=600)
     assert curve.checks[0] is not None and curve.checks[0].high < curve.measured[0].low
     assert len(curve.warnings) == 1 and "outside what was measured there" in curve.warnings[0]
-    assert data_sentences(curve, 0.01)[-1].startswith("The pow2 curve fitted to the recipe's sizes predicted")
+    last = data_sentences(curve, 0.01)[-1]
+    assert last.startswith(
+        "The mean of two power laws (with and without an asymptote) fitted to the recipe's"
+    )
 
 
 def test_runs_that_collapsed_to_chance_are_left_out_and_named():

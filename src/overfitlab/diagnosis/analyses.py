@@ -139,9 +139,9 @@ def learning_curve(
             )
         )
     warnings += [
-        f"the {family} curve fitted to the recipe's sizes predicted {check.text()} at {size:,} images, "
-        f"outside what was measured there ({gain.text()}): this data set's curve bends otherwise, "
-        "so read the extrapolation with care"
+        f"the {extrapolation.WORDS[family]} fitted to the recipe's sizes predicted {check.text()} at "
+        f"{size:,} images, outside what was measured there ({gain.text()}): this data set's curve "
+        "bends otherwise, so read the extrapolation with care"
         for size, gain, check in zip([s for s in sizes if s > recipe_size], measured, checks, strict=True)
         if check is not None and (check.high < gain.low or check.low > gain.high)
     ]
@@ -152,7 +152,9 @@ def learning_curve(
     band = [extrapolation.predict(sizes, per_size, t, family, seed=seed) for t in targets]
     predicted: list[Interval] = []
     if fitted is None or any(p is None or not math.isfinite(p.low) for p in band):
-        warnings.append(f"the {family} curve does not fit these points, or too few seeds: no extrapolation")
+        warnings.append(
+            f"the {extrapolation.WORDS[family]} does not fit these points, or there are too few seeds"
+        )
         targets = []
     else:
         last = float(np.mean(per_size[-1]))

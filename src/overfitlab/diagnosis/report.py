@@ -16,7 +16,7 @@ from ..viz.html import png_base64
 from ..viz.pages import templates
 from ..viz.plots import figure_png, integer_epochs, new_figure
 from ..viz.study_plots import FOREST_ALT, forest_caption, forest_figure
-from .extrapolation import Fit
+from .extrapolation import WORDS, Fit
 from .results import BUDGETS, GAP_BOUND, RISE_BOUND, LearningCurve
 from .verdict import gain_text
 
@@ -158,6 +158,7 @@ def render(d: Diagnosis, baseline_curves: dict[str, list[float]]) -> str:
         gap_bound=_f(GAP_BOUND),
         rise_bound=f"{RISE_BOUND:.0%}",
         curve=d.learning_curve,
+        family_words=WORDS.get(d.learning_curve.family, d.learning_curve.family),
         part2=_part2(d.learning_curve),
         memorisation=d.memorisation,
         noisy=[

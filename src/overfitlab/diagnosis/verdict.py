@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 from .. import stats
+from . import extrapolation
 from .results import MEMORISED, Diagnosis, Interval, LearningCurve
 
 
@@ -105,8 +106,9 @@ def data_sentences(c: LearningCurve, margin: float) -> list[str]:
     }[reading(gain, margin)]
     out.append(
         f"{where}, {size:,} training images are predicted to change valid accuracy by "
-        f"{gain_text(gain)} over the {largest:,} measured (extrapolated: the {c.family} curve fitted "
-        f"to {len(c.sizes)} sizes, its band calibrated by backtest){tail}."
+        f"{gain_text(gain)} over the {largest:,} measured (extrapolated: the "
+        f"{extrapolation.WORDS.get(c.family, c.family)} fitted to {len(c.sizes)} sizes, its band "
+        f"calibrated by backtest){tail}."
     )
     out.extend(f"{w[0].upper()}{w[1:]}." for w in c.warnings)
     return out
