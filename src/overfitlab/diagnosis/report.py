@@ -66,7 +66,7 @@ def _sizes_png(d: Diagnosis) -> str:
         fit = Fit(c.family, c.params)
         inside = np.geomspace(min(c.sizes), max(c.sizes), 60)
         axes.plot(
-            inside, [fit.accuracy(n) for n in inside], "-", color="black", lw=1, label=f"{c.family} fit"
+            inside, [fit.accuracy(n) for n in inside], "-", color="black", lw=1, label="fitted curve"
         )
         last = c.valid_acc[-1].mean
         xs = [c.sizes[-1], *c.predicted_sizes]
