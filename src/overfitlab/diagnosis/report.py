@@ -43,8 +43,9 @@ def _curves_png(histories: dict[str, list[float]], title: str, ylabel: str = "ac
 def _sizes_png(d: Diagnosis) -> str:
     """Valid accuracy over sizes on a log axis: the recipe's sizes and those measured above it
     (95 % intervals over seeds), the fitted curve, and its extrapolation dashed in its band."""
-    # start-up: numpy with the plot
+    # start-up: numpy and matplotlib with the plot
     import numpy as np
+    from matplotlib.ticker import NullFormatter
 
     c = d.learning_curve
     figure, axes = new_figure(figsize=(6, 3.4))
@@ -65,9 +66,7 @@ def _sizes_png(d: Diagnosis) -> str:
     if c.params and c.predicted:
         fit = Fit(c.family, c.params)
         inside = np.geomspace(min(c.sizes), max(c.sizes), 60)
-        axes.plot(
-            inside, [fit.accuracy(n) for n in inside], "-", color="black", lw=1, label="fitted curve"
-        )
+        axes.plot(inside, [fit.accuracy(n) for n in inside], "-", color="black", lw=1, label="fitted curve")
         last = c.valid_acc[-1].mean
         xs = [c.sizes[-1], *c.predicted_sizes]
         axes.plot(xs, [last, *(last + g.mean for g in c.predicted)], "--", color="black", lw=1)
@@ -81,6 +80,11 @@ def _sizes_png(d: Diagnosis) -> str:
         )
     if c.sizes[-1] < c.available <= 4 * c.sizes[-1]:
         axes.axvline(c.available, color="grey", lw=0.8, ls=":", label=f"all {c.available:,} images")
+    # A log axis under one decade labels its minor ticks too, on top of each other: label the
+    # sizes that matter instead, with thousands separators.
+    ticks = sorted({c.sizes[0], c.recipe_size, c.sizes[-1], *c.predicted_sizes[3::4]})
+    axes.set_xticks(ticks, [f"{t:,}" for t in ticks], fontsize=7)
+    axes.xaxis.set_minor_formatter(NullFormatter())
     axes.set_xlabel("training images (log scale)")
     axes.set_ylabel("final accuracy")
     axes.legend(fontsize=7, loc="lower right")
@@ -97,7 +101,9 @@ def _part2(c: LearningCurve) -> dict[str, Any]:
             "size": s,
             "train": t.text(),
             "valid": v.text(),
-            "gain": gain_text(measured[s]) if s in measured else ("recipe" if s == c.recipe_size else ""),
+            "gain": gain_text(measured[s])
+            if s in measured
+            else ("the recipe's size" if s == c.recipe_size else ""),
             "check": gain_text(checks[s]) if checks.get(s) is not None else "",  # type: ignore[arg-type]
         }
         for s, t, v in zip(c.sizes, c.train_acc, c.valid_acc, strict=True)
