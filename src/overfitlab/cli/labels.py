@@ -101,8 +101,8 @@ def add_parser(subparsers: SubParsers) -> None:
         "--budget",
         choices=("quick", "standard", "full"),
         default="standard",
-        help="folds, epochs per fold and averaging: quick 4 folds × 2 epochs; standard 4 × 4, the last 2 "
-        "averaged, with shifted copies; full 8 × 6 (default: standard)",
+        help="epochs per fold and averaging (4 folds each): quick 2 epochs; standard 4, the last 2 "
+        "averaged, with shifted copies; full 8, the last 4 averaged, shifted copies (default: standard)",
     )
     parser.add_argument("--folds", type=int, help="folds (default: the budget's)")
     parser.add_argument("--top", type=int, help="rows printed (default: 10; --json: every flagged image)")
