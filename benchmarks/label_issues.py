@@ -199,10 +199,10 @@ def real(name: str, data_root: str | None, out: Path) -> dict:
         "flagged": len(found.issues),
         "estimated": [found.estimated.estimate, found.estimated.low, found.estimated.high],
         "accuracy": found.accuracy,
-        "top": found.rows(24),
+        "top": found.rows(24, lowest=True),
     }
     print(json.dumps(summary), flush=True)
-    _grid(name, data_root, found.rows(24), found.class_names, out / f"top24-{name}.png")
+    _grid(name, data_root, found.rows(24, lowest=True), found.class_names, out / f"top24-{name}.png")
     return summary
 
 
@@ -218,7 +218,7 @@ def _grid(name: str, data_root: str | None, rows: list[dict], names: tuple[str, 
     for axis, row in zip(axes.flat, rows, strict=False):
         axis.imshow(splits[row["split"]].images[row["index"]][0], cmap="gray")
         axis.set_title(
-            f"{row['split']} {row['index']}\ngiven {names[row['given']][:9]}"
+            f"{'* ' if row['flagged'] else ''}{row['split']} {row['index']}\ngiven {names[row['given']][:9]}"
             f"\n→ {names[row['suggested']][:9]}",
             fontsize=7,
         )
