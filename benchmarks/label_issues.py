@@ -233,7 +233,7 @@ def cleaned(out: Path) -> dict:
     from overfitlab.data.registry import load_dataset as load
 
     digits = load("digits")
-    noisy, _ = flip(digits.train.labels.numpy(), 0.20, 10, "uniform", seed=20)
+    noisy, flips = flip(digits.train.labels.numpy(), 0.20, 10, "uniform", seed=20)
     folder = Path(tempfile.mkdtemp())
     npz = folder / "flipped-digits.npz"
     np.savez(
@@ -267,8 +267,11 @@ def cleaned(out: Path) -> dict:
         text=True,
     )
     study = json.loads(done.stdout)
+    listed = {int(r.split(",")[2]) for r in train_only[1:]}
     result = {
+        "flips": len(flips),
         "flagged_train": len(train_only) - 1,
+        "flagged_that_were_flipped": len(listed & set(flips.tolist())),
         "labels_seconds": round(found, 1),
         "study_seconds": round(time.perf_counter() - started, 1),
         "decisions": study.get("decisions"),
