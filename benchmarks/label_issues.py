@@ -200,6 +200,7 @@ def real(name: str, data_root: str | None, out: Path) -> dict:
         "estimated": [found.estimated.estimate, found.estimated.low, found.estimated.high],
         "accuracy": found.accuracy,
         "top": found.rows(24, lowest=True),
+        "lowest_100": [[r["split"], r["index"], r["flagged"]] for r in found.rows(lowest=True)],
     }
     print(json.dumps(summary), flush=True)
     _grid(name, data_root, found.rows(24, lowest=True), found.class_names, out / f"top24-{name}.png")
