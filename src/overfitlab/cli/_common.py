@@ -6,7 +6,8 @@ import argparse
 import dataclasses
 import difflib
 import sys
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import fields
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar, overload
 
@@ -132,3 +133,17 @@ def add_output_flags(parser: argparse.ArgumentParser, what: str = "run") -> None
         "--json", action="store_true", help=f"print the {what}'s final summary as one JSON object"
     )
     parser.add_argument("--quiet", action="store_true", help="no progress display")
+
+
+def eta_line(shown: bool) -> Callable[[str, int, int], None]:
+    """``show(part, done, total)``: one line on stderr, rewritten in place, with the time left
+    at the pace so far (nothing where not ``shown``: piped, or --quiet)."""
+    started = time.monotonic()
+
+    def show(part: str, done: int, total: int) -> None:
+        if shown:
+            elapsed = time.monotonic() - started
+            left = f", about {elapsed / done * (total - done):.0f} s left" if done else ""
+            print(f"\r[{done}/{total}] {part}{left}\x1b[K", end="", file=sys.stderr, flush=True)
+
+    return show

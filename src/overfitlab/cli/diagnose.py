@@ -5,10 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from typing import TYPE_CHECKING
 
-from ._common import add_config_flags
+from ._common import add_config_flags, eta_line
 from .study import base_overrides
 
 if TYPE_CHECKING:
@@ -20,14 +19,7 @@ def run(args: argparse.Namespace) -> int:
     from ..diagnosis.battery import diagnose
 
     shown = not args.quiet and sys.stderr.isatty()
-    started = time.monotonic()
-
-    def progress(part: str, done: int, total: int) -> None:
-        if shown:
-            elapsed = time.monotonic() - started
-            left = f", about {elapsed / done * (total - done):.0f} s left" if done else ""
-            print(f"\r[{done}/{total}] {part}{left}\x1b[K", end="", file=sys.stderr, flush=True)
-
+    progress = eta_line(shown)
     result = diagnose(
         base_overrides(args),
         runs_dir=args.runs_dir,

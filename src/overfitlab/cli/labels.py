@@ -5,10 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from typing import TYPE_CHECKING
 
-from ._common import add_config_flags
+from ._common import add_config_flags, eta_line
 from .study import base_overrides
 
 if TYPE_CHECKING:
@@ -59,14 +58,7 @@ def run(args: argparse.Namespace) -> int:
     from ..labels.finder import CSV_FILE, find_label_issues
 
     shown = not args.quiet and sys.stderr.isatty()
-    started = time.monotonic()
-
-    def progress(done: int, total: int) -> None:
-        if shown:
-            elapsed = time.monotonic() - started
-            left = f", about {elapsed / done * (total - done):.0f} s left" if done else ""
-            print(f"\r[{done}/{total}] folds{left}\x1b[K", end="", file=sys.stderr, flush=True)
-
+    show = eta_line(shown)
     name = args.resume or args.name
     found = find_label_issues(
         base_overrides(args),
@@ -75,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
         budget=args.budget,
         folds=args.folds,
         resume=bool(args.resume),
-        progress=progress,
+        progress=lambda done, total: show("folds", done, total),
     )
     if shown:
         print(file=sys.stderr)
