@@ -36,7 +36,7 @@ def summary(found: LabelIssues, top: int) -> list[str]:
             + ", ".join(f"{names[g]} → {names[s]} ({n})" for n, g, s in pairs)
             + "."
         )
-    if len(names) <= 12 and found.issues:
+    if len(names) <= 12 and len(found.issues) >= 10:  # a table of a few dots says less than the pairs
         lines.append("Flagged images, given (rows) against suggested (columns):")
         short = [n[:6] for n in names]
         lines.append(" " * 8 + "".join(f"{n:>7}" for n in short))
