@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -188,8 +189,9 @@ def real(name: str, data_root: str | None, out: Path) -> dict:
     overrides = {"dataset": name, "threads": 2}
     if data_root:
         overrides.update(data_dir=data_root, download=False)
-    with tempfile.TemporaryDirectory() as runs:
-        found = find_label_issues(overrides, runs_dir=runs, name="real")
+    runs = out / "labels"  # kept: its fold files hold every image's out-of-fold probabilities
+    shutil.rmtree(runs / name, ignore_errors=True)
+    found = find_label_issues(overrides, runs_dir=runs, name=name)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     summary = {
         "data": name,
