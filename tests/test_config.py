@@ -65,6 +65,8 @@ EVERYTHING_CHANGED = dict(
     memory_format="channels_last",
     max_batches=5,
     mlflow_uri='sqlite:///tmp/a "quoted" store.db',
+    exclude="/tmp/label issues.csv",
+    relabel='/tmp/a "quoted" list.csv',
     bf16=True,
     compile=True,
 )

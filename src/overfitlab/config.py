@@ -84,17 +84,8 @@ class Config:
         None, "data", "stratified subset of N training images (less data makes over-fitting visible)"
     )
     label_noise: float = _opt(0.0, "data", "fraction of training labels replaced by a wrong class")
-    exclude: str | None = _opt(
-        None,
-        "data",
-        "leave out the images a file lists: the label-issues.csv of `overfitlab labels` (any split) "
-        "or training-set indices, one per line",
-    )
-    relabel: str | None = _opt(
-        None,
-        "data",
-        "give the images a CSV lists their suggested label (the label-issues.csv of `overfitlab labels`)",
-    )
+    exclude: str | None = _opt(None, "data", "leave out the images listed: `labels`' CSV or train indices")
+    relabel: str | None = _opt(None, "data", "give the images listed their `suggested` label (`labels`' CSV)")
     augment: bool = _opt(
         False,
         "data",
