@@ -181,7 +181,7 @@ def options(data_root: str | None, repeats: int = 3) -> list[dict]:
     return rows
 
 
-def real(name: str, data_root: str | None, out: Path) -> dict:
+def real(name: str, data_root: str | None, out: Path, budget: str = "standard") -> dict:
     """Every labelled image of a data set: the default search timed part by part, the peak
     memory, and the top 24 drawn as the page draws them."""
     from overfitlab.labels.finder import find_label_issues
@@ -190,11 +190,12 @@ def real(name: str, data_root: str | None, out: Path) -> dict:
     if data_root:
         overrides.update(data_dir=data_root, download=False)
     runs = out / "labels"  # kept: its fold files hold every image's out-of-fold probabilities
-    shutil.rmtree(runs / name, ignore_errors=True)
-    found = find_label_issues(overrides, runs_dir=runs, name=name)
+    shutil.rmtree(runs / f"{name}-{budget}", ignore_errors=True)
+    found = find_label_issues(overrides, runs_dir=runs, name=f"{name}-{budget}", budget=budget)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     summary = {
         "data": name,
+        "budget": budget,
         "images": found.images,
         "seconds": found.seconds,
         "peak_rss_mib": round(peak),
@@ -205,7 +206,7 @@ def real(name: str, data_root: str | None, out: Path) -> dict:
         "lowest_100": [[r["split"], r["index"], r["flagged"]] for r in found.rows(lowest=True)],
     }
     print(json.dumps(summary), flush=True)
-    _grid(name, data_root, found.rows(24, lowest=True), found.class_names, out / f"top24-{name}.png")
+    _grid(name, data_root, found.rows(24, lowest=True), found.class_names, out / f"top24-{name}-{budget}.png")
     return summary
 
 
@@ -291,6 +292,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--options", action="store_true")
     parser.add_argument("--real", choices=("mnist", "fashion-mnist"))
     parser.add_argument("--cleaned", action="store_true")
+    parser.add_argument("--budget", default="standard", help="--real's search budget")
     parser.add_argument("--data-root")
     parser.add_argument("--out", default="bench-results", help="folder for the top-24 pictures")
     args = parser.parse_args(argv)
@@ -302,7 +304,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.synthetic:
         synthetic(args.data_root)
     if args.real:
-        real(args.real, args.data_root, out)
+        real(args.real, args.data_root, out, args.budget)
     if args.cleaned:
         cleaned(out)
 
