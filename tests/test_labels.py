@@ -220,3 +220,36 @@ def test_shifted_copies_average_the_softmax_of_the_image_moved_one_pixel_each_wa
     tiny = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 4))
     plain = torch.softmax(tiny(small.float() / 255), 1).detach().numpy()
     assert np.allclose(predict(tiny, small, Scaling(), tta=True), plain, atol=1e-6)
+
+
+def test_the_terminal_table_numbers_long_class_names_and_says_which_is_which():
+    from overfitlab.cli.labels import summary
+    from overfitlab.labels.issues import Count, LabelIssue, LabelIssues
+
+    confusion = [[0] * 10 for _ in range(10)]
+    confusion[9][4] = 12
+    issues = tuple(LabelIssue("train", i, 9, 4, 0.01) for i in range(12))
+    fashion = (
+        "T-shirt/top",
+        "Trouser",
+        "Pullover",
+        "Dress",
+        "Coat",
+        "Sandal",
+        "Shirt",
+        "Sneaker",
+        "Bag",
+        "Ankle boot",
+    )
+    lines = summary(LabelIssues(issues, Count(12, 8, 16), {"train": 100}, 0.9, confusion, fashion), 3)
+    head = next(k for k, line in enumerate(lines) if line.startswith("Flagged images"))
+    assert "(0 T-shirt/top, 1 Trouser," in lines[head] and lines[head + 1].split() == [
+        str(k) for k in range(10)
+    ]
+    assert lines[head + 11].split() == ["9", ".", ".", ".", ".", "12", ".", ".", ".", ".", "."]
+    assert "Ankle boot → Coat (12)" in lines[2]
+    digits = tuple(
+        f"{k} - {w}" for k, w in enumerate("zero one two three four five six seven eight nine".split())
+    )
+    lines = summary(LabelIssues(issues, Count(12, 8, 16), {"train": 100}, 0.9, confusion, digits), 3)
+    assert "Flagged images, given (rows) against suggested (columns):" in lines

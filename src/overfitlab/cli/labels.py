@@ -37,8 +37,11 @@ def summary(found: LabelIssues, top: int) -> list[str]:
             + "."
         )
     if len(names) <= 12 and len(found.issues) >= 10:  # a table of a few dots says less than the pairs
-        lines.append("Flagged images, given (rows) against suggested (columns):")
-        short = [n[:6] for n in names]
+        # Names that fit a column head it; longer ones ("0 - zero", "T-shirt/top") go by number.
+        short = list(names) if max(map(len, names)) <= 6 else [str(k) for k in range(len(names))]
+        numbered = short == list(names) or all(n.startswith(str(k)) for k, n in enumerate(names))
+        legend = "" if numbered else " (" + ", ".join(f"{k} {n}" for k, n in enumerate(names)) + ")"
+        lines.append(f"Flagged images, given (rows) against suggested (columns){legend}:")
         lines.append(" " * 8 + "".join(f"{n:>7}" for n in short))
         for g, row in enumerate(found.confusion):
             lines.append(f"{short[g]:>7} " + "".join(f"{n if n else '.':>7}" for n in row))
