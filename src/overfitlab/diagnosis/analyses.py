@@ -119,16 +119,20 @@ def learning_curve(
     recipe = {s: v for s, v in zip(sizes, valid_acc, strict=True)}[recipe_size]
     below = [k for k, s in enumerate(sizes) if s <= recipe_size]
     recipe_mean = float(np.mean(list(recipe.values())))
-    measured, checks = [], []
-    for size, accs in zip(sizes, valid_acc, strict=True):
-        if size <= recipe_size:
-            continue
-        common = sorted(set(accs) & set(recipe))
-        measured.append(Interval.of([accs[s] - recipe[s] for s in common]))
-        check = extrapolation.predict(
-            [sizes[k] for k in below], [per_size[k] for k in below], size, family, seed=seed
-        )
-        checks.append(None if check is None else gain_band(check, recipe_mean, len(recipe)))
+    above = [s for s in sizes if s > recipe_size]
+    measured = [
+        Interval.of([accs[s] - recipe[s] for s in sorted(set(accs) & set(recipe))])
+        for size, accs in zip(sizes, valid_acc, strict=True)
+        if size > recipe_size
+    ]
+    predicted_below = extrapolation.predictions(
+        [sizes[k] for k in below], [per_size[k] for k in below], above, family, seed=seed
+    )
+    checks: list[Interval | None] = (
+        [gain_band(p, recipe_mean, len(recipe)) for p in predicted_below]
+        if predicted_below is not None
+        else [None] * len(above)
+    )
     warnings: list[str] = []
     if dropped:
         runs = ", ".join(f"seed {s} at {n:,}" for n, s in dropped)
@@ -142,23 +146,23 @@ def learning_curve(
         f"the {extrapolation.WORDS[family]} fitted to the recipe's sizes predicted {check.text()} at "
         f"{size:,} images, outside what was measured there ({gain.text()}): this data set's curve "
         "bends otherwise, so read the extrapolation with care"
-        for size, gain, check in zip([s for s in sizes if s > recipe_size], measured, checks, strict=True)
+        for size, gain, check in zip(above, measured, checks, strict=True)
         if check is not None and (check.high < gain.low or check.low > gain.high)
     ]
     fitted = extrapolation.fitted(family, sizes, per_size)
     seeds = min(len(v) for v in per_size)
     # The band at sizes spaced evenly in log n from the largest measured to 4× it (2× is the 5th).
     targets = [round(sizes[-1] * 2 ** (k / 4)) for k in range(1, 9)]
-    band = [extrapolation.predict(sizes, per_size, t, family, seed=seed) for t in targets]
+    band = extrapolation.predictions(sizes, per_size, targets, family, seed=seed)
     predicted: list[Interval] = []
-    if fitted is None or any(p is None or not math.isfinite(p.low) for p in band):
+    if fitted is None or band is None or any(not math.isfinite(p.low) for p in band):
         warnings.append(
             f"the {extrapolation.WORDS[family]} does not fit these points, or there are too few seeds"
         )
         targets = []
     else:
         last = float(np.mean(per_size[-1]))
-        predicted = [gain_band(p, last, seeds) for p in band if p is not None]
+        predicted = [gain_band(p, last, seeds) for p in band]
     return LearningCurve(
         tuple(sizes),
         tuple(Interval.of(list(v.values()), "logit") for v in kept_train),

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -212,6 +212,42 @@ def kappa(ratio: float) -> float:
     return float(np.interp(math.log(max(ratio, 1.0)), logs, [k for _, k in points]))
 
 
+def resampled(accuracies: Sequence[Sequence[float]], seed: int, resamples: int) -> Iterator[list[np.ndarray]]:
+    """The bootstrap: ``resamples`` draws of the seeds at every size, with replacement (the
+    same draws for the same ``seed``)."""
+    rng = np.random.default_rng(seed)
+    for _ in range(resamples):
+        yield [rng.choice(np.asarray(v, dtype=float), size=len(v), replace=True) for v in accuracies]
+
+
+def predictions(
+    sizes: Sequence[int],
+    accuracies: Sequence[Sequence[float]],
+    targets: Sequence[int],
+    family: str = DEFAULT,
+    seed: int = 0,
+    resamples: int = RESAMPLES,
+    width: float | None = None,
+) -> list[Prediction] | None:
+    """The valid accuracy predicted at each of ``targets`` images from the seeds' accuracies per
+    size, with its band (``width`` bootstrap spreads; default: the backtest's KAPPA at the
+    target's ratio). Each resample is fitted once and read at every target."""
+    point_fit = fitted(family, sizes, accuracies)
+    if point_fit is None:
+        return None
+    refits = [f for draw in resampled(accuracies, seed, resamples) if (f := fitted(family, sizes, draw))]
+    out = []
+    for target in targets:
+        point = point_fit.accuracy(target)
+        spread = float(np.std([f.accuracy(target) for f in refits], ddof=1)) if len(refits) > 10 else math.nan
+        half = (kappa(target / max(sizes)) if width is None else width) * spread
+        low, high = (
+            (max(0.0, point - half), min(1.0, point + half)) if math.isfinite(half) else (math.nan,) * 2
+        )
+        out.append(Prediction(target, point, low, high, spread, family))
+    return out
+
+
 def predict(
     sizes: Sequence[int],
     accuracies: Sequence[Sequence[float]],
@@ -221,24 +257,9 @@ def predict(
     resamples: int = RESAMPLES,
     width: float | None = None,
 ) -> Prediction | None:
-    """The valid accuracy predicted at ``target`` images from the seeds' accuracies per size,
-    with its band (``width`` bootstrap spreads; default: the backtest's KAPPA at this ratio)."""
-    point_fit = fitted(family, sizes, accuracies)
-    if point_fit is None:
-        return None
-    rng = np.random.default_rng(seed)
-    draws = []
-    for _ in range(resamples):
-        resampled = [rng.choice(np.asarray(v, dtype=float), size=len(v), replace=True) for v in accuracies]
-        refit = fitted(family, sizes, resampled)
-        if refit is not None:
-            draws.append(refit.accuracy(target))
-    point = point_fit.accuracy(target)
-    spread = float(np.std(draws, ddof=1)) if len(draws) > 10 else math.nan
-    half = (kappa(target / max(sizes)) if width is None else width) * spread
-    if not math.isfinite(half):
-        return Prediction(target, point, math.nan, math.nan, spread, family)
-    return Prediction(target, point, max(0.0, point - half), min(1.0, point + half), spread, family)
+    """``predictions`` at one target."""
+    found = predictions(sizes, accuracies, [target], family, seed, resamples, width)
+    return None if found is None else found[0]
 
 
 def asymptote(
@@ -247,13 +268,8 @@ def asymptote(
     """The 95 % bootstrap interval of pow3's asymptotic accuracy 1 − c, or None where the data do
     not identify it: the interval reaches the best accuracy measured (c = its lower bound) or
     100 % (c = 0), so it says no more than "somewhere above what was measured"."""
-    rng = np.random.default_rng(seed)
-    ceilings = []
-    for _ in range(resamples):
-        resampled = [rng.choice(np.asarray(v, dtype=float), size=len(v), replace=True) for v in accuracies]
-        refit = fit("pow3", sizes, mean_errors(resampled))
-        if refit is not None:
-            ceilings.append(1.0 - refit.params[2])
+    refits = (fit("pow3", sizes, mean_errors(draw)) for draw in resampled(accuracies, seed, resamples))
+    ceilings = [1.0 - f.params[2] for f in refits if f is not None]
     if len(ceilings) < resamples // 2:
         return None
     low, high = (float(q) for q in np.quantile(ceilings, [0.025, 0.975]))
