@@ -227,3 +227,14 @@ def test_the_remedy_family_leaves_out_sizes_noise_and_what_the_model_cannot_take
     variants = ["baseline", "size-75", "noise-40", "dropout", "batchnorm", "l2", "all-remedies"]
     left_out = [{"variant": "batchnorm", "reason": "..."}, {"variant": "all-remedies", "reason": "..."}]
     assert remedy_family(variants, left_out) == ["baseline", "dropout", "l2"]
+
+
+def test_the_subset_parts_3_and_5_train_on_is_the_runs_and_its_positions_name_the_data_sets_images(digits):
+    from overfitlab.diagnosis.experiments import _subset, carve_test
+
+    held = carve_test(digits)
+    subset, chosen = _subset(held.data, BASE)
+    assert torch.equal(subset.train.images, prepare(held.data, BASE.train_size, 0.0, 0).train.images)
+    positions = held.kept[chosen]
+    assert torch.equal(subset.train.images, digits.train.images[positions])
+    assert torch.equal(subset.train.labels, digits.train.labels[positions])

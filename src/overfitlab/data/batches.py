@@ -16,12 +16,17 @@ from .split import Split, stratified_indices
 
 
 # --------------------------------------------------------------------------- remedies on data
-def subset(split: Split, size: int, generator: torch.Generator) -> Split:
+def subset_positions(split: Split, size: int, generator: torch.Generator) -> torch.Tensor:
+    """The positions of a stratified subset of ``size`` images (the generator's first draw)."""
     if size > len(split):
         raise OverfitlabError(
             f"train size {size} is larger than the {len(split)} training images: pass at most {len(split)}"
         )
-    idx = stratified_indices(split.labels, size, generator)
+    return stratified_indices(split.labels, size, generator)
+
+
+def subset(split: Split, size: int, generator: torch.Generator) -> Split:
+    idx = subset_positions(split, size, generator)
     return Split(split.images[idx], split.labels[idx])
 
 

@@ -6,9 +6,11 @@ import dataclasses
 import math
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from .. import stats, store
 from ..config import Config, apply_overrides, data_options
@@ -16,7 +18,7 @@ from ..data.dataset import DataSet
 from ..data.registry import load_dataset
 from ..errors import OverfitlabError
 from ..history import History
-from ..labels.issues import find_issues
+from ..labels.issues import find_issues, installed
 from ..models.factory import ARCHITECTURE_OPTIONS
 from ..runs.train import train
 from ..sequential import Answer
@@ -69,14 +71,17 @@ def check_budget(config: Config, data: DataSet, budget: Budget) -> int:
 
 
 def check_labels(
-    probabilities: Any, labels: Any, positions: Any, names: Any, folder: Path
+    probabilities: np.ndarray,
+    labels: np.ndarray,
+    positions: np.ndarray,
+    names: Sequence[str] | None,
+    folder: Path,
 ) -> LabelCheck | None:
     """Part 5's flags by confident learning, written to LABEL_ISSUES in the folder; None
     without the labels extra (the gallery's ranking needs no cleanlab)."""
-    try:
-        found = find_issues(probabilities, labels, ["train"] * len(labels), positions, names or ())
-    except OverfitlabError:  # cleanlab is not installed
+    if not installed():
         return None
+    found = find_issues(probabilities, labels, ["train"] * len(labels), positions, names or ())
     store.atomic_write(folder / LABEL_ISSUES, found.csv())
     e = found.estimated
     return LabelCheck(len(labels), len(found.issues), e.estimate, e.low, e.high, LABEL_ISSUES)

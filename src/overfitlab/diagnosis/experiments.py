@@ -14,7 +14,7 @@ import torch
 
 from .. import store
 from ..config import Config
-from ..data.batches import Scaling, prepare
+from ..data.batches import Scaling, subset_positions
 from ..data.dataset import DataSet
 from ..data.split import Split, stratified_indices
 from ..history import History
@@ -219,11 +219,11 @@ def carve_test(data: DataSet, fraction: float = TEST_FRACTION) -> HeldOut:
 def _subset(data: DataSet, config: Config) -> tuple[DataSet, torch.Tensor]:
     """The recipe's training subset (as its runs draw it, seed 0), and each of its images'
     position in ``data.train``."""
-    subset = prepare(data, config.train_size, 0.0, 0)
     if config.train_size is None:
-        return subset, torch.arange(len(data.train))
-    # prepare's first draw from its seeded generator, repeated: the same stratified positions.
-    return subset, stratified_indices(data.train.labels, config.train_size, torch.Generator().manual_seed(0))
+        return data, torch.arange(len(data.train))
+    # prepare's subset is the first draw of a generator seeded with the run's seed (0 here).
+    positions = subset_positions(data.train, config.train_size, torch.Generator().manual_seed(0))
+    return data.with_train(Split(data.train.images[positions], data.train.labels[positions])), positions
 
 
 def _test_accuracy(

@@ -4,14 +4,15 @@ on (pure: no training here).
 What is whose: the probabilities are ours (``labels.crossfit``, models that never trained on the
 image they score); the ranking score, the filter that flags an image and the estimate of how many
 images are mislabelled are confident learning's, computed by cleanlab (Northcutt et al. 2021):
-``rank.get_label_quality_scores`` (self-confidence: the probability of the given label),
-``filter.find_label_issues`` (pruned by the noise rates of the confident joint) and
+``filter.find_label_issues`` (pruned by the noise rates of the confident joint, ranked by
+self-confidence: the probability of the given label) and
 ``count.num_label_issues`` (the confident joint's off-diagonal count). The interval of that count
 resamples the images (a bootstrap of cleanlab's estimate on the same probabilities)."""
 
 from __future__ import annotations
 
 import csv
+import importlib.util
 import io
 import math
 from collections.abc import Sequence
@@ -101,12 +102,16 @@ class LabelIssues:
         }
 
 
+def installed() -> bool:
+    """Whether cleanlab (the labels extra) can be imported."""
+    return importlib.util.find_spec("cleanlab") is not None
+
+
 def _cleanlab() -> Any:
     try:
         # optional: the labels extra
         import cleanlab.count
         import cleanlab.filter
-        import cleanlab.rank
     except ImportError:
         raise OverfitlabError(
             "finding label issues needs cleanlab: pip install 'overfitlab[labels]'"
