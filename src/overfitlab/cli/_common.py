@@ -121,16 +121,26 @@ def config_from_args(args: argparse.Namespace, base: Config | None = None) -> Co
     return apply_overrides(config, overrides, "command-line flags")
 
 
-def add_output_flags(parser: argparse.ArgumentParser, what: str = "run") -> None:
+def add_output_flags(
+    parser: argparse.ArgumentParser,
+    what: str = "run",
+    json_help: str | None = None,
+    resume_help: str | None = None,
+    holds: str = "run folders and index.sqlite",
+) -> None:
+    """--name, --runs-dir (the folder that ``holds``), --json and --quiet; and --resume NAME for a
+    command that finishes its own interrupted folder."""
     parser.add_argument(
         "--name",
         help=f"{what} folder name: letters and digits of any script, '.', '_', '-' (default: generated)",
     )
+    if resume_help:
+        parser.add_argument("--resume", metavar="NAME", help=resume_help)
+    parser.add_argument("--runs-dir", default="runs", help=f"folder of {holds} (default: runs)")
     parser.add_argument(
-        "--runs-dir", default="runs", help="folder of run folders and index.sqlite (default: runs)"
-    )
-    parser.add_argument(
-        "--json", action="store_true", help=f"print the {what}'s final summary as one JSON object"
+        "--json",
+        action="store_true",
+        help=json_help or f"print the {what}'s final summary as one JSON object",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress display")
 

@@ -7,7 +7,7 @@ import json
 import sys
 from typing import TYPE_CHECKING
 
-from ._common import add_config_flags, eta_line
+from ._common import add_config_flags, add_output_flags, eta_line
 from .study import base_overrides
 
 if TYPE_CHECKING:
@@ -69,10 +69,12 @@ def add_parser(subparsers: SubParsers) -> None:
         metavar="S",
         help="the seeds start at S (default: 0); a diagnosis on other seeds is an independent replicate",
     )
-    parser.add_argument("--name", help="diagnosis folder name (default: generated)")
-    parser.add_argument("--resume", metavar="NAME", help="finish an interrupted diagnosis, same recipe")
-    parser.add_argument("--runs-dir", default="runs", help="folder of diagnosis folders (default: runs)")
-    parser.add_argument("--json", action="store_true", help="print diagnosis.json's content")
-    parser.add_argument("--quiet", action="store_true", help="no progress display")
+    add_output_flags(
+        parser,
+        "diagnosis",
+        json_help="print diagnosis.json's content",
+        resume_help="finish an interrupted diagnosis, same recipe",
+        holds="diagnosis folders",
+    )
     add_config_flags(parser, skip=("seed", "threads"))
     parser.set_defaults(handler=run)

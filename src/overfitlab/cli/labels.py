@@ -7,7 +7,7 @@ import json
 import sys
 from typing import TYPE_CHECKING
 
-from ._common import add_config_flags, eta_line
+from ._common import add_config_flags, add_output_flags, eta_line
 from .study import base_overrides
 
 if TYPE_CHECKING:
@@ -101,10 +101,12 @@ def add_parser(subparsers: SubParsers) -> None:
     )
     parser.add_argument("--folds", type=int, help="folds (default: the budget's)")
     parser.add_argument("--top", type=int, help="rows printed (default: 10; --json: every flagged image)")
-    parser.add_argument("--name", help="folder name (default: generated)")
-    parser.add_argument("--resume", metavar="NAME", help="finish an interrupted search: done folds are kept")
-    parser.add_argument("--runs-dir", default="runs", help="folder of run folders (default: runs)")
-    parser.add_argument("--json", action="store_true", help="print the ranked rows as JSON")
-    parser.add_argument("--quiet", action="store_true", help="no progress display")
+    add_output_flags(
+        parser,
+        "label search",
+        json_help="print the ranked rows as JSON",
+        resume_help="finish an interrupted search: done folds are kept",
+        holds="run and label search folders",
+    )
     add_config_flags(parser, skip=("train_size", "label_noise"))
     parser.set_defaults(handler=run)
