@@ -136,11 +136,10 @@ def learning_curve(
     warnings: list[str] = []
     if dropped:
         runs = ", ".join(f"seed {s} at {n:,}" for n, s in dropped)
+        runs_are = f"{len(dropped)} runs collapsed" if len(dropped) > 1 else "1 run collapsed"
         warnings.append(
-            f"{len(dropped)} run{'s' if len(dropped) > 1 else ''} collapsed to chance accuracy ({runs}) and "
-            "{} left out of the curve: that is the recipe's training failing, not the data".format(
-                "are" if len(dropped) > 1 else "is"
-            )
+            f"{runs_are} to chance accuracy ({runs}) and {'are' if len(dropped) > 1 else 'is'} left out of "
+            "the curve: that is the recipe's training failing, not the data"
         )
     warnings += [
         f"the {extrapolation.WORDS[family]} fitted to the recipe's sizes predicted {check.text()} at "

@@ -95,11 +95,8 @@ def predict(
     for start in range(0, len(images), batch):
         chunk = images[start : start + batch]
         copies = shifted(chunk, pixels) if tta else [chunk]
-        total = torch.zeros(len(chunk), 0)
-        for k, copy in enumerate(copies):
-            p = torch.softmax(model(scaling(copy).to(device)).float(), 1).cpu()
-            total = p if k == 0 else total + p
-        out.append((total / len(copies)).numpy())
+        softmax = [torch.softmax(model(scaling(copy).to(device)).float(), 1).cpu() for copy in copies]
+        out.append(torch.stack(softmax).mean(0).numpy())
     model.train(was_training)
     return np.concatenate(out)
 

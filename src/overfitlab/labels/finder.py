@@ -3,6 +3,7 @@ confident learning's flags, ranking and count, written where a person can act on
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Callable, Mapping
@@ -93,8 +94,13 @@ def find_label_issues(
         elif folder.exists():
             raise OverfitlabError(f"{folder} already exists: pass --resume {name}, or another --name")
     loaded = time.perf_counter()
-    keep = (lambda: (folder / RECIPE_FILE).is_file()) if folder is not None else (lambda: False)
-    with store.removed_on_failure(folder or Path(os.devnull), keep=keep):
+    # A folder this search made goes again if it fails before its recipe is written.
+    scope = (
+        store.removed_on_failure(folder, keep=(folder / RECIPE_FILE).is_file)
+        if folder is not None
+        else contextlib.nullcontext()
+    )
+    with scope:
         if folder is not None:
             store.ensure_folder(folder, "label search folder", "--runs-dir")
             store.write_json(folder / RECIPE_FILE, record)

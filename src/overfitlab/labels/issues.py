@@ -15,6 +15,7 @@ import csv
 import importlib.util
 import io
 import math
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -172,9 +173,7 @@ def find_issues(
 
     issues = tuple(issue(i) for i in flagged)
     lowest = tuple(issue(i) for i in np.argsort(score, kind="stable")[:LOWEST])
-    counts: dict[str, int] = {}
-    for name in splits:
-        counts[name] = counts.get(name, 0) + 1
+    counts = {str(name): n for name, n in Counter(splits).items()}
     return LabelIssues(
         issues,
         estimated_count(probabilities, labels, seed),
