@@ -35,6 +35,8 @@ LAYERS = (
         "curves",
         "catalog",
         "version",
+        "tomltext",
+        "textvalues",
     ),
     ("viz",),  # figures, pages, HTML helpers: know no result type
     ("data",),

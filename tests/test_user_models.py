@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from overfitlab.config import Config, load_toml, parse_model_arg
+from overfitlab.config import Config, load_toml
 from overfitlab.errors import OverfitlabError
 from overfitlab.history import History
 from overfitlab.models.factory import build_model, factory_of
@@ -19,6 +19,7 @@ from overfitlab.runs.build import build_optimizer
 from overfitlab.runs.checkpoint import load_model
 from overfitlab.runs.evaluation import evaluate
 from overfitlab.runs.train import train
+from overfitlab.textvalues import parse_model_arg
 from overfitlab.training.flat_adam import FlatAdam
 from overfitlab.training.regularizers import param_groups
 

@@ -11,10 +11,8 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
@@ -23,8 +21,10 @@ if TYPE_CHECKING:
 from .catalog import BUILTIN
 from .errors import OverfitlabError, did_you_mean
 from .history import EPOCH_COLUMNS
+from .textvalues import parse_classes, parse_image_size
+from .tomltext import read_toml, toml_key, toml_value
 
-SECTIONS = ("data", "model", "optim", "regularization", "early_stopping", "run")
+SECTIONS = ("data", "model", "finetune", "optim", "regularization", "early_stopping", "run")
 
 DATASETS = tuple(BUILTIN)
 READS_DATA_DIR = tuple(name for name, b in BUILTIN.items() if b.torchvision)  # digits: scikit-learn's
@@ -40,8 +40,13 @@ MEMORY_FORMATS = ("auto", "contiguous", "channels_last")
 _T = TypeVar("_T")
 
 
-def _opt(default: _T, section: str, help: str, choices: tuple[str, ...] | None = None) -> _T:
-    return field(default=default, metadata={"section": section, "help": help, "choices": choices})
+def _opt(
+    default: _T, section: str, help: str, choices: tuple[str, ...] | None = None, bare: str | None = None
+) -> _T:
+    """A field; ``bare``: the value its flag takes when given without one (``--pretrained``)."""
+    return field(
+        default=default, metadata={"section": section, "help": help, "choices": choices, "bare": bare}
+    )
 
 
 def _table(section: str, help: str) -> Any:
@@ -84,6 +89,9 @@ class Config:
         None, "data", "stratified subset of N training images (less data makes over-fitting visible)"
     )
     label_noise: float = _opt(0.0, "data", "fraction of training labels replaced by a wrong class")
+    classes: str | None = _opt(
+        None, "data", "keep only these classes, numbered anew from 0: 0-4 or 5,7,9 (a transfer's two halves)"
+    )
     exclude: str | None = _opt(None, "data", "leave out the images listed: `labels`' CSV or train indices")
     relabel: str | None = _opt(None, "data", "give the images listed their `suggested` label (`labels`' CSV)")
     augment: bool = _opt(
@@ -118,6 +126,41 @@ class Config:
     dropout: float | None = _opt(None, "model", "dropout probability after each block's activation")
     head: str | None = _opt(None, "model", "classifier head: flatten+FC or global average pooling", HEADS)
     fc_width: int | None = _opt(None, "model", "hidden units of the head's first linear layer")
+
+    # --- finetune: start from weights that saw more data, and how far to let them move ---
+    pretrained: str | None = _opt(
+        None,
+        "finetune",
+        "start from published weights: default, a weights name (torchvision IMAGENET1K_V1, a timm tag) or "
+        "a timm weights file; read from the local cache, downloaded only with --download and a network",
+        bare="default",
+    )
+    init: str | None = _opt(
+        None,
+        "finetune",
+        "start from your own weights: a run folder, best.pt, a .pt/.pth/.safetensors file",
+    )
+    input_size: str | None = _opt(
+        None,
+        "finetune",
+        "published weights: images resized to H or H,W (default: the weights'; native)",
+    )
+    freeze: bool = _opt(
+        False, "finetune", "train the head only; the body keeps its weights (batch norm adapts)"
+    )
+    freeze_epochs: int = _opt(
+        0, "finetune", "train the head only for N epochs, then all (fastai's fine_tune)"
+    )
+    unfreeze_every: int = _opt(
+        0, "finetune", "gradual unfreezing: then one more body block every N epochs, from the head down"
+    )
+    body_lr_ratio: float = _opt(
+        1.0, "finetune", "discriminative rates: the first body block learns at lr×R, later ones nearer lr"
+    )
+    reinit_head: bool = _opt(False, "finetune", "give the head fresh random weights instead of loaded ones")
+    l2_sp: float = _opt(
+        0.0, "finetune", "L2-SP: penalty λΣ(w − w₀)² pulling the body toward its start weights"
+    )
 
     # --- optim -----------------------------------------------------------------------
     optimizer: str = _opt("adam", "optim", "optimizer", OPTIMIZERS)
@@ -241,8 +284,10 @@ def validate(config: Config) -> Config:
         "max_norm",
         "threads",
         "max_batches",
+        "body_lr_ratio",
     ):
         _positive(name, getattr(config, name))
+    _finetune_checks(config)
     if config.channels is not None and config.channels not in (1, 3):
         raise OverfitlabError(f"channels must be 1 or 3, got {config.channels}")
     if config.image_size is not None:
@@ -254,7 +299,7 @@ def validate(config: Config) -> Config:
             raise OverfitlabError(f"bad model argument name {key!r}: use a Python identifier")
     for name in ("momentum", "l1", "l2", "weight_decay", "min_delta"):
         _positive(name, getattr(config, name), allow_zero=True)
-    for name in ("patience", "start_from_epoch"):
+    for name in ("patience", "start_from_epoch", "freeze_epochs", "unfreeze_every", "l2_sp"):
         _positive(name, getattr(config, name), allow_zero=True)
     _fraction("dropout", config.dropout, closed=False)
     _fraction("label_noise", config.label_noise, closed=True)
@@ -272,17 +317,21 @@ def validate(config: Config) -> Config:
     return config
 
 
-def parse_image_size(text: str) -> tuple[int, int]:
-    """``H`` or ``H,W`` → (H, W)."""
-    try:
-        sides = tuple(int(part) for part in text.replace("x", ",").split(","))
-    except ValueError:
-        sides = ()
-    if len(sides) == 1:
-        sides = (sides[0], sides[0])
-    if len(sides) != 2 or min(sides) < 1:
-        raise OverfitlabError(f"bad image_size {text!r}: give H or H,W in pixels, such as 32 or 28,28")
-    return sides[0], sides[1]
+def _finetune_checks(config: Config) -> None:
+    if config.classes is not None:
+        parse_classes(config.classes)
+    if config.input_size not in (None, "native"):
+        parse_image_size(config.input_size)
+    if config.pretrained and config.init:
+        raise OverfitlabError("--pretrained and --init both set the starting weights: pass one")
+    if config.freeze and config.freeze_epochs:
+        raise OverfitlabError(
+            "--freeze keeps the body frozen all run, --freeze-epochs N unfreezes it after N: pass one"
+        )
+    if config.pretrained and config.normalize:
+        raise OverfitlabError(
+            "--pretrained feeds images with the weights' own mean and std: drop --normalize"
+        )
 
 
 def data_options(config: Config) -> DataOptions:
@@ -293,24 +342,6 @@ def data_options(config: Config) -> DataOptions:
     return DataOptions(
         config.data_dir, config.download, config.channels, size, config.valid_fraction, config.cache
     )
-
-
-def parse_model_arg(text: str) -> tuple[str, Any]:
-    """``KEY=VALUE`` with VALUE a TOML literal (``3``, ``0.5``, ``true``, ``[1, 2]``, ``"a"``);
-    a bare word that is no literal is taken as a string (``act=relu``)."""
-    key, sep, value = text.partition("=")
-    key = key.strip().replace("-", "_")
-    if not sep or not key.isidentifier():
-        raise OverfitlabError(f"bad --model-arg {text!r}: write KEY=VALUE, such as width=32 or act=relu")
-    try:
-        parsed = tomllib.loads(f"v = {value.strip()}")["v"]
-    except tomllib.TOMLDecodeError:
-        if not value.strip() or any(c in value for c in "[]{}\"'"):
-            raise OverfitlabError(
-                f'bad --model-arg {text!r}: the value must be a TOML literal (3, 0.5, true, "text", [1, 2])'
-            ) from None
-        parsed = value.strip()
-    return key, parsed
 
 
 # --------------------------------------------------------------------------- coercion
@@ -410,21 +441,6 @@ def flatten_toml(document: Mapping[str, Any], where: str) -> dict[str, Any]:
     return flat
 
 
-def read_toml(
-    path: str | os.PathLike[str], what: str = "config file", hint: str = "check the path"
-) -> dict[str, Any]:
-    """A TOML document, or one OverfitlabError line saying what is wrong with the file."""
-    path = Path(path)
-    try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise OverfitlabError(f"{what} {path} not found: {hint}") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise OverfitlabError(f"cannot read {what} {path}: {err}") from None
-    except tomllib.TOMLDecodeError as err:
-        raise OverfitlabError(f"{what} {path} is not valid TOML ({err}): fix that line") from None
-
-
 def load_toml(path: str | os.PathLike[str], base: Config | None = None) -> Config:
     """Read a config file; unknown keys are errors that name the valid ones."""
     document = read_toml(path)
@@ -432,32 +448,6 @@ def load_toml(path: str | os.PathLike[str], base: Config | None = None) -> Confi
 
 
 # --------------------------------------------------------------------------- output
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        # A TOML basic string: the quote, the backslash and control characters (a path
-        # may hold a newline) are escaped, everything else is written as is.
-        return (
-            '"'
-            + "".join(
-                f"\\u{ord(c):04x}" if c < " " or c == "\x7f" else "\\" + c if c in '"\\' else c for c in value
-            )
-            + '"'
-        )
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{ " + ", ".join(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items()) + " }"
-    if isinstance(value, float):
-        return (
-            repr(value)
-            if math.isfinite(value)
-            else ("nan" if value != value else ("inf" if value > 0 else "-inf"))
-        )
-    return str(value)
-
-
 def to_toml(config: Config) -> str:
     """The config as sectioned TOML; None (use the default) is omitted."""
     lines = []
@@ -471,18 +461,14 @@ def to_toml(config: Config) -> str:
             if isinstance(value, dict):
                 tables.append((f.name, value))
             else:
-                lines.append(f"{f.name} = {_toml_value(value)}")
+                lines.append(f"{f.name} = {toml_value(value)}")
         lines.append("")
         for name, table in tables:  # after the section's keys, as TOML requires
             if table:
                 lines.append(f"[{section}.{name.removeprefix(section + '_')}]")
-                lines += [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in table.items()]
+                lines += [f"{toml_key(k)} = {toml_value(v)}" for k, v in table.items()]
                 lines.append("")
     return "\n".join(lines)
-
-
-def _toml_key(key: str) -> str:
-    return key if key.replace("_", "").replace("-", "").isalnum() and key.isascii() else _toml_value(key)
 
 
 def _type_name(name: str) -> str | None:

@@ -11,7 +11,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import fields
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar, overload
 
-from ..config import Config, apply_overrides, load_toml, parse_model_arg
+from ..config import Config, apply_overrides, load_toml
+from ..textvalues import parse_model_arg
 
 _N = TypeVar("_N")
 
@@ -105,6 +106,8 @@ def add_config_flags(
             metavar = (
                 f.name.upper() if not f.metadata["choices"] else "{" + ",".join(f.metadata["choices"]) + "}"
             )
+            if f.metadata.get("bare") is not None:  # --pretrained alone: --pretrained default
+                common.update(nargs="?", const=f.metadata["bare"])
             group.add_argument(_flag(f.name), type=kind, metavar=metavar, **common)
     parser.add_argument(
         "--config", metavar="FILE.toml", help="read options from a TOML file (flags override it)"

@@ -7,7 +7,7 @@ import json
 import sys
 from typing import TYPE_CHECKING, Any
 
-from ..config import flatten_toml, parse_model_arg, read_toml
+from ..config import flatten_toml
 from ..errors import OverfitlabError
 from ..metrics import SHORT_LABELS
 from ..studies.backends import BACKENDS, RAY_CONNECT_TIMEOUT, start_worker_server
@@ -15,6 +15,8 @@ from ..studies.loop import run_study
 from ..studies.presets import PRESETS, preset
 from ..studies.result import TABLE_METRICS, StudyResult
 from ..studies.spec import DEFAULT_SEEDS, MARGIN, MAX_SEEDS, load_spec
+from ..textvalues import parse_model_arg
+from ..tomltext import read_toml
 from ._common import add_config_flags, add_output_flags
 
 if TYPE_CHECKING:

@@ -35,9 +35,9 @@ def input_of(args: argparse.Namespace) -> tuple[tuple[int, int, int], int]:
             shape, classes = DATASET_SHAPES[args.dataset]
             return shape, args.classes or classes
         # start-up: loaded for this command only (torch, matplotlib, scipy)
-        from ..config import parse_image_size
         from ..data.registry import load_dataset
         from ..data.split import DataOptions
+        from ..textvalues import parse_image_size
 
         size = parse_image_size(args.image_size) if args.image_size else None
         data = load_dataset(args.dataset, options=DataOptions(args.data_dir, False, args.channels, size))
@@ -47,10 +47,10 @@ def input_of(args: argparse.Namespace) -> tuple[tuple[int, int, int], int]:
 
 def run(args: argparse.Namespace) -> int:
     # start-up: loaded for this command only (torch, matplotlib, scipy)
-    from ..config import parse_model_arg
     from ..models.cnn import PRESETS, model_spec
     from ..models.registry import list_models
     from ..models.summary import compare_heads, summarize
+    from ..textvalues import parse_model_arg
 
     if args.list or not args.model:
         for name in list_models():

@@ -120,3 +120,28 @@ def apply_edits(data: DataSet, edits: Edits) -> DataSet:
     train, valid = edited("train", data.train), edited("valid", data.valid)
     assert train is not None and valid is not None
     return dataclasses.replace(data, train=train, valid=valid, test=edited("test", data.test))
+
+
+def select_classes(data: DataSet, classes: tuple[int, ...]) -> DataSet:
+    """Only the images of ``classes`` (``--classes 5-9``), in every split, numbered anew from 0 in
+    the order given, their names kept: the half of a data set a transfer experiment holds out."""
+    beyond = [c for c in classes if c >= data.classes]
+    if beyond:
+        raise OverfitlabError(
+            f"--classes: {data.name} has classes 0-{data.classes - 1}, not {beyond[0]}: name classes it has"
+        )
+    mapping = torch.full((data.classes,), -1, dtype=torch.int64)
+    mapping[list(classes)] = torch.arange(len(classes))
+
+    def kept(split: Split | None) -> Split | None:
+        if split is None:
+            return None
+        new = mapping[split.labels]
+        return Split(split.images[new >= 0], new[new >= 0])
+
+    names = tuple(data.class_names[c] for c in classes) if data.class_names else tuple(map(str, classes))
+    train, valid = kept(data.train), kept(data.valid)
+    assert train is not None and valid is not None
+    return dataclasses.replace(
+        data, train=train, valid=valid, test=kept(data.test), classes=len(classes), class_names=names
+    )

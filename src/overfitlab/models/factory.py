@@ -35,6 +35,7 @@ from torch import nn
 
 from ..errors import OverfitlabError, did_you_mean, one_line
 from .cnn import PRESETS
+from .parts import InputAdaptation
 from .registry import Factory, list_models, registered
 
 TORCHVISION = "torchvision:"
@@ -56,6 +57,8 @@ class BuiltModel:
     arguments: dict[str, Any]  # the keywords the factory was called with (in_shape, classes aside)
     own: bool  # one of overfitlab's presets: its fast dropout, flat Adam and layout apply
     notes: tuple[str, ...] = field(default=())  # adaptations, shown by summary and train
+    adaptation: InputAdaptation | None = None  # how images are fed to starting weights (models.parts)
+    start: dict[str, Any] | None = None  # where the starting weights came from (weights.LoadReport)
 
 
 # --------------------------------------------------------------------------- references
@@ -244,12 +247,12 @@ def build_model(
     in_shape = (int(in_shape[0]), int(in_shape[1]), int(in_shape[2]))
     if kind == "torchvision":
         module, notes = _torchvision(ref, in_shape, num_classes, arguments)
-        module, more = _apply_remedies(module, ref, remedies, accepted=frozenset())
-        return BuiltModel(_checked(module, ref, in_shape, num_classes), ref, arguments, False, notes + more)
+        module, more = apply_remedies(module, ref, remedies, accepted=frozenset())
+        return BuiltModel(checked(module, ref, in_shape, num_classes), ref, arguments, False, notes + more)
     if kind == "timm":
         module = _timm(ref, in_shape, num_classes, arguments)
-        module, more = _apply_remedies(module, ref, remedies, accepted=frozenset())
-        return BuiltModel(_checked(module, ref, in_shape, num_classes), ref, arguments, False, more)
+        module, more = apply_remedies(module, ref, remedies, accepted=frozenset())
+        return BuiltModel(checked(module, ref, in_shape, num_classes), ref, arguments, False, more)
     factory = _factory(ref)
     own = ref in PRESETS and registered(ref) is factory
     accepted = accepted_keywords(factory)
@@ -288,11 +291,11 @@ def build_model(
             f"model factory {ref} returned a {type(module).__name__}, not an nn.Module: return the model"
         )
     rest = {k: v for k, v in remedies.items() if k not in passed_remedies}
-    module, notes = _apply_remedies(module, ref, rest, accepted=accepted or frozenset())
-    return BuiltModel(_checked(module, ref, in_shape, num_classes), ref, keywords, own, notes)
+    module, notes = apply_remedies(module, ref, rest, accepted=accepted or frozenset())
+    return BuiltModel(checked(module, ref, in_shape, num_classes), ref, keywords, own, notes)
 
 
-def _apply_remedies(
+def apply_remedies(
     module: nn.Module, ref: str, remedies: Mapping[str, Any], accepted: frozenset[str]
 ) -> tuple[nn.Module, tuple[str, ...]]:
     """The architecture options the factory did not take: dropout by module, others refused."""
@@ -333,7 +336,7 @@ def _dropout_before_head(module: nn.Module, ref: str, p: float) -> str:
     return f"--dropout {p}: nn.Dropout({p}) inserted before the last linear layer, {where}"
 
 
-def _checked(module: nn.Module, ref: str, in_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
+def checked(module: nn.Module, ref: str, in_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
     """One forward of two blank images: the output must be (2, num_classes)."""
     was_training = module.training
     try:

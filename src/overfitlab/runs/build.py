@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ from torch import nn
 from ..config import Config, data_options
 from ..data.batches import Scaling, prepare
 from ..data.dataset import DataSet
-from ..data.edits import apply_edits, read_edits
+from ..data.edits import apply_edits, read_edits, select_classes
 from ..data.registry import load_dataset
 from ..errors import OverfitlabError
 from ..models.cnn import PRESETS
@@ -25,12 +26,15 @@ from ..models.factory import (
     keyword_defaults,
     kind_of,
 )
-from ..models.factory import build_model as build_from_reference
+from ..models.parts import Block, Head, InputAdaptation, body_blocks, head_or_error
+from ..models.starting import Start, build_started, rebuild_started
+from ..textvalues import parse_classes
 from ..training.callbacks import Callback
 from ..training.early_stopping import EarlyStopping
+from ..training.finetune import Unfreezing, layer_groups
 from ..training.flat_adam import FlatAdam
 from ..training.progress import EpochProgress, in_notebook
-from ..training.regularizers import param_groups
+from ..training.regularizers import is_decayed, param_groups
 from ..training.trainer import LossFn
 
 
@@ -52,16 +56,82 @@ def architecture(config: Config) -> dict[str, Any]:
     return {k: getattr(config, k) for k in ARCHITECTURE_OPTIONS if getattr(config, k) is not None}
 
 
+def start_of(config: Config) -> Start:
+    """Where the config's weights start (``models.starting``)."""
+    return Start(config.pretrained, config.init, config.input_size, config.reinit_head, config.download)
+
+
 def build_model(config: Config, image_shape: tuple[int, int, int], classes: int) -> BuiltModel:
-    """The config's model, by reference (``models.factory``), for this input and classes."""
-    return build_from_reference(
+    """The config's model, by reference (``models.factory``), for this input and classes, with
+    its starting weights (``--pretrained``, ``--init``)."""
+    return build_started(
         config.model,
         image_shape,
         classes,
         config.model_args,
         remedies=architecture(config),
         dropout_impl=config.dropout_impl,
+        start=start_of(config),
     )
+
+
+def rebuild_model(
+    config: Config, image_shape: tuple[int, int, int], classes: int, adaptation: InputAdaptation | None
+) -> BuiltModel:
+    """The model a run trained, built for its checkpoint's weights (none loaded)."""
+    return rebuild_started(
+        config.model, image_shape, classes, config.model_args, architecture(config), adaptation
+    )
+
+
+# --------------------------------------------------------------------------- fine-tuning
+FINE_TUNING = ("freeze", "freeze_epochs", "unfreeze_every", "body_lr_ratio", "l2_sp")
+
+
+def fine_tuning(config: Config) -> str | None:
+    """The flag of the first fine-tuning option the config sets (None: none)."""
+    defaults = Config()
+    for name in FINE_TUNING:
+        if getattr(config, name) != getattr(defaults, name):
+            return "--" + name.replace("_", "-")
+    return None
+
+
+@dataclass(frozen=True)
+class Parts:
+    """A model's head and body blocks, as fine-tuning uses them (``models.parts``)."""
+
+    head: Head
+    blocks: tuple[Block, ...]
+
+
+def model_parts(config: Config, model: nn.Module, classes: int) -> Parts | None:
+    """The head and blocks when the config fine-tunes; one line when the model has no head."""
+    flag = fine_tuning(config)
+    if flag is None:
+        return None
+    head = head_or_error(model, classes, config.model, flag)
+    return Parts(head, tuple(body_blocks(model, head)))
+
+
+def unfreezing(config: Config, parts: Parts | None) -> Unfreezing | None:
+    if parts is None or not (config.freeze or config.freeze_epochs or config.unfreeze_every):
+        return None
+    return Unfreezing(
+        [b.params for b in parts.blocks], config.freeze, config.freeze_epochs, config.unfreeze_every
+    )
+
+
+def anchors(config: Config, parts: Parts | None) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """L2-SP's (w, w₀): the body's penalized weights and their starting values."""
+    if parts is None or not config.l2_sp:
+        return []
+    return [
+        (p, p.detach().clone())
+        for block in parts.blocks
+        for p in block.params
+        if config.penalize_all or is_decayed(p)
+    ]
 
 
 def resolved(config: Config) -> Config:
@@ -79,9 +149,11 @@ def resolved(config: Config) -> Config:
     }
     if ref not in PRESETS:  # the presets' keywords are the CNN options above
         changes["model_args"] = {**saved, **config.model_args}
-    for key in ("exclude", "relabel"):  # a study's worker or a resumed run reads the same list
+    for key in ("exclude", "relabel", "init"):  # a study's worker or a resumed run reads the same file
         if getattr(config, key):
             changes[key] = str(Path(getattr(config, key)).expanduser().resolve())
+    if config.pretrained and Path(config.pretrained).expanduser().is_file():  # timm's local file
+        changes["pretrained"] = str(Path(config.pretrained).expanduser().resolve())
     return config.replace(model=ref, dataset=absolute_dataset(config.dataset), **changes)
 
 
@@ -116,7 +188,7 @@ def model_refusal(config: Config) -> str | None:
     if "dropout" in options and "dropout" not in accepted:
         data = load_dataset(config.dataset, options=data_options(config))
         try:
-            build_model(config, data.image_shape, data.classes)
+            rebuild_model(config, data.image_shape, data.classes, None)
         except OverfitlabError as err:
             return str(err)
     return None
@@ -128,10 +200,18 @@ def _tomlable(value: Any) -> bool:
     return isinstance(value, (bool, int, float, str))
 
 
-def build_optimizer(config: Config, model: nn.Module) -> torch.optim.Optimizer:
-    """The config's optimizer over the model's decay and no-decay groups; Adam on CPU is
-    FlatAdam, torch's numbers for any model (a parameter without a gradient is skipped)."""
-    groups = param_groups(model, config.weight_decay, include_all=config.penalize_all)
+def build_optimizer(config: Config, model: nn.Module, parts: Parts | None = None) -> torch.optim.Optimizer:
+    """The config's optimizer over the model's decay and no-decay groups (fine-tuning: per block,
+    with discriminative rates); Adam on CPU is FlatAdam, torch's numbers for any model (a
+    parameter without a gradient, a frozen one too, is skipped)."""
+    if parts is not None:
+        head = tuple(parts.head.module.parameters())
+        blocks = [(b.name, b.params) for b in parts.blocks]
+        groups = layer_groups(
+            head, blocks, config.lr, config.body_lr_ratio, config.weight_decay, config.penalize_all
+        )
+    else:
+        groups = param_groups(model, config.weight_decay, include_all=config.penalize_all)
     cpu = all(p.device.type == "cpu" for p in model.parameters())
     return optimizer_for(config, groups, flat=cpu)
 
@@ -177,11 +257,15 @@ def load_data(config: Config, data: DataSet | None = None) -> DataSet:
     images --exclude and --relabel list edited; then the training subset and label noise, seeded."""
     dataset = data if data is not None else load_dataset(config.dataset, options=data_options(config))
     dataset = apply_edits(dataset, read_edits(config.exclude, config.relabel))
+    if config.classes is not None:
+        dataset = select_classes(dataset, parse_classes(config.classes))
     return prepare(dataset, config.train_size, config.label_noise, config.seed)
 
 
-def model_meta(config: Config, built: BuiltModel, data: DataSet, scaling: Scaling) -> dict[str, Any]:
-    """What a checkpoint needs to rebuild the model and feed it as in training (format 2)."""
+def model_meta(
+    config: Config, built: BuiltModel, data: DataSet, scaling: Scaling, notes: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    """What a checkpoint needs to rebuild the model and feed it as in training (format 3)."""
     return {
         "model": config.model,
         "model_args": dict(built.arguments),
@@ -189,7 +273,9 @@ def model_meta(config: Config, built: BuiltModel, data: DataSet, scaling: Scalin
         "classes": data.classes,
         "class_names": list(data.class_names) if data.class_names is not None else None,
         "scaling": {"mean": scaling.mean, "std": scaling.std},
-        "notes": list(built.notes),
+        "notes": [*built.notes, *notes],
+        "input": built.adaptation.to_dict() if built.adaptation else None,
+        "start": built.start,
     }
 
 

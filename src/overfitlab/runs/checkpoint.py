@@ -6,7 +6,9 @@ Every key, in one place (Lightning's checkpoint connector):
 - both files: ``format`` (CHECKPOINT_FORMAT), ``model`` (the state dict), ``epoch`` (the
   epoch whose weights these are), ``config`` (the run's Config as a dict, None values left
   out), ``model_meta`` (the model's reference and arguments, input shape, classes, their
-  names, the input scaling, the notes of its adaptation);
+  names, the input scaling, the notes of its adaptation, ``input``: how images are fed to
+  starting weights (``models.parts.InputAdaptation`` as a dict, or None), ``start``: where the
+  starting weights came from (``models.weights.LoadReport`` as a dict, or None));
 - ``last.pt`` also: ``optimizer`` (its state dict), ``early_stopping`` (its state dict or
   None), ``best_epoch`` and ``best_value`` (the recorder's best so far), ``rng_torch`` (torch's
   global generator: dropout masks), ``rng_generator`` (the trainer's: batch order and
@@ -31,14 +33,16 @@ from ..config import Config, from_dict, to_dict
 from ..data.batches import Scaling
 from ..errors import OverfitlabError
 from ..history import History
+from ..models.parts import InputAdaptation
 from ..training.callbacks import Fit
 from ..training.early_stopping import EarlyStopping
 from ..training.trainer import Trainer
-from .build import build_model, load_data
+from .build import load_data, rebuild_model
 
 # 2: the model's reference and arguments, input shape, classes and their names, and the
 # input scaling (format 1 had only the config and image shape; it still loads).
-CHECKPOINT_FORMAT = 2
+# 3: model_meta's ``input`` and ``start`` (fine-tuning); a format 2 file has neither and loads.
+CHECKPOINT_FORMAT = 3
 
 
 def model_checkpoint(
@@ -139,6 +143,7 @@ class SavedModel:
     class_names: tuple[str, ...] | None
     scaling: Scaling
     epoch: int | None
+    adaptation: InputAdaptation | None = None  # images fed to starting weights (format 3)
 
     @classmethod
     def of(cls, checkpoint: Mapping[str, Any]) -> SavedModel:
@@ -156,6 +161,7 @@ class SavedModel:
             # A format-1 checkpoint of a --normalize run did not save them: they are recomputed.
             Scaling(scaling.get("mean", 0.0), scaling.get("std", 1.0)),
             checkpoint.get("epoch"),
+            InputAdaptation.from_dict(meta["input"]) if meta.get("input") else None,
         )
 
 
@@ -181,7 +187,7 @@ def rebuild(file: Path, model: nn.Module | None = None) -> tuple[nn.Module, Save
     state, saved = read_saved(file)
     if model is None:  # as the run built it: the checkpoint's reference and arguments
         recipe = dataclasses.replace(saved.config, model=saved.model, model_args=saved.model_args)
-        model = build_model(recipe, saved.image_shape, saved.classes).module
+        model = rebuild_model(recipe, saved.image_shape, saved.classes, saved.adaptation).module
     try:
         model.load_state_dict(state["model"])
     except RuntimeError as err:

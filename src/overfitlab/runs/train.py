@@ -21,9 +21,11 @@ from ..errors import Interrupted, OverfitlabError
 from ..models.registry import count_parameters
 from ..training.callbacks import Callback
 from ..training.early_stopping import EarlyStopping
+from ..training.finetune import group_notes, schedule_note
 from ..training.regularizers import penalized_parameters
 from ..training.trainer import Diverged, Regularization, Trainer
 from .build import (
+    anchors,
     build_early_stopping,
     build_model,
     build_optimizer,
@@ -32,7 +34,9 @@ from .build import (
     loss_function,
     memory_format_for,
     model_meta,
+    model_parts,
     resolved,
+    unfreezing,
 )
 from .checkpoint import load_checkpoint, restore_training
 from .recorder import RunRecorder
@@ -95,26 +99,37 @@ def _setup(
     model = model.to(memory_format=memory_format)
     if config.compile:
         model.compile()  # in place: state_dict keys and checkpoints stay those of the eager model
-    optimizer = build_optimizer(config, model)
+    parts = model_parts(config, model, data.classes)
+    optimizer = build_optimizer(config, model, parts)
     es = build_early_stopping(config)
     scaling = Scaling.fit(data.train.images) if config.normalize else Scaling()
-    meta = model_meta(config, built, data, scaling)
+    groups = (group_notes(optimizer.param_groups),) if parts is not None else ()
+    if parts is not None:
+        names = [b.name for b in parts.blocks]
+        groups += tuple(
+            filter(None, [schedule_note(names, config.freeze, config.freeze_epochs, config.unfreeze_every)])
+        )
+    meta = model_meta(config, built, data, scaling, groups)
     recorder = RunRecorder(config, run_dir, es, meta, data_info=DataInfo.of(data))
     loss_fn = loss_function(config.label_smoothing)
+    schedule = unfreezing(config, parts)
+    penalized = penalized_parameters(model, config.penalize_all)
+    if config.l2_sp and parts is not None:  # L2-SP (Li et al. 2018): the body toward w₀, plain L2 on the head
+        penalized = penalized_parameters(parts.head.module, config.penalize_all)
     trainer = Trainer(
         model=model,
         optimizer=optimizer,
         device=device,
         loss_fn=loss_fn,
         regularization=Regularization(
-            config.l1, config.l2, penalized_parameters(model, config.penalize_all), config.max_norm
+            config.l1, config.l2, penalized, config.max_norm, config.l2_sp, anchors(config, parts)
         ),
         batch_size=config.batch_size,
         valid_batch_size=config.valid_batch_size,
         scaling=scaling,
         augment=config.augment,
         memory_format=memory_format,
-        callbacks=[c for c in (es, recorder) if c is not None] + list(callbacks),
+        callbacks=[c for c in (schedule, es, recorder) if c is not None] + list(callbacks),
         max_batches=config.max_batches,
         generator=torch.Generator().manual_seed(config.seed),
         autocast_dtype=torch.bfloat16 if config.bf16 else None,

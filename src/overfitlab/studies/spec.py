@@ -19,11 +19,11 @@ from ..config import (
     apply_overrides,
     flatten_toml,
     from_dict,
-    read_toml,
     to_dict,
     unknown_key_error,
 )
 from ..errors import OverfitlabError
+from ..tomltext import read_toml
 
 DEFAULT_SEEDS = 3
 MAX_SEEDS = 10  # --seeds auto spends at most this many seeds on a remedy: stages of 5 and 5

@@ -24,6 +24,7 @@ from ..data.split import Split
 from ..errors import OverfitlabError
 from ..history import EPOCH_COLUMNS, History
 from .callbacks import Callback
+from .finetune import l2_sp_penalty
 from .regularizers import apply_max_norm, l1_penalty, l2_penalty, tensor_sum
 
 
@@ -39,13 +40,19 @@ class Regularization:
     l2: float = 0.0
     penalized: Sequence[torch.Tensor] = ()
     max_norm: float | None = None
+    l2_sp: float = 0.0  # L2-SP: λΣ(w − w₀)² over the (w, w₀) of ``anchors``
+    anchors: Sequence[tuple[torch.Tensor, torch.Tensor]] = ()
 
     def penalty(self) -> torch.Tensor | None:
         terms: list[torch.Tensor] = []
+        # A frozen weight (fine-tuning) is not trained, so not penalized either.
+        trained = [p for p in self.penalized if p.requires_grad]
         if self.l1:
-            terms.append(l1_penalty(self.penalized, self.l1))
+            terms.append(l1_penalty(trained, self.l1))
         if self.l2:
-            terms.append(l2_penalty(self.penalized, self.l2))
+            terms.append(l2_penalty(trained, self.l2))
+        if self.l2_sp:
+            terms.append(l2_sp_penalty(self.anchors, self.l2_sp))
         return tensor_sum(terms) if terms else None
 
 
