@@ -322,16 +322,6 @@ def _finetune_checks(config: Config) -> None:
         parse_classes(config.classes)
     if config.input_size not in (None, "native"):
         parse_image_size(config.input_size)
-    if config.pretrained and config.init:
-        raise OverfitlabError("--pretrained and --init both set the starting weights: pass one")
-    if config.freeze and config.freeze_epochs:
-        raise OverfitlabError(
-            "--freeze keeps the body frozen all run, --freeze-epochs N unfreezes it after N: pass one"
-        )
-    if config.pretrained and config.normalize:
-        raise OverfitlabError(
-            "--pretrained feeds images with the weights' own mean and std: drop --normalize"
-        )
 
 
 def data_options(config: Config) -> DataOptions:

@@ -91,7 +91,8 @@ class Adapted(nn.Module):
             # Bilinear as torchvision's and timm's resize; antialiased only when shrinking.
             shrink = size[0] < x.shape[-2] or size[1] < x.shape[-1]
             x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=shrink)
-        out: torch.Tensor = self.model((x - self.mean) / self.std)
+        mean, std = self.get_buffer("mean"), self.get_buffer("std")
+        out: torch.Tensor = self.model((x - mean) / std)
         return out
 
 

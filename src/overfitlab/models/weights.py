@@ -213,7 +213,7 @@ def torchvision_weights(name: str, which: str, download: bool) -> tuple[StateFil
     names = [w.name for w in enum]
     short = which.rsplit(".", 1)[-1]
     if which.lower() == "default":
-        weights = enum.DEFAULT  # type: ignore[attr-defined]
+        weights = enum.DEFAULT
     elif short in names:
         weights = enum[short]
     else:
@@ -263,7 +263,7 @@ def timm_pretrained(
     if local and not file.is_file():
         raise OverfitlabError(f"--pretrained {which}: no such weights file: check the path")
     tagged = name if local or which.lower() == "default" else f"{name}.{which}"
-    overlay = {"pretrained_cfg_overlay": {"file": str(file.resolve())}} if local else {}
+    overlay: dict[str, Any] = {"pretrained_cfg_overlay": {"file": str(file.resolve())}} if local else {}
     try:
         model: nn.Module = timm.create_model(
             tagged, pretrained=True, num_classes=classes, in_chans=3, **overlay, **dict(arguments)

@@ -57,7 +57,18 @@ def architecture(config: Config) -> dict[str, Any]:
 
 
 def start_of(config: Config) -> Start:
-    """Where the config's weights start (``models.starting``)."""
+    """Where the config's weights start (``models.starting``); options that contradict each
+    other are one line (each value alone is checked by ``config.validate``)."""
+    if config.pretrained and config.init:
+        raise OverfitlabError("--pretrained and --init both set the starting weights: pass one")
+    if config.freeze and config.freeze_epochs:
+        raise OverfitlabError(
+            "--freeze keeps the body frozen all run, --freeze-epochs N unfreezes it after N: pass one"
+        )
+    if config.pretrained and config.normalize:
+        raise OverfitlabError(
+            "--pretrained feeds images with the weights' own mean and std: drop --normalize"
+        )
     return Start(config.pretrained, config.init, config.input_size, config.reinit_head, config.download)
 
 

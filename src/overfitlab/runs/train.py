@@ -103,7 +103,7 @@ def _setup(
     optimizer = build_optimizer(config, model, parts)
     es = build_early_stopping(config)
     scaling = Scaling.fit(data.train.images) if config.normalize else Scaling()
-    groups = (group_notes(optimizer.param_groups),) if parts is not None else ()
+    groups: tuple[str, ...] = (group_notes(optimizer.param_groups),) if parts is not None else ()
     if parts is not None:
         names = [b.name for b in parts.blocks]
         groups += tuple(
