@@ -91,12 +91,13 @@ def run(args: argparse.Namespace) -> int:
         if args.spec and args.preset:
             raise OverfitlabError("pass a SPEC.toml or --preset, not both")
         # Nothing named: the main study, every remedy against the over-fitting baseline.
-        spec = load_spec(args.spec) if args.spec else preset(args.preset or DEFAULT_PRESET)
+        base = {k: v for k, v in overrides.items() if k != "threads"}
+        spec = load_spec(args.spec) if args.spec else preset(args.preset or DEFAULT_PRESET, base=base)
         if args.seeds is not None or args.first_seed or args.max_seeds != MAX_SEEDS:
             spec = spec.with_seeds(args.seeds, args.max_seeds, args.first_seed)
         if args.margin is not None:
             spec = spec.with_margin(args.margin)
-        spec = spec.with_base({k: v for k, v in overrides.items() if k != "threads"})
+        spec = spec.with_base(base)
         name = args.name
     progress = (
         None

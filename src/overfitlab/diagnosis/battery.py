@@ -23,7 +23,7 @@ from ..models.factory import ARCHITECTURE_OPTIONS
 from ..runs.train import train
 from ..sequential import Answer
 from ..studies.loop import run_study
-from ..studies.presets import ALL_REMEDIES, REMEDIES, REMEDIES_BASE
+from ..studies.presets import REMEDIES_BASE, remedies_for
 from ..studies.result import decision_dict
 from ..studies.spec import make_spec
 from .analyses import learning_curve, measure_overfitting, noisy_labels, remedy_family, sizes_above
@@ -95,7 +95,9 @@ def curve_sizes(budget: Budget, largest: int, available: int) -> dict[int, str]:
     return dict(sorted({**below, largest: "baseline", **above}.items()))
 
 
-def plan_variants(budget: Budget, largest: int, available: int) -> list[tuple[str, dict[str, Any]]]:
+def plan_variants(
+    budget: Budget, largest: int, available: int, base: Mapping[str, Any] | None = None
+) -> list[tuple[str, dict[str, Any]]]:
 
     variants: list[tuple[str, dict[str, Any]]] = [("baseline", {})]
     variants += [
@@ -104,8 +106,7 @@ def plan_variants(budget: Budget, largest: int, available: int) -> list[tuple[st
         if variant != "baseline"
     ]
     variants += [(f"noise-{round(p * 100)}", {"label_noise": p}) for p in budget.noise]
-    variants += [(name, overrides) for name, overrides in REMEDIES if name not in ("baseline", "more-data")]
-    variants.append(("all-remedies", dict(ALL_REMEDIES)))
+    variants += [(name, o) for name, o in remedies_for(base) if name not in ("baseline", "more-data")]
     return variants
 
 
@@ -153,7 +154,7 @@ def diagnose(
             )
     elif folder.exists():
         raise OverfitlabError(f"{folder} already exists: pass --resume {name}, or another --name")
-    variants = plan_variants(plan, largest, len(data.train))
+    variants = plan_variants(plan, largest, len(data.train), base)
     spec = make_spec(
         base,
         variants,

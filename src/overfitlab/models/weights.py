@@ -11,7 +11,7 @@ a weights file, or of another architecture is one line naming the file and the f
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -146,6 +146,20 @@ def _aligned(
     return dict(state)
 
 
+def _positional(
+    state: dict[str, torch.Tensor], target: Mapping[str, torch.Tensor], in_head: Callable[[str], bool]
+) -> dict[str, torch.Tensor]:
+    """The file's tensors renamed by position when only their names differ: the same model with
+    a layer that holds no weights put in or taken out (seed-cnn with and without dropout numbers
+    its layers differently). Every tensor must have its counterpart's shape (the head's aside)."""
+    if set(target) <= set(state) or len(state) != len(target):
+        return state
+    pairs = list(zip(state.items(), target.items(), strict=True))
+    if all(v.shape == t.shape or in_head(k) for (_, v), (k, t) in pairs):
+        return {k: v for (_, v), (k, _) in pairs}
+    return state
+
+
 def load_matching(
     model: nn.Module,
     file: StateFile,
@@ -159,8 +173,8 @@ def load_matching(
     fit, as published weights for other classes), else they too must fit. Anything else is one
     line naming the first tensors that disagree."""
     target = model.state_dict()
-    state = _aligned(file.state, target)
     in_head = (lambda key: key.startswith(head.name + ".")) if head is not None else (lambda key: False)
+    state = _positional(_aligned(file.state, target), target, in_head)
     shared = [k for k in target if k in state]
     if head_new is None:  # published weights: a head for other classes is left new
         head_new = any(in_head(k) and state[k].shape != target[k].shape for k in shared)

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..errors import OverfitlabError
@@ -48,7 +48,28 @@ ALL_REMEDIES = {
     if name not in ("baseline", "more-data")
     for k, v in overrides.items()
 }
+# On a model that starts from weights (--init, --pretrained): how far to let them move, and
+# the same model from random weights, which says what the weights bring (it may be nothing:
+# the README's transfer study). Strengths as fastai's and Lightning's defaults (freeze_epochs
+# 1-2, backbone rates 0.1×), L2-SP's λ from Li et al. 2018's range.
+FINE_TUNING: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("scratch", {"init": None, "pretrained": None}),
+    ("freeze", {"freeze": True}),
+    ("head-first", {"freeze_epochs": 2}),
+    ("gradual", {"unfreeze_every": 2}),
+    ("discriminative", {"body_lr_ratio": 0.1}),
+    ("reinit-head", {"reinit_head": True}),
+    ("l2-sp", {"l2_sp": 1e-3}),
+)
+ADDS_WEIGHTS = ("batchnorm", "gap-head")  # remedies that change the model's tensors
 DATA_SIZES = (75, 150, 300, 600, 1347)  # 1347: every digits training image
+
+
+def fine_tuning(base: Mapping[str, Any] | None) -> list[tuple[str, dict[str, Any]]]:
+    """The fine-tuning remedies when the recipe starts from weights, else none."""
+    starts = base is not None and (base.get("init") or base.get("pretrained"))
+    return list(FINE_TUNING) if starts else []
+
 
 PRESETS = {
     "remedies": "each remedy alone, and all together, against an over-fitting baseline",
@@ -56,13 +77,27 @@ PRESETS = {
 }
 
 
-def preset(name: str, seeds: int | Sequence[int] | str = "auto") -> StudySpec:
+def remedies_for(base: Mapping[str, Any] | None) -> list[tuple[str, dict[str, Any]]]:
+    """The remedies preset's variants for a recipe with the options ``base``: every remedy, and
+    all at once; on a model that starts from weights, fine-tuning's too, and none that adds
+    layers with weights (batch norm, the GAP head), which could not start from the same ones."""
+    tuning = fine_tuning(base)
+    kept = [(name, o) for name, o in REMEDIES if not (tuning and name in ADDS_WEIGHTS)]
+    every = {k: v for k, v in ALL_REMEDIES.items() if not (tuning and k in ("batchnorm", "head"))}
+    return [*kept, *tuning, ("all-remedies", every)]
+
+
+def preset(
+    name: str, seeds: int | Sequence[int] | str = "auto", base: Mapping[str, Any] | None = None
+) -> StudySpec:
     """A built-in study: ``remedies`` or ``data-size``. ``seeds="auto"``: the remedies in
-    stages of seeds, each stage only for those still undecided; the data-size grid, 3 seeds."""
+    stages of seeds, each stage only for those still undecided; the data-size grid, 3 seeds.
+    ``base``: the options the recipe will be given (``with_base``); when they start from
+    weights, the remedies include fine-tuning's."""
     if name == "remedies":
         return make_spec(
             REMEDIES_BASE,
-            [*REMEDIES, ("all-remedies", ALL_REMEDIES)],
+            remedies_for(base),
             seeds,
             name="remedies",
             description=PRESETS[name],
