@@ -69,6 +69,8 @@ def test_the_tutorial_notebook_runs_and_shows_the_tutorials_numbers(execute):
     live = [o for o in outputs(notebook) if o.output_type == "display_data" and "image/png" in o["data"]]
     assert len(live) >= 2  # one live picture per trained cell, each updated in place
     assert "report.html" in text
+    # The transfer study: each fine-tuning variant decided against the fine-tuned baseline.
+    assert all(f"  {name} " in text for name in ("scratch", "freeze", "discriminative"))
 
 
 def test_the_your_model_notebook_runs(execute):
