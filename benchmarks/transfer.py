@@ -2,12 +2,14 @@
 
     python -m benchmarks.transfer --data-root ../shared/data           # Fashion-MNIST 0-4 → 5-9
     python -m benchmarks.transfer --data-root ../shared/data --images 60
+    python -m benchmarks.transfer --data-root ../shared/data --mnist   # MNIST 0-4 → 60 images of 5-9
     python -m benchmarks.transfer --digits                             # the 8×8 digits 0-4 → 5-9
 
 Each case pretrains the remedies preset's CNN (seed-cnn, 16 channels, no batch norm or
 dropout, Adam 0.01, batch 32) on every training image of classes 0-4 with ``overfitlab train
 --classes 0-4``, then runs one study on a few hundred images of classes 5-9, which the
-pretraining never saw: the weights fine-tuned whole (``baseline``: ``--init``), the same model
+pretraining never saw: the weights fine-tuned whole (``baseline``: ``--init``, the head drawn
+anew: ``--reinit-head``), the same model
 from random weights (``scratch``), the head alone (``freeze``), the head first for 2 epochs
 (``head-first``) and the body at a tenth of the rate (``discriminative``). The study decides
 each against the baseline on the returned models' held-out accuracy, in stages of seeds (the
@@ -28,6 +30,7 @@ RECIPE = {"model": "seed-cnn", "hidden": 16, "batchnorm": False, "dropout": 0.0,
 CASES = {
     # data set, data flags, pretraining epochs, fine-tuning images and epochs
     "fashion-mnist": ("fashion-mnist", 5, 300, 30),
+    "mnist": ("mnist", 5, 60, 30),
     "digits": ("digits", 30, 60, 60),
 }
 
@@ -64,12 +67,14 @@ def case(name: str, data_root: str | None, folder: Path, images: int | None = No
         + ["--runs-dir", str(pre.parent), "--name", pre.name, "--quiet"]
     )
     base = {**data, **RECIPE, "classes": "5-9", "train_size": images, "epochs": epochs}
+    # Classes 5-9 are other things than 0-4: the head learnt for 0-4 is drawn anew.
+    start = {"init": str(pre), "reinit_head": True}
     variants = {
-        "baseline": {"init": str(pre)},
+        "baseline": start,
         "scratch": {},
-        "freeze": {"init": str(pre), "freeze": True},
-        "head-first": {"init": str(pre), "freeze_epochs": 2},
-        "discriminative": {"init": str(pre), "body_lr_ratio": 0.1},
+        "freeze": {**start, "freeze": True},
+        "head-first": {**start, "freeze_epochs": 2},
+        "discriminative": {**start, "body_lr_ratio": 0.1},
     }
     spec = folder / f"{name}.toml"
     lines = [f'name = "transfer-{name}"', "[base]", *(f"{k} = {toml(v)}" for k, v in base.items())]
@@ -90,6 +95,9 @@ def main() -> None:
     parser.add_argument("--data-root", help="the folder with FashionMNIST/raw (../shared/data)")
     parser.add_argument("--digits", action="store_true", help="the built-in digits instead")
     parser.add_argument(
+        "--mnist", action="store_true", help="MNIST's digits 0-4 → 5-9 instead of Fashion-MNIST"
+    )
+    parser.add_argument(
         "--images", type=int, help="fine-tuning images of classes 5-9 (default 300; digits 60)"
     )
     parser.add_argument("--keep", help="a folder to keep the runs in (default: a temporary one)")
@@ -99,7 +107,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as temporary:
         folder = Path(args.keep or temporary)
         folder.mkdir(parents=True, exist_ok=True)
-        case("digits" if args.digits else "fashion-mnist", args.data_root, folder, args.images)
+        name = "digits" if args.digits else "mnist" if args.mnist else "fashion-mnist"
+        case(name, args.data_root, folder, args.images)
 
 
 if __name__ == "__main__":
