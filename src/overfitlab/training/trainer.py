@@ -45,12 +45,12 @@ class Regularization:
 
     def penalty(self) -> torch.Tensor | None:
         terms: list[torch.Tensor] = []
-        # A frozen weight (fine-tuning) is not trained, so not penalized either.
-        trained = [p for p in self.penalized if p.requires_grad]
+        # A frozen weight (fine-tuning) adds a constant: no gradient reaches it. (Not filtered by
+        # requires_grad: stacked seeds' functional weights carry none.)
         if self.l1:
-            terms.append(l1_penalty(trained, self.l1))
+            terms.append(l1_penalty(self.penalized, self.l1))
         if self.l2:
-            terms.append(l2_penalty(trained, self.l2))
+            terms.append(l2_penalty(self.penalized, self.l2))
         if self.l2_sp:
             terms.append(l2_sp_penalty(self.anchors, self.l2_sp))
         return tensor_sum(terms) if terms else None
