@@ -105,6 +105,10 @@ class Head(NamedTuple):
     name: str  # dotted name in the model, e.g. "fc", "classifier.3", "model.fc"
     module: nn.Module
 
+    def holds(self, key: str) -> bool:
+        """Whether a state dict key names one of the head's tensors."""
+        return key.startswith(self.name + ".")
+
 
 def _holds_params(module: nn.Module) -> bool:
     return any(True for _ in module.parameters())

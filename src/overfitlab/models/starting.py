@@ -135,9 +135,7 @@ def _timm_report(model: nn.Module, source: str, classes: int) -> LoadReport:
     state = model.state_dict()
     published = int((getattr(model, "pretrained_cfg", {}) or {}).get("num_classes", classes))
     head = find_head(model, classes)
-    new = tuple(
-        k for k in state if head is not None and published != classes and k.startswith(head.name + ".")
-    )
+    new = tuple(k for k in state if head is not None and published != classes and head.holds(k))
     params = dict(model.named_parameters())
     numbers = sum(v.numel() for k, v in state.items() if k not in new and k in params)
     return LoadReport(source, len(state) - len(new), new, (), numbers)
@@ -170,7 +168,7 @@ def _own(
 def _reinitialized(built: BuiltModel, classes: int) -> BuiltModel:
     """The head drawn anew, unless loading already left it new."""
     head = head_or_error(built.module, classes, built.ref, "--reinit-head")
-    if built.start is not None and any(k.startswith(head.name + ".") for k in built.start["new"]):
+    if built.start is not None and any(map(head.holds, built.start["new"])):
         return built
     drawn = reinitialize(head.module)
     note = f"head {head.name} drawn anew ({drawn} tensors)"

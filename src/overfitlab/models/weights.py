@@ -173,7 +173,7 @@ def load_matching(
     fit, as published weights for other classes), else they too must fit. Anything else is one
     line naming the first tensors that disagree."""
     target = model.state_dict()
-    in_head = (lambda key: key.startswith(head.name + ".")) if head is not None else (lambda key: False)
+    in_head = head.holds if head is not None else (lambda key: False)
     state = _positional(_aligned(file.state, target), target, in_head)
     shared = [k for k in target if k in state]
     if head_new is None:  # published weights: a head for other classes is left new

@@ -31,10 +31,10 @@ from ..models.starting import Start, build_started, rebuild_started
 from ..textvalues import parse_classes
 from ..training.callbacks import Callback
 from ..training.early_stopping import EarlyStopping
-from ..training.finetune import Unfreezing, layer_groups
+from ..training.finetune import Unfreezing, group_notes, head_only_epochs, layer_groups
 from ..training.flat_adam import FlatAdam
 from ..training.progress import EpochProgress, in_notebook
-from ..training.regularizers import is_decayed, param_groups
+from ..training.regularizers import is_penalized, param_groups
 from ..training.trainer import LossFn
 
 
@@ -99,7 +99,7 @@ def rebuild_model(
 FINE_TUNING = ("freeze", "freeze_epochs", "unfreeze_every", "body_lr_ratio", "l2_sp")
 
 
-def fine_tuning(config: Config) -> str | None:
+def tuning_flag(config: Config) -> str | None:
     """The flag of the first fine-tuning option the config sets (None: none)."""
     defaults = Config()
     for name in FINE_TUNING:
@@ -118,7 +118,7 @@ class Parts:
 
 def model_parts(config: Config, model: nn.Module, classes: int) -> Parts | None:
     """The head and blocks when the config fine-tunes; one line when the model has no head."""
-    flag = fine_tuning(config)
+    flag = tuning_flag(config)
     if flag is None:
         return None
     head = head_or_error(model, classes, config.model, flag)
@@ -126,11 +126,15 @@ def model_parts(config: Config, model: nn.Module, classes: int) -> Parts | None:
 
 
 def unfreezing(config: Config, parts: Parts | None) -> Unfreezing | None:
-    if parts is None or not (config.freeze or config.freeze_epochs or config.unfreeze_every):
+    """The freezing schedule's callback (None: nothing is ever frozen)."""
+    if parts is None or not (config.freeze or head_only_epochs(config.freeze_epochs, config.unfreeze_every)):
         return None
-    return Unfreezing(
-        [b.params for b in parts.blocks], config.freeze, config.freeze_epochs, config.unfreeze_every
-    )
+    return Unfreezing(parts.blocks, config.freeze, config.freeze_epochs, config.unfreeze_every)
+
+
+def tuning_notes(optimizer: torch.optim.Optimizer, schedule: Unfreezing | None) -> tuple[str, ...]:
+    """What the summary says of fine-tuning: the groups' rates, and the schedule."""
+    return (group_notes(optimizer.param_groups), *((schedule.note(),) if schedule else ()))
 
 
 def anchors(config: Config, parts: Parts | None) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -141,7 +145,7 @@ def anchors(config: Config, parts: Parts | None) -> list[tuple[torch.Tensor, tor
         (p, p.detach().clone())
         for block in parts.blocks
         for p in block.params
-        if config.penalize_all or is_decayed(p)
+        if is_penalized(p, config.penalize_all)
     ]
 
 

@@ -21,7 +21,6 @@ from ..errors import Interrupted, OverfitlabError
 from ..models.registry import count_parameters
 from ..training.callbacks import Callback
 from ..training.early_stopping import EarlyStopping
-from ..training.finetune import group_notes, schedule_note
 from ..training.regularizers import penalized_parameters
 from ..training.trainer import Diverged, Regularization, Trainer
 from .build import (
@@ -36,6 +35,7 @@ from .build import (
     model_meta,
     model_parts,
     resolved,
+    tuning_notes,
     unfreezing,
 )
 from .checkpoint import load_checkpoint, restore_training
@@ -103,16 +103,10 @@ def _setup(
     optimizer = build_optimizer(config, model, parts)
     es = build_early_stopping(config)
     scaling = Scaling.fit(data.train.images) if config.normalize else Scaling()
-    groups: tuple[str, ...] = (group_notes(optimizer.param_groups),) if parts is not None else ()
-    if parts is not None:
-        names = [b.name for b in parts.blocks]
-        groups += tuple(
-            filter(None, [schedule_note(names, config.freeze, config.freeze_epochs, config.unfreeze_every)])
-        )
-    meta = model_meta(config, built, data, scaling, groups)
+    schedule = unfreezing(config, parts)
+    meta = model_meta(config, built, data, scaling, tuning_notes(optimizer, schedule) if parts else ())
     recorder = RunRecorder(config, run_dir, es, meta, data_info=DataInfo.of(data))
     loss_fn = loss_function(config.label_smoothing)
-    schedule = unfreezing(config, parts)
     penalized = penalized_parameters(model, config.penalize_all)
     if config.l2_sp and parts is not None:  # L2-SP (Li et al. 2018): the body toward w₀, plain L2 on the head
         penalized = penalized_parameters(parts.head.module, config.penalize_all)

@@ -65,7 +65,7 @@ ADDS_WEIGHTS = ("batchnorm", "gap-head")  # remedies that change the model's ten
 DATA_SIZES = (75, 150, 300, 600, 1347)  # 1347: every digits training image
 
 
-def fine_tuning(base: Mapping[str, Any] | None) -> list[tuple[str, dict[str, Any]]]:
+def tuning_remedies(base: Mapping[str, Any] | None) -> list[tuple[str, dict[str, Any]]]:
     """The fine-tuning remedies when the recipe starts from weights, else none."""
     starts = base is not None and (base.get("init") or base.get("pretrained"))
     return list(FINE_TUNING) if starts else []
@@ -81,9 +81,10 @@ def remedies_for(base: Mapping[str, Any] | None) -> list[tuple[str, dict[str, An
     """The remedies preset's variants for a recipe with the options ``base``: every remedy, and
     all at once; on a model that starts from weights, fine-tuning's too, and none that adds
     layers with weights (batch norm, the GAP head), which could not start from the same ones."""
-    tuning = fine_tuning(base)
+    tuning = tuning_remedies(base)
     kept = [(name, o) for name, o in REMEDIES if not (tuning and name in ADDS_WEIGHTS)]
-    every = {k: v for k, v in ALL_REMEDIES.items() if not (tuning and k in ("batchnorm", "head"))}
+    weighted = {key for name, o in REMEDIES if name in ADDS_WEIGHTS for key in o}  # batchnorm, head
+    every = {k: v for k, v in ALL_REMEDIES.items() if not (tuning and k in weighted)}
     return [*kept, *tuning, ("all-remedies", every)]
 
 

@@ -23,14 +23,19 @@ import torch
 from torch import nn
 
 from .callbacks import Callback, Fit
-from .regularizers import is_decayed
+from .regularizers import is_penalized
+
+
+def head_only_epochs(freeze_epochs: int, every: int) -> int:
+    """The epochs the head trains alone before the body starts to thaw (0: none)."""
+    return freeze_epochs or every
 
 
 def frozen_blocks(epoch: int, blocks: int, freeze: bool, freeze_epochs: int, every: int) -> int:
     """How many body blocks, counted from the input, are frozen during ``epoch`` (1-based)."""
     if freeze:
         return blocks
-    head_only = freeze_epochs or every
+    head_only = head_only_epochs(freeze_epochs, every)
     if epoch <= head_only:
         return blocks
     if every:
@@ -39,16 +44,34 @@ def frozen_blocks(epoch: int, blocks: int, freeze: bool, freeze_epochs: int, eve
 
 
 class Unfreezing(Callback):
-    """Sets ``requires_grad`` of each body block at the start of every epoch, as the schedule says."""
+    """Sets ``requires_grad`` of each body block at the start of every epoch, as the schedule says.
+    ``blocks``: (name, parameters) of each, input first (``models.parts.Block``)."""
 
     def __init__(
-        self, blocks: Sequence[Sequence[nn.Parameter]], freeze: bool, freeze_epochs: int, every: int
+        self,
+        blocks: Sequence[tuple[str, Sequence[nn.Parameter]]],
+        freeze: bool,
+        freeze_epochs: int,
+        every: int,
     ):
-        self.blocks = [tuple(block) for block in blocks]
+        self.names = [name for name, _ in blocks]
+        self.blocks = [tuple(params) for _, params in blocks]
         self.freeze = freeze
         self.freeze_epochs = freeze_epochs
         self.every = every
         self.frozen_ = 0  # blocks frozen in the epoch under way
+
+    def note(self) -> str:
+        """The schedule in words, for the run's summary."""
+        if self.freeze:
+            return f"body frozen ({len(self.blocks)} blocks): the head alone trains"
+        head_only = head_only_epochs(self.freeze_epochs, self.every)
+        then = (
+            f"then one more block every {self.every} epochs, {self.names[-1]} first"
+            if self.every
+            else "then everything"
+        )
+        return f"head alone for {head_only} epoch{'s' if head_only > 1 else ''}, {then}"
 
     def apply(self, epoch: int) -> None:
         self.frozen_ = frozen_blocks(epoch, len(self.blocks), self.freeze, self.freeze_epochs, self.every)
@@ -87,8 +110,8 @@ def layer_groups(
     ]
     groups: list[dict[str, Any]] = []
     for name, params, rate in parts:
-        decay = [p for p in params if include_all or is_decayed(p)]
-        rest = [p for p in params if not (include_all or is_decayed(p))]
+        decay = [p for p in params if is_penalized(p, include_all)]
+        rest = [p for p in params if not is_penalized(p, include_all)]
         for kind, members, wd in (("", decay, weight_decay), (" (no decay)", rest, 0.0)):
             if members:
                 groups.append({"params": members, "weight_decay": wd, "lr": rate, "name": name + kind})
@@ -105,17 +128,6 @@ def group_notes(groups: Sequence[dict[str, Any]]) -> str:
         rates[name] = group["lr"]
     listed = ", ".join(f"{name} {rates[name]:.3g} ({sizes[name]:,})" for name in sizes)
     return f"learning rates (parameters): {listed}"
-
-
-def schedule_note(blocks: Sequence[str], freeze: bool, freeze_epochs: int, every: int) -> str | None:
-    """The freezing schedule in words (None: nothing frozen)."""
-    if freeze:
-        return f"body frozen ({len(blocks)} blocks): the head alone trains"
-    head_only = freeze_epochs or every
-    if not head_only:
-        return None
-    then = f"then one more block every {every} epochs, {blocks[-1]} first" if every else "then everything"
-    return f"head alone for {head_only} epoch{'s' if head_only > 1 else ''}, {then}"
 
 
 def l2_sp_penalty(anchors: Sequence[tuple[torch.Tensor, torch.Tensor]], lam: float) -> torch.Tensor:

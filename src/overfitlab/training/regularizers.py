@@ -32,8 +32,13 @@ def is_decayed(param: torch.Tensor) -> bool:
     return param.dim() >= 2
 
 
+def is_penalized(param: torch.Tensor, include_all: bool) -> bool:
+    """Whether L1, L2, L2-SP and weight decay apply: decayed weights, or all with ``include_all``."""
+    return include_all or is_decayed(param)
+
+
 def penalized_parameters(model: nn.Module, include_all: bool = False) -> list[torch.Tensor]:
-    return [p for p in model.parameters() if p.requires_grad and (include_all or is_decayed(p))]
+    return [p for p in model.parameters() if p.requires_grad and is_penalized(p, include_all)]
 
 
 def tensor_sum(terms: Iterable[torch.Tensor]) -> torch.Tensor:
@@ -59,7 +64,7 @@ def param_groups(model: nn.Module, weight_decay: float, include_all: bool = Fals
     no_decay: list[nn.Parameter] = []
     for param in model.parameters():
         if param.requires_grad:
-            (decay if include_all or is_decayed(param) else no_decay).append(param)
+            (decay if is_penalized(param, include_all) else no_decay).append(param)
     groups: list[dict[str, Any]] = [{"params": decay, "weight_decay": weight_decay}]
     if no_decay:
         groups.append({"params": no_decay, "weight_decay": 0.0})
