@@ -226,6 +226,32 @@ def test_remedies_preset_on_a_start_adds_fine_tuning_and_drops_weighted_layers()
     assert "batchnorm" not in names and "gap-head" not in names
     plain = [v.name for v in preset("remedies", 3).variants]
     assert "freeze" not in plain and "batchnorm" in plain
+    # A remedy the recipe already applies is no variant: it would be the baseline again.
+    again = [v.name for v in preset("remedies", 3, base={"init": "runs/x", "reinit_head": True}).variants]
+    assert "reinit-head" not in again and "freeze" in again
+
+
+def test_the_diagnosis_of_a_fine_tuned_recipe_trains_on_its_classes(pretrained, tmp_path):
+    from overfitlab.data.edits import select_classes
+    from overfitlab.diagnosis import diagnose
+
+    overrides = {**CNN, "classes": "5-9", "init": str(pretrained), "reinit_head": True, "epochs": 15}
+    result = diagnose(overrides, tmp_path, "d", budget="quick")
+    # Its images are those of classes 5-9 (less the test split it holds out), not all ten.
+    from overfitlab.data.registry import load_dataset
+
+    five = len(select_classes(load_dataset("digits"), (5, 6, 7, 8, 9)).train)
+    assert 0.75 * five <= result.learning_curve.available < five
+    variants = {row["variant"] for row in result.remedies.decisions}
+    assert {"scratch", "freeze", "discriminative"} <= variants and "batchnorm" not in variants
+    notes = json.loads((tmp_path / "d" / "study" / "freeze-s0" / "summary.json").read_text())["model_notes"]
+    assert any("loaded from" in note for note in notes) and any("body frozen" in note for note in notes)
+    # Its flagged images are numbered as the data set numbers them: train --exclude reads them so.
+    listed = (tmp_path / "d" / "label-issues.csv").read_text().splitlines()[1:]
+    labels = load_dataset("digits").train.labels
+    for row in listed:
+        index, given_name = int(row.split(",")[2]), row.split(",")[6]
+        assert str(int(labels[index])) == given_name
 
 
 # --------------------------------------------------------------------------- published weights
@@ -354,3 +380,10 @@ def test_transfer_study_scratch_against_init_on_digits(pretrained, run_cli, tmp_
         for v in ("baseline", "scratch")
     }
     assert first["baseline"]["valid_acc"] > first["scratch"]["valid_acc"] + 0.1
+
+
+def test_labels_refuses_classes_whose_numbering_its_list_would_lose():
+    from overfitlab.labels.finder import find_label_issues
+
+    with pytest.raises(OverfitlabError, match="drop --classes"):
+        find_label_issues({"classes": "0-4"}, runs_dir=None)

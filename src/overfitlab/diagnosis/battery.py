@@ -20,6 +20,7 @@ from ..errors import OverfitlabError
 from ..history import History
 from ..labels.issues import find_issues, installed
 from ..models.factory import ARCHITECTURE_OPTIONS
+from ..runs.build import SELECTION, selected_data, train_origins
 from ..runs.train import train
 from ..sequential import Answer
 from ..studies.loop import run_study
@@ -137,7 +138,12 @@ def diagnose(
         base = {k: v for k, v in base.items() if k not in ARCHITECTURE_OPTIONS or k in overrides}
     config = apply_overrides(Config(), base, "the diagnosed recipe")
 
-    full = load_dataset(config.dataset, options=data_options(config))
+    # Edited and its classes kept once, here, as every run would: the runs, and parts 3 and 5,
+    # get these images with a recipe that selects nothing more (the test split is carved after).
+    loaded = load_dataset(config.dataset, options=data_options(config))
+    full, origin = selected_data(config, loaded), train_origins(config, loaded)
+    config = config.replace(**dict.fromkeys(SELECTION))
+    run_base = {k: v for k, v in base.items() if k not in SELECTION}
     data, test, test_source, kept = carve_test(full)
     largest = check_budget(config, data, plan)
     name = store.check_name(name or store.generated_name("diagnosis"))
@@ -156,7 +162,7 @@ def diagnose(
         raise OverfitlabError(f"{folder} already exists: pass --resume {name}, or another --name")
     variants = plan_variants(plan, largest, len(data.train), base)
     spec = make_spec(
-        base,
+        run_base,
         variants,
         plan.seeds,
         name=name,
@@ -223,7 +229,7 @@ def diagnose(
     )
     tell("part 3: random labels", counter["done"] + 1)
     subset, chosen = _subset(data, config)  # parts 3 and 5 train on the recipe's training subset
-    positions = kept[chosen].numpy()  # their places in the data set's train split
+    positions = origin[kept[chosen]].numpy()  # their places in the data set's train split
     memorised = random_labels(config, subset, folder, train)
     noise = tuple(noisy_labels(p, histories(f"noise-{round(p * 100)}")) for p in plan.noise)
     tell("part 5: out-of-fold predictions", counter["done"] + 2)

@@ -51,6 +51,9 @@ BUDGETS = {
 def _pool(config: Config, data: DataSet | None) -> Pool:
     if config.train_size is not None or config.label_noise:
         raise OverfitlabError("labels scores every image of every split: drop --train-size and --label-noise")
+    if config.classes is not None:
+        # Its list numbers images as the whole data set does, which --exclude and --relabel read.
+        raise OverfitlabError("labels scores every image of every class: drop --classes")
     return Pool.of(data if data is not None else load_dataset(config.dataset, options=data_options(config)))
 
 

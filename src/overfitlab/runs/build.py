@@ -15,6 +15,7 @@ from ..data.batches import Scaling, prepare
 from ..data.dataset import DataSet
 from ..data.edits import apply_edits, read_edits, select_classes
 from ..data.registry import load_dataset
+from ..data.split import Split
 from ..errors import OverfitlabError
 from ..models.cnn import PRESETS
 from ..models.factory import (
@@ -267,14 +268,31 @@ def build_early_stopping(config: Config) -> EarlyStopping | None:
     )
 
 
-def load_data(config: Config, data: DataSet | None = None) -> DataSet:
-    """The run's data: ``data`` when given (the Python API), else the config's data set; the
-    images --exclude and --relabel list edited; then the training subset and label noise, seeded."""
+# The keys selected_data acts on: data selected once is given on without them (the diagnosis).
+SELECTION = ("exclude", "relabel", "classes")
+
+
+def selected_data(config: Config, data: DataSet | None = None) -> DataSet:
+    """``data`` when given (the Python API), else the config's data set; the images --exclude
+    and --relabel list edited (their positions are the data set's own), then only --classes kept."""
     dataset = data if data is not None else load_dataset(config.dataset, options=data_options(config))
     dataset = apply_edits(dataset, read_edits(config.exclude, config.relabel))
     if config.classes is not None:
         dataset = select_classes(dataset, parse_classes(config.classes))
-    return prepare(dataset, config.train_size, config.label_noise, config.seed)
+    return dataset
+
+
+def train_origins(config: Config, data: DataSet) -> torch.Tensor:
+    """Each training image of ``selected_data(config, data)``: its position in ``data.train``.
+    The selection is run on the positions standing in for the images (it only indexes them), so
+    both take one path."""
+    positions = data.with_train(Split(torch.arange(len(data.train)), data.train.labels))
+    return selected_data(config, positions).train.images
+
+
+def load_data(config: Config, data: DataSet | None = None) -> DataSet:
+    """The run's data: ``selected_data``, then the training subset and label noise, seeded."""
+    return prepare(selected_data(config, data), config.train_size, config.label_noise, config.seed)
 
 
 def model_meta(

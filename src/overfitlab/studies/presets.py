@@ -67,8 +67,10 @@ DATA_SIZES = (75, 150, 300, 600, 1347)  # 1347: every digits training image
 
 def tuning_remedies(base: Mapping[str, Any] | None) -> list[tuple[str, dict[str, Any]]]:
     """The fine-tuning remedies when the recipe starts from weights, else none."""
-    starts = base is not None and (base.get("init") or base.get("pretrained"))
-    return list(FINE_TUNING) if starts else []
+    if base is None or not (base.get("init") or base.get("pretrained")):
+        return []
+    # A variant the recipe already is (--reinit-head given) would compare the baseline to itself.
+    return [(name, o) for name, o in FINE_TUNING if any(base.get(k) != v for k, v in o.items())]
 
 
 PRESETS = {
