@@ -2,7 +2,7 @@
 
     python -m benchmarks.transfer --data-root ../shared/data           # Fashion-MNIST 0-4 → 5-9
     python -m benchmarks.transfer --data-root ../shared/data --images 60
-    python -m benchmarks.transfer --data-root ../shared/data --mnist   # MNIST 0-4 → 60 images of 5-9
+    python -m benchmarks.transfer --data-root ../shared/data --mnist --max-seeds 20  # MNIST 0-4 → 60 of 5-9
     python -m benchmarks.transfer --digits                             # the 8×8 digits 0-4 → 5-9
 
 Each case pretrains the remedies preset's CNN (seed-cnn, 16 channels, no batch norm or
@@ -52,11 +52,14 @@ def toml(value: object) -> str:
 def run(command: list[str]) -> float:
     print("$ " + " ".join(command), flush=True)
     started = time.perf_counter()
-    subprocess.run(command, check=True)
+    if subprocess.run(command).returncode != 0:
+        sys.exit(f"{command[3]} failed: see its output above")
     return time.perf_counter() - started
 
 
-def case(name: str, data_root: str | None, folder: Path, images: int | None = None) -> None:
+def case(
+    name: str, data_root: str | None, folder: Path, images: int | None = None, max_seeds: int = 10
+) -> None:
     dataset, pre_epochs, default_images, epochs = CASES[name]
     images = images or default_images
     data = {"dataset": dataset, **({"data_dir": data_root, "download": False} if data_root else {})}
@@ -83,7 +86,18 @@ def case(name: str, data_root: str | None, folder: Path, images: int | None = No
     spec.write_text("\n".join(lines) + "\n")
     print(spec.read_text())
     study = run(
-        [*overfitlab, "study", str(spec), "--seeds", "auto", "--runs-dir", str(folder / "runs"), "--quiet"]
+        [
+            *overfitlab,
+            "study",
+            str(spec),
+            "--seeds",
+            "auto",
+            "--max-seeds",
+            str(max_seeds),
+            "--runs-dir",
+            str(folder / "runs"),
+            "--quiet",
+        ]
     )
     print(f"{name}: pretraining {pretraining:.0f} s, study {study:.0f} s", flush=True)
 
@@ -100,6 +114,7 @@ def main() -> None:
     parser.add_argument(
         "--images", type=int, help="fine-tuning images of classes 5-9 (default 300; digits 60)"
     )
+    parser.add_argument("--max-seeds", type=int, default=10, help="the study's most seeds (default 10)")
     parser.add_argument("--keep", help="a folder to keep the runs in (default: a temporary one)")
     args = parser.parse_args()
     if not args.digits and not args.data_root:
@@ -108,7 +123,7 @@ def main() -> None:
         folder = Path(args.keep or temporary)
         folder.mkdir(parents=True, exist_ok=True)
         name = "digits" if args.digits else "mnist" if args.mnist else "fashion-mnist"
-        case(name, args.data_root, folder, args.images)
+        case(name, args.data_root, folder, args.images, args.max_seeds)
 
 
 if __name__ == "__main__":
